@@ -1,0 +1,159 @@
+"""Conversion between napari layer data and the annotation model.
+
+The one place that knows how annotations look as napari layers.  It works on
+plain layer-data tuples and duck-typed layers, so it imports neither napari nor Qt.
+
+Role tags live in ``layer.metadata["hybridseg"]``::
+
+    {"role": "image" | "boxes" | "scribbles" | "strong" | "prediction" | ...,
+     "image": NAME, "exhaustive": bool, "format": ..., "spacing": [...], "affine": [...]}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .annotations import Box, ImageAnnotations, Project
+from .images import ImageMeta
+
+META_KEY = "hybridseg"
+ROLE_SUFFIX = {"boxes": "boxes", "scribbles": "scribbles", "strong": "masks"}
+
+
+def layer_name(image: str, role: str) -> str:
+    """``"<image> boxes"``, ``"<image> scribbles"``, ``"<image> masks"``."""
+    return f"{image} {ROLE_SUFFIX.get(role, role)}"
+
+
+def box_to_corners(box: Box) -> np.ndarray:
+    """Rectangle corners in napari world coordinates (pixel centres at integers)."""
+    y0, x0, y1, x1 = box.y0 - 0.5, box.x0 - 0.5, box.y1 - 0.5, box.x1 - 0.5
+    corners = np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], float)
+    if box.z is not None:
+        corners = np.column_stack([np.full(4, float(box.z)), corners])
+    return corners
+
+
+def corners_to_box(corners: np.ndarray, box_id: int) -> Box:
+    """Inverse of :func:`box_to_corners`; any quadrilateral becomes its bounding box."""
+    corners = np.asarray(corners, float)
+    z = None
+    if corners.shape[1] == 3:
+        z = int(round(float(np.median(corners[:, 0]))))
+        corners = corners[:, 1:]
+    lo = np.floor(corners.min(0) + 0.5).astype(int)
+    hi = np.floor(corners.max(0) + 0.5).astype(int)
+    return Box(int(box_id), int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1]), z)
+
+
+def image_metadata(item: ImageAnnotations, role: str, root: Path | None = None) -> dict:
+    meta = {"role": role, "image": item.name, "exhaustive": item.exhaustive}
+    meta.update(item.meta.to_layer_metadata())
+    if root is not None:
+        meta["project"] = str(root)
+    return {META_KEY: meta}
+
+
+def annotation_layer_data(item: ImageAnnotations, root: Path | None = None, visible: bool = True):
+    """Layer-data tuples for one image and its annotations (image, masks, scribbles, boxes)."""
+    scale = item.meta.napari_scale(len(item.spatial_shape))
+    common = {"scale": scale, "visible": visible}
+    layers = [
+        (
+            item.image,
+            {
+                "name": item.name,
+                "rgb": item.axes == "yxc" and item.n_channels in (3, 4),
+                "metadata": image_metadata(item, "image", root),
+                **common,
+            },
+            "image",
+        )
+    ]
+    if item.strong is not None:
+        layers.append(
+            (
+                item.strong,
+                {"name": layer_name(item.name, "strong"), "metadata": image_metadata(item, "strong", root), "opacity": 0.5, **common},
+                "labels",
+            )
+        )
+    if item.scribbles is not None:
+        layers.append(
+            (
+                item.scribbles,
+                {"name": layer_name(item.name, "scribbles"), "metadata": image_metadata(item, "scribbles", root), **common},
+                "labels",
+            )
+        )
+    if item.boxes:
+        layers.append(
+            (
+                [box_to_corners(b) for b in item.boxes],
+                {
+                    "name": layer_name(item.name, "boxes"),
+                    "shape_type": "rectangle",
+                    "features": {"id": [b.id for b in item.boxes]},
+                    "edge_color": "yellow",
+                    "face_color": "transparent",
+                    "edge_width": 1,
+                    "metadata": image_metadata(item, "boxes", root),
+                    **common,
+                },
+                "shapes",
+            )
+        )
+    return layers
+
+
+def project_layer_data(project: Project) -> list:
+    """Layer-data tuples for every image of a project; only the first is visible."""
+    out = []
+    for k, item in enumerate(project):
+        out.extend(annotation_layer_data(item, project.root, visible=k == 0))
+    return out
+
+
+def role_of(layer) -> tuple[str | None, str | None]:
+    """``(role, image_name)`` of a tagged layer, or ``(None, None)``."""
+    meta = getattr(layer, "metadata", {}) or {}
+    tag = meta.get(META_KEY) or {}
+    return tag.get("role"), tag.get("image")
+
+
+def boxes_from_shapes(data, features=None) -> list[Box]:
+    """Boxes from a Shapes layer's rectangles; ids from its ``id`` feature or 1..n."""
+    ids = None
+    if features is not None and "id" in features and len(features["id"]) == len(data):
+        ids = [int(i) if i == i else None for i in np.asarray(features["id"], dtype=float)]
+    boxes, used = [], set()
+    for k, corners in enumerate(data):
+        bid = ids[k] if ids and ids[k] is not None and ids[k] not in used else None
+        if bid is None:
+            bid = max(used | {0}) + 1
+        used.add(bid)
+        boxes.append(corners_to_box(corners, bid))
+    return boxes
+
+
+def annotations_from_layers(image_layer, layers) -> ImageAnnotations:
+    """Build an :class:`ImageAnnotations` from an image layer and its role-tagged layers."""
+    tag = (image_layer.metadata or {}).get(META_KEY, {})
+    name = tag.get("image") or image_layer.name
+    meta = ImageMeta.from_layer_metadata(tag, getattr(image_layer, "scale", None))
+    item = ImageAnnotations(
+        name=name, image=np.asarray(image_layer.data), meta=meta, exhaustive=tag.get("exhaustive", True)
+    )
+    for layer in layers:
+        role, owner = role_of(layer)
+        if owner != name:
+            continue
+        if role == "strong":
+            item.strong = np.asarray(layer.data)
+        elif role == "scribbles":
+            item.scribbles = np.asarray(layer.data)
+        elif role == "boxes":
+            item.boxes = boxes_from_shapes(layer.data, getattr(layer, "features", None))
+    return item

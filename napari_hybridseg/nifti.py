@@ -1,0 +1,75 @@
+"""NIfTI reading and writing, with the axis convention napari uses.
+
+NIfTI stores voxels indexed ``(i, j, k)``, conventionally x, y, z.  napari and
+NumPy image code index ``(z, y, x)``.  We therefore *reverse* the axes on read
+and reverse them back on write, so that a round trip is exact:
+
+=================  ==============  ===================
+on disk (NIfTI)    in memory       napari layer scale
+=================  ==============  ===================
+``(x, y)``         ``(y, x)``      ``(dy, dx)``
+``(x, y, 1)``      ``(y, x)``      ``(dy, dx)``
+``(x, y, z)``      ``(z, y, x)``   ``(dz, dy, dx)``
+=================  ==============  ===================
+
+The 4x4 affine is kept untouched in :class:`ImageMeta` and written back as it
+was, so a mask predicted for a scan lines up with the scan in any viewer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageReadError
+
+
+def read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Read a NIfTI file and return ``(array, affine, spacing)`` in napari order."""
+    import nibabel as nib
+
+    path = Path(path)
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj)
+    except Exception as exc:  # nibabel raises many types for damaged files
+        raise ImageReadError(f"{path}: cannot read NIfTI file ({exc})") from None
+    zooms = tuple(float(z) for z in img.header.get_zooms()[: data.ndim])
+    if data.ndim == 3 and data.shape[2] == 1:
+        data = data[:, :, 0]
+        zooms = zooms[:2]
+    if data.ndim not in (2, 3):
+        raise ImageReadError(
+            f"{path}: NIfTI with {data.ndim} dimensions is not supported (2D or 3D only)"
+        )
+    return np.ascontiguousarray(data.T), np.asarray(img.affine, dtype=float), zooms[::-1]
+
+
+def write_nifti(
+    path: str | Path,
+    array: np.ndarray,
+    affine: np.ndarray | None = None,
+    spacing: tuple[float, ...] | None = None,
+) -> None:
+    """Write ``array`` (napari order) to ``path`` as NIfTI, reversing the axes.
+
+    ``affine`` is used as given when present; otherwise a diagonal affine is built
+    from ``spacing`` (napari order).
+    """
+    import nibabel as nib
+
+    data = np.asarray(array)
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    if data.dtype == np.int64:
+        # NIfTI readers widely support int32; label ids never need 64 bits here
+        data = data.astype(np.int32)
+    if affine is None:
+        affine = np.eye(4)
+        if spacing is not None:
+            for axis, step in enumerate(reversed(tuple(spacing))):
+                affine[axis, axis] = float(step)
+    img = nib.Nifti1Image(np.ascontiguousarray(data.T), np.asarray(affine, dtype=float))
+    img.header.set_data_dtype(data.dtype)
+    nib.save(img, str(path))

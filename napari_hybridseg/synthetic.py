@@ -1,0 +1,280 @@
+"""Seeded synthetic data: microscopy- and scan-like images with ground truth and
+simulated weak labels, a chosen share of which is corrupted.
+
+Used by the sample data, the tests and the benchmarks.  Pure NumPy/scikit-image.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .annotations import Box, ImageAnnotations, Project
+from .atomic import atomic_write_text
+from .images import ImageMeta, write_image
+
+
+@dataclass
+class WeakLabels:
+    """Simulated weak labels for one image, with which of them are corrupted."""
+
+    boxes: list[Box] = field(default_factory=list)
+    scribbles: np.ndarray | None = None
+    corrupted: dict[tuple[str, int], bool] = field(default_factory=dict)
+
+
+def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
+    noise = ndi.gaussian_filter(rng.standard_normal(shape), sigma)
+    return noise / (noise.std() + 1e-8)
+
+
+def synth_image(
+    rng: np.random.Generator,
+    shape: tuple[int, int] = (128, 128),
+    kind: str = "microscopy",
+    n_objects: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(image, instance_labels)`` for one 2D image.
+
+    ``kind="microscopy"``: many small textured nuclei-like blobs on a dark
+    background, uint16 with a camera offset.  ``kind="medical"``: a few large
+    irregular lesion-like regions in textured tissue, float32.
+    Objects vary in size, shape and brightness; the image has blur, noise and
+    uneven illumination.
+    """
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    labels = np.zeros(shape, np.int32)
+    area = h * w
+    if kind == "microscopy":
+        n = n_objects if n_objects is not None else max(3, int(area / 900 * rng.uniform(0.7, 1.3)))
+        rmin, rmax = 4.0, max(6.0, min(h, w) / 9)
+    elif kind == "medical":
+        n = n_objects if n_objects is not None else int(rng.integers(2, 5))
+        rmin, rmax = min(h, w) / 14, min(h, w) / 6
+    else:
+        raise ValueError(f"unknown kind {kind!r}; use 'microscopy' or 'medical'")
+    wobble = _smooth_noise(rng, shape, 4.0)
+    brightness = np.zeros(shape, np.float32)
+    placed = 0
+    for _ in range(n * 8):
+        if placed >= n:
+            break
+        a = rng.uniform(rmin, rmax)
+        b = a * rng.uniform(0.55, 1.0)
+        cy, cx = rng.uniform(a, h - a), rng.uniform(a, w - a)
+        t = rng.uniform(0, np.pi)
+        dy, dx = yy - cy, xx - cx
+        u = (dx * np.cos(t) + dy * np.sin(t)) / a
+        v = (-dx * np.sin(t) + dy * np.cos(t)) / b
+        inside = (u**2 + v**2) < 1.0 + 0.25 * wobble
+        if not inside.any() or (labels[inside] > 0).mean() > 0.05:
+            continue
+        placed += 1
+        labels[inside & (labels == 0)] = placed
+        brightness[labels == placed] = rng.uniform(0.45, 1.0)
+    texture = 1.0 + 0.25 * _smooth_noise(rng, shape, 1.5)
+    fg = brightness * texture
+    illum = 0.75 + 0.25 * (yy / h * rng.uniform(-1, 1) + xx / w * rng.uniform(-1, 1))
+    if kind == "microscopy":
+        signal = ndi.gaussian_filter(fg, 1.0) * illum + 0.05
+        noisy = rng.poisson(np.clip(signal, 0, None) * 600) + rng.normal(0, 8, shape) + 100
+        image = np.clip(noisy, 0, 65535).astype(np.uint16)
+    else:
+        tissue = 0.35 + 0.08 * _smooth_noise(rng, shape, 3.0)
+        signal = np.where(labels > 0, 0.35 + 0.5 * fg, tissue)
+        signal = ndi.gaussian_filter(signal, 1.2) * illum
+        image = (signal + rng.normal(0, 0.04, shape)).astype(np.float32)
+    return image, labels
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
+
+
+def _stroke(shape, p0, p1, width: int = 1) -> np.ndarray:
+    from skimage.draw import line
+
+    out = np.zeros(shape, bool)
+    rr, cc = line(int(p0[0]), int(p0[1]), int(p1[0]), int(p1[1]))
+    keep = (rr >= 0) & (rr < shape[0]) & (cc >= 0) & (cc < shape[1])
+    out[rr[keep], cc[keep]] = True
+    if width > 1:
+        out = ndi.binary_dilation(out, iterations=width - 1)
+    return out
+
+
+def simulate_weak_labels(
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    corrupt_fraction: float = 0.3,
+    boxes: bool = True,
+    scribbles: bool = False,
+) -> WeakLabels:
+    """Simulate boxes and/or scribbles from instance ``labels``.
+
+    Corruptions, each for about ``corrupt_fraction`` of the annotations:
+    boxes are shifted by most of their size, made 2-3x too large, or placed on
+    empty background; foreground scribbles are drawn on background (a wrong
+    object).  Box and scribble ids are unique per image.
+    """
+    h, w = labels.shape
+    out = WeakLabels()
+    ids = [int(i) for i in np.unique(labels) if i > 0]
+    fg = labels > 0
+    next_id = 1
+    if boxes:
+        for i in ids:
+            y0, x0, y1, x1 = _bbox(labels == i)
+            corrupt = rng.random() < corrupt_fraction
+            if corrupt:
+                mode = rng.integers(3)
+                bh, bw = y1 - y0, x1 - x0
+                if mode == 0:  # shifted
+                    sy = int(rng.choice([-1, 1]) * rng.uniform(0.6, 1.0) * bh)
+                    sx = int(rng.choice([-1, 1]) * rng.uniform(0.6, 1.0) * bw)
+                    y0, y1, x0, x1 = y0 + sy, y1 + sy, x0 + sx, x1 + sx
+                elif mode == 1:  # loose
+                    f = rng.uniform(2.0, 3.0)
+                    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+                    y0, y1 = int(cy - f * bh / 2), int(cy + f * bh / 2)
+                    x0, x1 = int(cx - f * bw / 2), int(cx + f * bw / 2)
+                else:  # on background: the object keeps its true box, an extra one is wrong
+                    out.boxes.append(Box(next_id, y0, x0, y1, x1))
+                    out.corrupted[("box", next_id)] = False
+                    next_id += 1
+                    found = _background_spot(fg, bh, bw, rng)
+                    if found is None:
+                        continue
+                    y0, x0 = found
+                    y1, x1 = y0 + bh, x0 + bw
+            y0, x0, y1, x1 = max(y0, 0), max(x0, 0), min(y1, h), min(x1, w)
+            if y1 - y0 < 2 or x1 - x0 < 2:
+                continue
+            out.boxes.append(Box(next_id, y0, x0, y1, x1))
+            out.corrupted[("box", next_id)] = bool(corrupt)
+            next_id += 1
+    if scribbles:
+        scr = np.zeros(labels.shape, np.int32)
+        interior = ndi.binary_erosion(fg, iterations=2)
+        sid = max(next_id, 2)
+        for i in ids:
+            obj = (labels == i) & interior
+            if obj.sum() < 4:
+                continue
+            corrupt = rng.random() < corrupt_fraction
+            ys, xs = np.nonzero(obj)
+            cy, cx = ys.mean(), xs.mean()
+            length = max(2.0, 0.35 * np.sqrt(obj.sum()))
+            t = rng.uniform(0, np.pi)
+            d = np.array([np.sin(t), np.cos(t)]) * length
+            stroke = _stroke(labels.shape, (cy - d[0], cx - d[1]), (cy + d[0], cx + d[1])) & obj
+            if corrupt:
+                spot = _background_spot(fg, 8, 8, rng)
+                if spot is None:
+                    continue
+                y0, x0 = spot
+                stroke = _stroke(labels.shape, (y0 + 1, x0 + 1), (y0 + 6, x0 + 6)) & ~fg
+            if stroke.sum() == 0:
+                continue
+            scr[stroke & (scr == 0)] = sid
+            out.corrupted[("scribble", sid)] = bool(corrupt)
+            sid += 1
+        far_bg = ~ndi.binary_dilation(fg, iterations=4)
+        for _ in range(max(2, len(ids) // 3)):
+            p0 = rng.uniform([0, 0], [h, w])
+            p1 = p0 + rng.uniform(-0.3, 0.3, 2) * [h, w]
+            scr[_stroke(labels.shape, p0, p1) & far_bg & (scr == 0)] = 1
+        out.scribbles = scr
+    return out
+
+
+def _background_spot(fg, bh, bw, rng, tries: int = 50):
+    h, w = fg.shape
+    if bh >= h or bw >= w:
+        return None
+    for _ in range(tries):
+        y0, x0 = int(rng.integers(0, h - bh)), int(rng.integers(0, w - bw))
+        if not fg[y0 : y0 + bh, x0 : x0 + bw].any():
+            return y0, x0
+    return None
+
+
+def make_project(
+    root: str | Path | None = None,
+    n_images: int = 10,
+    strong_fraction: float = 0.1,
+    weak: str = "both",
+    corrupt_fraction: float = 0.3,
+    shape: tuple[int, int] = (128, 128),
+    kind: str = "microscopy",
+    seed: int = 0,
+    truth_dir: str | Path | None = None,
+) -> Project:
+    """Build (and, with ``root``, write) a synthetic project.
+
+    ``weak``: ``"boxes"``, ``"scribbles"`` or ``"both"`` (weak images alternate).
+    ``truth_dir``, when given, receives the ground-truth instance masks and
+    ``corruptions.csv`` (image, instance, kind, corrupted) for benchmarks.
+    """
+    if weak not in ("boxes", "scribbles", "both"):
+        raise ValueError(f"weak must be 'boxes', 'scribbles' or 'both', not {weak!r}")
+    rng = np.random.default_rng(seed)
+    n_strong = max(1, int(round(n_images * strong_fraction))) if strong_fraction > 0 else 0
+    items, truth, rows = [], {}, []
+    for k in range(n_images):
+        name = f"img{k:03d}"
+        image, labels = synth_image(rng, shape, kind)
+        truth[name] = labels
+        item = ImageAnnotations(name=name, image=image)
+        if k < n_strong:
+            item.strong = labels.copy()
+        else:
+            use_boxes = weak == "boxes" or (weak == "both" and k % 2 == 0)
+            weak_labels = simulate_weak_labels(
+                labels, rng, corrupt_fraction, boxes=use_boxes, scribbles=not use_boxes
+            )
+            item.boxes = weak_labels.boxes
+            item.scribbles = weak_labels.scribbles
+            for (kind_, iid), bad in weak_labels.corrupted.items():
+                rows.append([name, iid, kind_, int(bad)])
+        items.append(item)
+    project = Project(items)
+    if root is not None:
+        project.save(root)
+    if truth_dir is not None:
+        truth_dir = Path(truth_dir)
+        for name, labels in truth.items():
+            write_image(truth_dir / f"{name}.tif", labels.astype(np.uint16), ImageMeta())
+        lines = ["image,instance,kind,corrupted"] + [",".join(map(str, r)) for r in rows]
+        atomic_write_text(truth_dir / "corruptions.csv", "\n".join(lines) + "\n")
+    return project
+
+
+def read_corruptions(path: str | Path) -> dict[tuple[str, str], bool]:
+    """Read ``corruptions.csv``: ``{(image, instance): corrupted}``."""
+    with open(path, newline="") as fh:
+        return {(r["image"], r["instance"]): r["corrupted"] == "1" for r in csv.DictReader(fh)}
+
+
+def synth_volume(
+    rng: np.random.Generator, shape: tuple[int, int, int] = (16, 96, 96)
+) -> tuple[np.ndarray, np.ndarray]:
+    """A 3D scan-like volume with a few ellipsoidal lesions and their labels."""
+    d, h, w = shape
+    zz, yy, xx = np.mgrid[0:d, 0:h, 0:w].astype(np.float32)
+    labels = np.zeros(shape, np.int32)
+    for i in range(1, int(rng.integers(2, 4)) + 1):
+        r = rng.uniform(0.12, 0.2, 3) * np.array([d * 2.5, h, w])
+        c = rng.uniform(0.3, 0.7, 3) * np.array(shape)
+        inside = ((zz - c[0]) / r[0]) ** 2 + ((yy - c[1]) / r[1]) ** 2 + ((xx - c[2]) / r[2]) ** 2 < 1
+        labels[inside & (labels == 0)] = i
+    tissue = 0.3 + 0.05 * ndi.gaussian_filter(rng.standard_normal(shape), 2) * 10
+    signal = ndi.gaussian_filter(np.where(labels > 0, 0.8, tissue), 1.0)
+    image = (signal + rng.normal(0, 0.04, shape)).astype(np.float32)
+    return image, labels
