@@ -1,0 +1,152 @@
+"""Training configuration: a validated dataclass that serialises to ``config.json``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from .errors import ConfigError
+
+METHODS = ("strong-only", "naive", "dii", "dcr", "dii+dcr")
+BOX_TARGETS = ("filled", "projection")
+GRANULARITIES = ("object", "image")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class TrainConfig:
+    """All options of a training run.
+
+    Attributes
+    ----------
+    method
+        ``strong-only`` (weak labels ignored), ``naive`` (weak as strong, weights fixed
+        at 1), ``dii`` (one network, learned weights), ``dcr`` (two networks,
+        weights fixed at 1), ``dii+dcr`` (two networks, learned weights).
+    box_target
+        ``projection``: BoxInst-style projection and colour-affinity terms inside each
+        box, which place the object without teaching rectangles; ``filled``: the whole
+        box is foreground (the paper's choice).
+    granularity
+        ``object``: one weight per box, per foreground scribble and per weak image's
+        background; ``image``: one weight per weak image (the paper).
+    dii_warmup, dii_interval
+        Steps before the first weight update and between updates; ``None`` picks
+        them from the epoch length (see :meth:`resolved_dii_schedule`).
+    """
+
+    method: str = "dii+dcr"
+    box_target: str = "projection"
+    granularity: str = "object"
+    steps: int = 600
+    batch_size: int = 8
+    patch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    depth: int = 3
+    width: int = 16
+    seed: int = 0
+    device: str = "auto"
+    dii_lr: float = 0.1
+    dii_warmup: int | None = None
+    dii_interval: int | None = None
+    lambda_cr: float = 1.0
+    pairwise_weight: float = 1.0
+    affinity_threshold: float = 0.3
+    strong_per_batch: float = 0.25
+    checkpoint_every: int = 100
+    log_every: int = 10
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def choice(name, allowed):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+        choice("method", METHODS)
+        choice("box_target", BOX_TARGETS)
+        choice("granularity", GRANULARITIES)
+        if not (self.device in DEVICES or self.device.startswith("cuda:")):
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N; got {self.device!r}")
+        for name in ("steps", "batch_size", "width", "depth", "checkpoint_every", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.patch_size % (2**self.depth) or self.patch_size < 2**self.depth * 4:
+            raise ConfigError(
+                f"patch_size {self.patch_size} must be a multiple of 2**depth = {2**self.depth} "
+                f"and at least {2**self.depth * 4}"
+            )
+        if not 0.0 < self.strong_per_batch <= 1.0:
+            raise ConfigError("strong_per_batch must be in (0, 1]")
+        for name in ("dii_warmup", "dii_interval"):
+            value = getattr(self, name)
+            if value is not None and value < (1 if name == "dii_interval" else 0):
+                raise ConfigError(f"{name} must be positive; got {value}")
+
+    @property
+    def uses_dii(self) -> bool:
+        return self.method in ("dii", "dii+dcr")
+
+    @property
+    def uses_dcr(self) -> bool:
+        return self.method in ("dcr", "dii+dcr")
+
+    @property
+    def uses_weak(self) -> bool:
+        return self.method != "strong-only"
+
+    def resolved_dii_schedule(self, steps_per_epoch: int) -> tuple[int, int]:
+        """``(warmup, interval)``: by default two epochs (at least a sixth of the run) of
+        warm-up, then an update every epoch (at most 1/12 of the run apart)."""
+        epoch = max(1, steps_per_epoch)
+        warmup = self.dii_warmup if self.dii_warmup is not None else max(2 * epoch, self.steps // 6)
+        interval = self.dii_interval if self.dii_interval is not None else max(1, min(epoch, self.steps // 12))
+        return int(warmup), int(interval)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        from .atomic import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc.msg})") from None
+
+
+def resolve_device(name: str = "auto"):
+    """A ``torch.device`` for ``name``: ``auto`` tries CUDA, then MPS, then the CPU."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps' requested but MPS is not available; use --device cpu or auto")
+    if name not in DEVICES and not name.startswith("cuda:"):
+        raise ConfigError(f"unknown device {name!r}; use one of {', '.join(DEVICES)}")
+    return torch.device(name)

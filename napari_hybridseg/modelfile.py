@@ -1,0 +1,93 @@
+"""Model and checkpoint files, loaded without running code from them.
+
+Both are ``torch.save`` dictionaries of tensors and plain values, read back with
+``torch.load(weights_only=True)``: PyTorch's restricted unpickler refuses any
+object that could execute code, so a model someone sends cannot run anything.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_path
+from .config import TrainConfig
+from .errors import ModelFileError
+from .networks import UNet, create_model
+
+MODEL_FORMAT = "napari-hybridseg-model"
+CHECKPOINT_FORMAT = "napari-hybridseg-checkpoint"
+VERSION = 1
+
+
+def save_file(path: str | Path, payload: dict) -> Path:
+    """``torch.save`` atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_file(path: str | Path, expected: str) -> dict:
+    """Load a file of ours safely; raise :class:`ModelFileError` for anything else."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / ("model.pt" if expected == MODEL_FORMAT else "checkpoint.pt")
+    if not path.is_file():
+        raise ModelFileError(f"{path}: file not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(
+            f"{path}: not a napari-hybridseg file, or damaged (refused to load: {first[:160]})"
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != expected:
+        raise ModelFileError(f"{path}: not a napari-hybridseg {expected.rsplit('-', 1)[-1]} file")
+    if int(data.get("version", 0)) > VERSION:
+        raise ModelFileError(f"{path}: written by a newer napari-hybridseg (format {data['version']})")
+    return data
+
+
+@dataclass
+class LoadedModel:
+    nets: list[UNet]
+    config: TrainConfig
+    in_channels: int
+
+    def to(self, device) -> LoadedModel:
+        for n in self.nets:
+            n.to(device).eval()
+        return self
+
+
+def save_model(path: str | Path, nets: list[UNet], config: TrainConfig, in_channels: int) -> Path:
+    return save_file(
+        path,
+        {
+            "format": MODEL_FORMAT,
+            "version": VERSION,
+            "config": json.dumps(config.to_dict()),
+            "in_channels": int(in_channels),
+            "nets": [{k: v.detach().cpu() for k, v in n.state_dict().items()} for n in nets],
+        },
+    )
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    data = load_file(path, MODEL_FORMAT)
+    try:
+        cfg = TrainConfig.from_dict(json.loads(data["config"]))
+        nets = []
+        for state in data["nets"]:
+            net = create_model(int(data["in_channels"]), cfg.depth, cfg.width)
+            net.load_state_dict(state)
+            nets.append(net.eval())
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise ModelFileError(f"{path}: damaged model file ({str(exc).splitlines()[0][:160]})") from None
+    return LoadedModel(nets, cfg, int(data["in_channels"]))
