@@ -28,8 +28,13 @@ def build_sample_project(root: Path) -> Path:
     from .synthetic import make_project
 
     make_project(
-        root, n_images=8, strong_fraction=0.125, weak="both", corrupt_fraction=0.3,
-        shape=(160, 160), seed=SAMPLE_PROJECT_SEED,
+        root,
+        n_images=8,
+        strong_fraction=0.125,
+        weak="both",
+        corrupt_fraction=0.3,
+        shape=(160, 160),
+        seed=SAMPLE_PROJECT_SEED,
     )
     return root
 

@@ -147,9 +147,7 @@ def parse_boxes_csv(text: str, shape: tuple[int, ...], where: str) -> list[Box]:
     seen: set[int] = set()
     for lineno, row in enumerate(rows[1:], start=2):
         if len(row) != len(expected):
-            raise AnnotationError(
-                f"{where}:{lineno}: expected {len(expected)} values, got {len(row)}"
-            )
+            raise AnnotationError(f"{where}:{lineno}: expected {len(expected)} values, got {len(row)}")
         try:
             values = [float(c) for c in row]
         except ValueError:
@@ -175,9 +173,7 @@ def _check_box(box: Box, shape: tuple[int, ...], where: str) -> Box:
     h, w = shape[-2:]
     if box.z is not None and not 0 <= box.z < shape[0]:
         raise AnnotationError(f"{where}: box {box.id} is on slice {box.z}, outside 0..{shape[0] - 1}")
-    clipped = Box(
-        box.id, max(box.y0, 0), max(box.x0, 0), min(box.y1, h), min(box.x1, w), box.z
-    )
+    clipped = Box(box.id, max(box.y0, 0), max(box.x0, 0), min(box.y1, h), min(box.x1, w), box.z)
     if clipped.y1 <= clipped.y0 or clipped.x1 <= clipped.x0:
         raise AnnotationError(f"{where}: box {box.id} lies entirely outside the {h}x{w} image")
     if clipped != box:
@@ -254,7 +250,7 @@ class Project:
         strong = _find_files(root / "strong", LABEL_SUFFIXES)
         scribbles = _find_files(root / "scribbles", LABEL_SUFFIXES)
         boxes = _find_files(root / "boxes", (".csv",))
-        for kind, files in (("strong", strong), ("scribbles", scribbles), ("boxes", boxes)):
+        for files in (strong, scribbles, boxes):
             for name, path in files.items():
                 if name not in images:
                     raise AnnotationError(f"{path}: no image {name!r} in {root / 'images'}")
@@ -292,9 +288,7 @@ class Project:
 def _read_label(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     arr, _ = read_image(path)
     if arr.shape != tuple(shape):
-        raise AnnotationError(
-            f"{path}: shape {arr.shape} differs from its image's {tuple(shape)}"
-        )
+        raise AnnotationError(f"{path}: shape {arr.shape} differs from its image's {tuple(shape)}")
     return _label_array(arr, str(path))
 
 
@@ -308,7 +302,7 @@ def _read_flags(root: Path) -> dict:
         raise AnnotationError(f"{path}: not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
     images = data.get("images", {}) if isinstance(data, dict) else None
     if not isinstance(images, dict):
-        raise AnnotationError(f"{path}: expected {{\"images\": {{NAME: {{...}}}}}}")
+        raise AnnotationError(f'{path}: expected {{"images": {{NAME: {{...}}}}}}')
     return images
 
 

@@ -76,7 +76,12 @@ def annotation_layer_data(item: ImageAnnotations, root: Path | None = None, visi
         layers.append(
             (
                 item.strong,
-                {"name": layer_name(item.name, "strong"), "metadata": image_metadata(item, "strong", root), "opacity": 0.5, **common},
+                {
+                    "name": layer_name(item.name, "strong"),
+                    "metadata": image_metadata(item, "strong", root),
+                    "opacity": 0.5,
+                    **common,
+                },
                 "labels",
             )
         )
@@ -84,7 +89,11 @@ def annotation_layer_data(item: ImageAnnotations, root: Path | None = None, visi
         layers.append(
             (
                 item.scribbles,
-                {"name": layer_name(item.name, "scribbles"), "metadata": image_metadata(item, "scribbles", root), **common},
+                {
+                    "name": layer_name(item.name, "scribbles"),
+                    "metadata": image_metadata(item, "scribbles", root),
+                    **common,
+                },
                 "labels",
             )
         )

@@ -100,12 +100,21 @@ class TrainConfig:
     def uses_weak(self) -> bool:
         return self.method != "strong-only"
 
-    def resolved_dii_schedule(self, steps_per_epoch: int) -> tuple[int, int]:
-        """``(warmup, interval)``: by default two epochs (at least a sixth of the run) of
-        warm-up, then an update every epoch (at most 1/12 of the run apart)."""
+    def resolved_dii_schedule(self, steps_per_epoch: int, amortised_interval: int = 1) -> tuple[int, int]:
+        """``(warmup, interval)`` in steps.
+
+        By default the warm-up is two epochs and at least a sixth of the run; the
+        interval is one epoch, but never shorter than ``amortised_interval`` (the
+        trainer passes the interval at which one update over the whole weak set
+        costs about a tenth of the training in between), and at most 1/12 of the
+        run unless amortisation needs more.
+        """
         epoch = max(1, steps_per_epoch)
         warmup = self.dii_warmup if self.dii_warmup is not None else max(2 * epoch, self.steps // 6)
-        interval = self.dii_interval if self.dii_interval is not None else max(1, min(epoch, self.steps // 12))
+        if self.dii_interval is not None:
+            interval = self.dii_interval
+        else:
+            interval = max(amortised_interval, min(epoch, max(1, self.steps // 12)))
         return int(warmup), int(interval)
 
     def to_dict(self) -> dict:

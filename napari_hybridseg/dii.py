@@ -15,9 +15,7 @@ from __future__ import annotations
 import torch
 
 
-def classifier_grads(
-    features: torch.Tensor, grad_logits: torch.Tensor, index: torch.Tensor, n: int
-) -> torch.Tensor:
+def classifier_grads(features: torch.Tensor, grad_logits: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
     """Per-instance gradients of the 1x1 classifier ``(weight, bias)``.
 
     Parameters
@@ -117,7 +115,5 @@ class InstanceWeights:
         with torch.no_grad():
             self.gamma.copy_(state["gamma"])
         self.opt.load_state_dict(state["opt"])
-        self.pinned = {
-            int(k): float(v) for k, v in zip(state["pinned_index"].tolist(), state["pinned_value"].tolist())
-        }
+        self.pinned = {int(k): float(v) for k, v in zip(state["pinned_index"].tolist(), state["pinned_value"].tolist())}
         self.updates = int(state["updates"])

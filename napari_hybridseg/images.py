@@ -120,8 +120,7 @@ def read_image(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
     suffix = compound_suffix(path)
     if suffix not in READERS:
         raise ImageReadError(
-            f"{path}: unsupported file type {suffix or '(none)'}; "
-            f"expected one of {', '.join(IMAGE_SUFFIXES)}"
+            f"{path}: unsupported file type {suffix or '(none)'}; expected one of {', '.join(IMAGE_SUFFIXES)}"
         )
     if not path.is_file():
         raise ImageReadError(f"{path}: file not found")
@@ -164,10 +163,7 @@ def write_image(path: str | Path, array: np.ndarray, meta: ImageMeta | None = No
     path = Path(path)
     suffix = compound_suffix(path)
     if suffix not in WRITERS:
-        raise ValueError(
-            f"{path}: cannot write {suffix or 'files without extension'}; "
-            f"use one of {', '.join(WRITERS)}"
-        )
+        raise ValueError(f"{path}: cannot write {suffix or 'files without extension'}; use one of {', '.join(WRITERS)}")
     meta = meta or ImageMeta()
     atomic_write(path, lambda tmp: WRITERS[suffix](tmp, np.asarray(array), meta))
     return path

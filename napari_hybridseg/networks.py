@@ -35,9 +35,7 @@ class UNet(nn.Module):
         chans = [width * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList([_block(in_channels, chans[0])])
         self.down.extend(_block(chans[i], chans[i + 1]) for i in range(depth))
-        self.up = nn.ModuleList(
-            nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth))
-        )
+        self.up = nn.ModuleList(nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth)))
         self.dec = nn.ModuleList(_block(chans[i] * 2, chans[i]) for i in reversed(range(depth)))
         self.pool = nn.MaxPool2d(2)
         self.classifier = nn.Conv2d(chans[0], n_classes, 1)
@@ -46,14 +44,11 @@ class UNet(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         m = 2**self.depth
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         if x.shape[-2] % m or x.shape[-1] % m:
             h, w = x.shape[-2:]
             raise ValueError(
-                f"input size {h}x{w} is not a multiple of 2**depth = {m}; pad it to "
-                f"{-(-h // m) * m}x{-(-w // m) * m}"
+                f"input size {h}x{w} is not a multiple of 2**depth = {m}; pad it to {-(-h // m) * m}x{-(-w // m) * m}"
             )
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

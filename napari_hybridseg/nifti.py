@@ -40,9 +40,7 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, .
         data = data[:, :, 0]
         zooms = zooms[:2]
     if data.ndim not in (2, 3):
-        raise ImageReadError(
-            f"{path}: NIfTI with {data.ndim} dimensions is not supported (2D or 3D only)"
-        )
+        raise ImageReadError(f"{path}: NIfTI with {data.ndim} dimensions is not supported (2D or 3D only)")
     return np.ascontiguousarray(data.T), np.asarray(img.affine, dtype=float), zooms[::-1]
 
 

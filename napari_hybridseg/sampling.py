@@ -46,8 +46,15 @@ class _Padded:
 
 
 class PatchSampler:
-    def __init__(self, tset: TrainingSet, patch: int, batch: int, strong_share: float,
-                 rng: np.random.Generator, augment: bool = True) -> None:
+    def __init__(
+        self,
+        tset: TrainingSet,
+        patch: int,
+        batch: int,
+        strong_share: float,
+        rng: np.random.Generator,
+        augment: bool = True,
+    ) -> None:
         self.tset = tset
         self.patch = patch
         self.batch_size = batch

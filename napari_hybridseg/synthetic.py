@@ -25,6 +25,7 @@ class WeakLabels:
     boxes: list[Box] = field(default_factory=list)
     scribbles: np.ndarray | None = None
     corrupted: dict[tuple[str, int], bool] = field(default_factory=dict)
+    corruption: dict[tuple[str, int], str] = field(default_factory=dict)  # how, for reports
 
 
 def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
@@ -132,8 +133,10 @@ def simulate_weak_labels(
         for i in ids:
             y0, x0, y1, x1 = _bbox(labels == i)
             corrupt = rng.random() < corrupt_fraction
+            how = "none"
             if corrupt:
                 mode = rng.integers(3)
+                how = ("shifted", "loose", "background")[mode]
                 bh, bw = y1 - y0, x1 - x0
                 if mode == 0:  # shifted
                     sy = int(rng.choice([-1, 1]) * rng.uniform(0.6, 1.0) * bh)
@@ -158,6 +161,7 @@ def simulate_weak_labels(
                 continue
             out.boxes.append(Box(next_id, y0, x0, y1, x1))
             out.corrupted[("box", next_id)] = bool(corrupt)
+            out.corruption[("box", next_id)] = how
             next_id += 1
     if scribbles:
         scr = np.zeros(labels.shape, np.int32)
@@ -184,6 +188,7 @@ def simulate_weak_labels(
                 continue
             scr[stroke & (scr == 0)] = sid
             out.corrupted[("scribble", sid)] = bool(corrupt)
+            out.corruption[("scribble", sid)] = "background" if corrupt else "none"
             sid += 1
         far_bg = ~ndi.binary_dilation(fg, iterations=4)
         for _ in range(max(2, len(ids) // 3)):
@@ -220,7 +225,7 @@ def make_project(
 
     ``weak``: ``"boxes"``, ``"scribbles"`` or ``"both"`` (weak images alternate).
     ``truth_dir``, when given, receives the ground-truth instance masks and
-    ``corruptions.csv`` (image, instance, kind, corrupted) for benchmarks.
+    ``corruptions.csv`` (image, instance, kind, corrupted, corruption) for benchmarks.
     """
     if weak not in ("boxes", "scribbles", "both"):
         raise ValueError(f"weak must be 'boxes', 'scribbles' or 'both', not {weak!r}")
@@ -236,13 +241,11 @@ def make_project(
             item.strong = labels.copy()
         else:
             use_boxes = weak == "boxes" or (weak == "both" and k % 2 == 0)
-            weak_labels = simulate_weak_labels(
-                labels, rng, corrupt_fraction, boxes=use_boxes, scribbles=not use_boxes
-            )
+            weak_labels = simulate_weak_labels(labels, rng, corrupt_fraction, boxes=use_boxes, scribbles=not use_boxes)
             item.boxes = weak_labels.boxes
             item.scribbles = weak_labels.scribbles
             for (kind_, iid), bad in weak_labels.corrupted.items():
-                rows.append([name, iid, kind_, int(bad)])
+                rows.append([name, iid, kind_, int(bad), weak_labels.corruption.get((kind_, iid), "none")])
         items.append(item)
     project = Project(items)
     if root is not None:
@@ -251,7 +254,7 @@ def make_project(
         truth_dir = Path(truth_dir)
         for name, labels in truth.items():
             write_image(truth_dir / f"{name}.tif", labels.astype(np.uint16), ImageMeta())
-        lines = ["image,instance,kind,corrupted"] + [",".join(map(str, r)) for r in rows]
+        lines = ["image,instance,kind,corrupted,corruption"] + [",".join(map(str, r)) for r in rows]
         atomic_write_text(truth_dir / "corruptions.csv", "\n".join(lines) + "\n")
     return project
 
@@ -262,9 +265,7 @@ def read_corruptions(path: str | Path) -> dict[tuple[str, str], bool]:
         return {(r["image"], r["instance"]): r["corrupted"] == "1" for r in csv.DictReader(fh)}
 
 
-def synth_volume(
-    rng: np.random.Generator, shape: tuple[int, int, int] = (16, 96, 96)
-) -> tuple[np.ndarray, np.ndarray]:
+def synth_volume(rng: np.random.Generator, shape: tuple[int, int, int] = (16, 96, 96)) -> tuple[np.ndarray, np.ndarray]:
     """A 3D scan-like volume with a few ellipsoidal lesions and their labels."""
     d, h, w = shape
     zz, yy, xx = np.mgrid[0:d, 0:h, 0:w].astype(np.float32)

@@ -97,8 +97,13 @@ def _scribble_signature(mask: np.ndarray) -> str:
 
 
 def _weak_slice(
-    item: ImageAnnotations, z: int | None, image: np.ndarray, boxes: list[Box],
-    scribbles: np.ndarray | None, cfg: TrainConfig, reg: _Registry,
+    item: ImageAnnotations,
+    z: int | None,
+    image: np.ndarray,
+    boxes: list[Box],
+    scribbles: np.ndarray | None,
+    cfg: TrainConfig,
+    reg: _Registry,
 ) -> TrainSlice:
     h, w = image.shape[-2:]
     target = np.full((h, w), -1, np.int8)
@@ -158,9 +163,7 @@ def build_training_set(project: Project, cfg: TrainConfig) -> TrainingSet:
             for z in range(norm.shape[0]) if item.is_volume else [None]:
                 img = norm[z] if z is not None else norm
                 tgt = (fg[z] if z is not None else fg).astype(np.int8)
-                slices.append(
-                    TrainSlice(item.name, z, img, tgt, np.full(tgt.shape, -1, np.int32), True)
-                )
+                slices.append(TrainSlice(item.name, z, img, tgt, np.full(tgt.shape, -1, np.int32), True))
             continue
         first = len(reg.instances)
         if item.is_volume:
@@ -170,20 +173,23 @@ def build_training_set(project: Project, cfg: TrainConfig) -> TrainingSet:
             for z in sorted(zs):
                 slices.append(
                     _weak_slice(
-                        item, z, norm[z], [b for b in item.boxes if b.z == z],
-                        item.scribbles[z] if item.scribbles is not None else None, cfg, reg,
+                        item,
+                        z,
+                        norm[z],
+                        [b for b in item.boxes if b.z == z],
+                        item.scribbles[z] if item.scribbles is not None else None,
+                        cfg,
+                        reg,
                     )
                 )
         else:
             slices.append(_weak_slice(item, None, norm, item.boxes, item.scribbles, cfg, reg))
-        own = np.array(
-            [i for i, ins in enumerate(reg.instances) if ins.image == item.name and i >= first], np.int64
-        )
+        own = np.array([i for i, ins in enumerate(reg.instances) if ins.image == item.name and i >= first], np.int64)
         for s in slices:
             if s.name == item.name:
                 s.image_instances = own
     if not any(s.strong for s in slices):
         raise ValueError("no image has a full mask: draw a full mask on at least one image (or a crop of one)")
-    return TrainingSet(slices, reg.instances, np.asarray(reg.box_instance, np.int64),
-                       next(iter(channels)) if channels else 1)
-
+    return TrainingSet(
+        slices, reg.instances, np.asarray(reg.box_instance, np.int64), next(iter(channels)) if channels else 1
+    )

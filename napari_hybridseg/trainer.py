@@ -32,7 +32,7 @@ from .modelfile import CHECKPOINT_FORMAT, VERSION, load_file, load_model, save_f
 from .networks import UNet, create_model
 from .predict import predict_slice
 from .sampling import Batch, PatchSampler
-from .targets import Instance, TrainingSet, TrainSlice, build_training_set
+from .targets import Instance, TrainSlice, build_training_set
 
 DII_TILE = 1024
 
@@ -91,7 +91,9 @@ class Trainer:
         torch.manual_seed(self.cfg.seed)
         n_nets = 2 if self.cfg.uses_dcr else 1
         self.nets: list[UNet] = [
-            create_model(self.tset.in_channels, self.cfg.depth, self.cfg.width, seed=self.cfg.seed * 1000 + k).to(self.device)
+            create_model(self.tset.in_channels, self.cfg.depth, self.cfg.width, seed=self.cfg.seed * 1000 + k).to(
+                self.device
+            )
             for k in range(n_nets)
         ]
         if init_model is not None:
@@ -114,7 +116,15 @@ class Trainer:
             self.tset, self.cfg.patch_size, self.cfg.batch_size, self.cfg.strong_per_batch, self.rng, self.cfg.augment
         )
         self.box_instance = torch.as_tensor(self.tset.box_instance, dtype=torch.long, device=self.device)
-        self.dii_schedule = self.cfg.resolved_dii_schedule(self.sampler.steps_per_epoch())
+        self.dii_schedule = self.cfg.resolved_dii_schedule(self.sampler.steps_per_epoch(), self._amortised_interval())
+
+    def _amortised_interval(self) -> int:
+        # One DII update is one forward pass over the weak set (per network); a training
+        # step is about three passes (forward and backward) over a batch, six with DCR.
+        # Keep the updates near a tenth of the training time.
+        weak_px = sum(s.target.size for s in self.tset.weak)
+        step_px = 3 * self.cfg.batch_size * self.cfg.patch_size**2 * (2 if self.cfg.uses_dcr else 1)
+        return max(1, int(np.ceil(10 * weak_px * len(self.nets) / step_px)))
 
     def _init_from(self, path: str | Path) -> None:
         model = load_model(path)
@@ -312,7 +322,8 @@ class Trainer:
 
     @torch.no_grad()
     def _features(self, net: UNet, img: np.ndarray) -> torch.Tensor:
-        return net.features(self._to(np.ascontiguousarray(img[None], dtype=np.float32)))
+        dtype = net.classifier.weight.dtype
+        return net.features(torch.from_numpy(np.ascontiguousarray(img[None])).to(self.device, dtype))
 
     def strong_gradient(self, net: UNet) -> torch.Tensor:
         """``g_S``: gradient of the mean strong cross-entropy w.r.t. the classifier."""
@@ -409,7 +420,9 @@ class Trainer:
             self.step = int(data["step"])
             self.elapsed = float(data.get("elapsed", 0.0))
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise ModelFileError(f"{path}: checkpoint does not match this run ({str(exc).splitlines()[0][:160]})") from None
+            raise ModelFileError(
+                f"{path}: checkpoint does not match this run ({str(exc).splitlines()[0][:160]})"
+            ) from None
 
     # -- the loop -------------------------------------------------------------------------
     def _log(self, record: dict) -> None:
@@ -466,7 +479,10 @@ class Trainer:
         try:
             self._prepare_run_dir()
             yield ev.StartedEvent(
-                str(self.device), cfg.steps, self.step, len(self.instances),
+                str(self.device),
+                cfg.steps,
+                self.step,
+                len(self.instances),
                 {"strong slices": len(self.tset.strong), "weak slices": len(self.tset.weak)},
                 self.dii_schedule if cfg.uses_dii else None,
             )
@@ -494,8 +510,13 @@ class Trainer:
                         self.write_weights_csv(self.run_dir / "weights.csv")
                 yield ev.StepEvent(self.step, cfg.steps, losses, self.elapsed, losses["lr"])
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    self._log({"step": self.step, **{k: round(v, 6) for k, v in losses.items()},
-                               "elapsed": round(self.elapsed, 3)})
+                    self._log(
+                        {
+                            "step": self.step,
+                            **{k: round(v, 6) for k, v in losses.items()},
+                            "elapsed": round(self.elapsed, 3),
+                        }
+                    )
                 due = self.preview_every and self.step % self.preview_every == 0
                 if self._preview is not None and (due or self._preview_pending):
                     self._preview_pending = False
@@ -508,7 +529,8 @@ class Trainer:
                 self.save_checkpoint()
                 self.save_model(self.run_dir / "model.pt")
                 self.write_weights_csv(self.run_dir / "weights.csv")
-            yield ev.FinishedEvent(self.step, str(self.run_dir) if self.run_dir else None,
-                                   self._stop.is_set(), self.elapsed)
+            yield ev.FinishedEvent(
+                self.step, str(self.run_dir) if self.run_dir else None, self._stop.is_set(), self.elapsed
+            )
         except Exception as exc:  # surfaced as an event; the last checkpoint stays on disk
             yield ev.ErrorEvent(self.step, f"{type(exc).__name__}: {exc}", traceback.format_exc())

@@ -1,0 +1,193 @@
+"""Label efficiency: Dice of every method on held-out images, and how well the learned
+weights separate corrupted from clean weak annotations (ROC AUC).
+
+Datasets: ``synthetic`` (the package's generator) and ``bbbc007`` (real nuclei from
+../shared/data/bbbc007, boxes and scribbles simulated from its masks).  Strong budgets:
+``10pct`` (one image in ten has a full mask) and ``few`` (one crop holding about 1% of
+all training objects).  Weak images alternate boxes and scribbles, 30% corrupted.
+Each run appends one JSON line to ``--out``; ``summarize.py`` turns them into tables.
+
+    python benchmarks/label_efficiency.py --dataset bbbc007 --budget 10pct --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import OUT, git_rev, machine, mean_dice  # noqa: E402
+
+from napari_hybridseg import events as ev  # noqa: E402
+from napari_hybridseg.annotations import ImageAnnotations, Project  # noqa: E402
+from napari_hybridseg.config import TrainConfig  # noqa: E402
+from napari_hybridseg.images import read_image  # noqa: E402
+from napari_hybridseg.synthetic import simulate_weak_labels, synth_image  # noqa: E402
+from napari_hybridseg.trainer import Trainer  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc007"
+# (method, box target); "full" is strong-only trained on every training image's mask
+RUNS = [
+    ("full", "projection"),
+    ("strong-only", "projection"),
+    ("naive", "filled"),
+    ("naive", "projection"),
+    ("dii", "filled"),
+    ("dii", "projection"),
+    ("dcr", "filled"),
+    ("dcr", "projection"),
+    ("dii+dcr", "filled"),
+    ("dii+dcr", "projection"),
+]
+
+
+def load_dataset(name: str, seed: int, data: Path):
+    """``(train, test)``: lists of (name, image, instance labels)."""
+    rng = np.random.default_rng(1000 + seed)
+    if name == "synthetic":
+        items = [(f"s{k:02d}", *synth_image(rng, (192, 192), "microscopy")) for k in range(14)]
+    elif name == "bbbc007":
+        items = []
+        for path in sorted((data / "images").glob("*.tif")):
+            image, _ = read_image(path)
+            labels, _ = read_image(data / "masks" / path.name)
+            items.append((path.stem, image, labels.astype(np.int32)))
+        if not items:
+            raise SystemExit(f"no images in {data}")
+    else:
+        raise SystemExit(f"unknown dataset {name}")
+    order = rng.permutation(len(items))
+    items = [items[i] for i in order]
+    return items[:10], items[10:14]
+
+
+def _crop_with_objects(labels: np.ndarray, n_objects: int, rng) -> tuple[slice, slice]:
+    h, w = labels.shape
+    ids = [i for i in np.unique(labels) if i > 0]
+    centre = np.argwhere(labels == ids[rng.integers(len(ids))]).mean(0).astype(int)
+    side = 24
+    while side < min(h, w):
+        y0 = int(np.clip(centre[0] - side // 2, 0, h - side))
+        x0 = int(np.clip(centre[1] - side // 2, 0, w - side))
+        sl = (slice(y0, y0 + side), slice(x0, x0 + side))
+        inner = labels[sl]
+        whole = [i for i in np.unique(inner) if i > 0 and (inner == i).sum() == (labels == i).sum()]
+        if len(whole) >= n_objects:
+            return sl
+        side += 8
+    return slice(0, h), slice(0, w)
+
+
+def build_project(train, budget: str, seed: int):
+    """``(hybrid project, full-mask project, corruption table)``."""
+    rng = np.random.default_rng(2000 + seed)
+    weak_items, full_items, corrupted = [], [], {}
+    total_objects = sum(len(np.unique(lab)) - 1 for _, _, lab in train)
+    for k, (name, image, labels) in enumerate(train):
+        full_items.append(ImageAnnotations(name, image, strong=labels))
+        if k == 0:
+            if budget == "10pct":
+                weak_items.append(ImageAnnotations(name, image, strong=labels))
+            else:
+                sl = _crop_with_objects(labels, max(2, round(0.01 * total_objects)), rng)
+                weak_items.append(ImageAnnotations(f"{name}_crop", image[sl], strong=labels[sl]))
+            continue
+        boxes = k % 2 == 0
+        wl = simulate_weak_labels(labels, rng, 0.3, boxes=boxes, scribbles=not boxes)
+        weak_items.append(ImageAnnotations(name, image, boxes=wl.boxes, scribbles=wl.scribbles))
+        for (kind, iid), bad in wl.corrupted.items():
+            corrupted[(name, str(iid), kind)] = (bad, wl.corruption.get((kind, iid), "none"))
+    return Project(weak_items), Project(full_items), corrupted
+
+
+def roc_auc(scores_bad: list[float], scores_good: list[float]) -> float | None:
+    """Probability that a corrupted instance has a lower weight than a clean one (ties 1/2)."""
+    if not scores_bad or not scores_good:
+        return None
+    bad, good = np.asarray(scores_bad)[:, None], np.asarray(scores_good)[None, :]
+    return float(((bad < good).sum() + 0.5 * (bad == good).sum()) / (bad.size * good.size))
+
+
+def run_one(project, cfg, test):
+    trainer = Trainer(project, cfg)
+    t0 = time.perf_counter()
+    for event in trainer.run():
+        if isinstance(event, ev.ErrorEvent):
+            raise RuntimeError(event.traceback)
+    seconds = time.perf_counter() - t0
+    dice = mean_dice(trainer.nets, [(img, "yx", lab) for _, img, lab in test])
+    return trainer, dice, seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", choices=["synthetic", "bbbc007"], default="synthetic")
+    ap.add_argument("--budget", choices=["10pct", "few"], default="10pct")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--runs", nargs="*", default=None, help="subset, e.g. dii+dcr:projection strong-only")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data", type=Path, default=SHARED)
+    ap.add_argument("--out", type=Path, default=OUT / "label_efficiency.jsonl")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    runs = RUNS
+    if args.runs:
+        wanted = [r.split(":") for r in args.runs]
+        runs = [r for r in RUNS if [r[0]] in wanted or list(r) in wanted]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:
+        train, test = load_dataset(args.dataset, seed, args.data)
+        hybrid, full, corrupted = build_project(train, args.budget, seed)
+        for method, box_target in runs:
+            project = full if method == "full" else hybrid
+            cfg = TrainConfig(
+                method="strong-only" if method == "full" else method, box_target=box_target, steps=args.steps, seed=seed
+            )
+            trainer, dice, seconds = run_one(project, cfg, test)
+            record = {
+                "dataset": args.dataset,
+                "budget": args.budget,
+                "seed": seed,
+                "method": method,
+                "box_target": box_target,
+                "steps": args.steps,
+                "dice": round(dice, 4),
+                "seconds": round(seconds, 1),
+                "machine": machine(),
+                "commit": git_rev(),
+            }
+            if cfg.uses_dii:
+                table = trainer.weights_table()
+                for kind in ("box", "scribble"):
+                    bad = [
+                        w.weight
+                        for w in table
+                        if w.kind == kind and corrupted.get((w.image, w.instance, kind), (False,))[0]
+                    ]
+                    good = [
+                        w.weight
+                        for w in table
+                        if w.kind == kind and not corrupted.get((w.image, w.instance, kind), (False,))[0]
+                    ]
+                    record[f"auc_{kind}"] = roc_auc(bad, good)
+                    record[f"mean_weight_{kind}_clean"] = round(float(np.mean(good)), 3) if good else None
+                    record[f"mean_weight_{kind}_corrupted"] = round(float(np.mean(bad)), 3) if bad else None
+                by_how: dict[str, list[float]] = {}
+                for w in table:
+                    how = corrupted.get((w.image, w.instance, w.kind), (False, w.kind))[1]
+                    by_how.setdefault(f"{w.kind}:{how}", []).append(w.weight)
+                record["mean_weight_by_corruption"] = {k: round(float(np.mean(v)), 3) for k, v in by_how.items()}
+            print(json.dumps(record), flush=True)
+            with open(args.out, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()

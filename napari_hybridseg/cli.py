@@ -1,0 +1,267 @@
+"""Command line: ``napari-hybridseg train | predict | evaluate | sample | demo``.
+
+Every error is one line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .errors import HybridSegError
+
+EXIT_ERROR = 2
+
+
+def _err(message: str) -> int:
+    print(f"napari-hybridseg: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _add_train(sub) -> None:
+    from .config import BOX_TARGETS, GRANULARITIES, METHODS, TrainConfig
+
+    d = TrainConfig.__dataclass_fields__
+    p = sub.add_parser("train", help="train on a project folder", description="Train on a project folder.")
+    p.add_argument("project", type=Path, help="project folder (images/, strong/, boxes/, scribbles/)")
+    p.add_argument(
+        "--out", type=Path, required=True, help="run folder for model, config.json, metrics.jsonl, weights.csv"
+    )
+    p.add_argument("--method", choices=METHODS, default=d["method"].default)
+    p.add_argument("--box-target", choices=BOX_TARGETS, default=d["box_target"].default)
+    p.add_argument("--granularity", choices=GRANULARITIES, default=d["granularity"].default)
+    p.add_argument("--steps", type=int, default=d["steps"].default, help="total training steps")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"].default)
+    p.add_argument("--patch-size", type=int, default=d["patch_size"].default)
+    p.add_argument("--width", type=int, default=d["width"].default, help="U-Net base channels")
+    p.add_argument("--depth", type=int, default=d["depth"].default, help="U-Net poolings")
+    p.add_argument("--lr", type=float, default=d["lr"].default)
+    p.add_argument("--dii-warmup", type=int, default=None, help="steps before the first weight update")
+    p.add_argument("--dii-interval", type=int, default=None, help="steps between weight updates")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--init-model", type=Path, default=None, help="start from a saved model.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _train(args) -> int:
+    from tqdm import tqdm
+
+    from . import events as ev
+    from .annotations import Project
+    from .config import TrainConfig
+    from .trainer import Trainer
+
+    if args.resume and not (args.out / "checkpoint.pt").is_file():
+        return _err(f"{args.out / 'checkpoint.pt'}: nothing to resume (file not found)")
+    cfg = TrainConfig(
+        method=args.method,
+        box_target=args.box_target,
+        granularity=args.granularity,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        patch_size=args.patch_size,
+        width=args.width,
+        depth=args.depth,
+        lr=args.lr,
+        dii_warmup=args.dii_warmup,
+        dii_interval=args.dii_interval,
+        device=args.device,
+        seed=args.seed,
+    )
+    project = Project.load(args.project)
+    try:
+        trainer = Trainer(project, cfg, args.out, resume=args.resume, init_model=args.init_model)
+    except ValueError as exc:
+        if isinstance(exc, HybridSegError):
+            raise
+        return _err(f"{args.project}: {exc}")
+    bar = None
+    for event in trainer.run():
+        if isinstance(event, ev.StartedEvent):
+            print(
+                f"training {cfg.method} on {event.device}: {event.summary['strong slices']} strong and "
+                f"{event.summary['weak slices']} weak slice(s), {event.n_instances} weighted instance(s)",
+                file=sys.stderr,
+            )
+            bar = tqdm(
+                total=event.steps,
+                initial=event.start_step,
+                unit="step",
+                disable=args.quiet or None,
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+        elif isinstance(event, ev.StepEvent) and bar is not None:
+            bar.update(1)
+            if event.step % 10 == 0:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in event.losses.items() if k != "lr"})
+        elif isinstance(event, ev.ErrorEvent):
+            if bar is not None:
+                bar.close()
+            return _err(f"training failed at step {event.step}: {event.message} (last checkpoint kept in {args.out})")
+        elif isinstance(event, ev.FinishedEvent):
+            if bar is not None:
+                bar.close()
+            print(
+                f"done: {event.step} steps in {event.elapsed:.0f} s; model in {args.out / 'model.pt'}", file=sys.stderr
+            )
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="segment images with a trained model")
+    p.add_argument("run", type=Path, help="run folder or model.pt")
+    p.add_argument("inputs", type=Path, nargs="+", help="image files or folders of images")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--format", choices=["tif", "nii.gz"], default=None, help="default: that of each input")
+    p.add_argument("--prob", action="store_true", help="also write NAME_prob (foreground probability)")
+    p.add_argument("--uncertainty", action="store_true", help="also write NAME_uncertainty (two-network disagreement)")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--device", default="auto")
+
+
+def _inputs(paths: list[Path]) -> list[Path]:
+    from .atomic import compound_suffix
+    from .errors import ImageReadError
+    from .images import IMAGE_SUFFIXES
+
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = [f for f in sorted(p.iterdir()) if f.is_file() and compound_suffix(f) in IMAGE_SUFFIXES]
+            if not found:
+                raise ImageReadError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) in folder")
+            files.extend(found)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise ImageReadError(f"{p}: file not found")
+    return files
+
+
+def _predict(args) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from .config import resolve_device
+    from .images import ImageMeta, label_suffix_for, read_image, spatial_axes, strip_suffix, write_image
+    from .modelfile import load_model
+    from .predict import explain_empty, predict_image
+
+    device = resolve_device(args.device)
+    model = load_model(args.run).to(device)
+    files = _inputs(args.inputs)
+    for path in tqdm(files, unit="image", disable=len(files) < 2 or None, file=sys.stderr):
+        image, meta = read_image(path)
+        axes = spatial_axes(image)
+        channels = image.shape[-1] if axes == "yxc" else 1
+        if channels != model.in_channels:
+            return _err(f"{path}: image has {channels} channel(s), the model expects {model.in_channels}")
+        pred = predict_image(model.nets, image, axes, device=device)
+        labels = pred.labels(args.threshold)
+        suffix = f".{args.format}" if args.format else label_suffix_for(meta)
+        name = strip_suffix(path)
+        out_meta = ImageMeta(spacing=meta.spacing, affine=meta.affine, format=suffix.lstrip("."))
+        write_image(args.out / f"{name}{suffix}", labels, out_meta)
+        if args.prob:
+            write_image(args.out / f"{name}_prob{suffix}", pred.probability.astype(np.float32), out_meta)
+        if args.uncertainty:
+            if pred.uncertainty is None:
+                print(f"{path}: the model has one network; no uncertainty map", file=sys.stderr)
+            else:
+                write_image(args.out / f"{name}_uncertainty{suffix}", pred.uncertainty.astype(np.float32), out_meta)
+        why = explain_empty(pred.probability, args.threshold)
+        if why:
+            print(f"{path}: empty prediction: {why}", file=sys.stderr)
+    print(f"wrote {len(files)} mask(s) to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .evaluate import evaluate_folders
+
+    print(json.dumps(evaluate_folders(args.pred_dir, args.gt_dir), indent=2))
+    return 0
+
+
+def _sample(args) -> int:
+    from .synthetic import make_project
+
+    if args.out.exists() and any(args.out.iterdir()):
+        return _err(f"{args.out}: folder exists and is not empty")
+    project = make_project(
+        args.out,
+        n_images=args.n_images,
+        strong_fraction=args.strong_fraction,
+        weak=args.weak,
+        corrupt_fraction=args.corrupt,
+        shape=(args.size, args.size),
+        kind=args.kind,
+        seed=args.seed,
+        truth_dir=args.truth,
+    )
+    print(f"wrote {args.out}: {project.summary()}", file=sys.stderr)
+    return 0
+
+
+def _demo(args) -> int:
+    from ._demo import run_demo
+
+    return run_demo(steps=args.steps, screenshot=args.screenshot, quit_after=args.quit, project=args.project)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-hybridseg",
+        description="Train segmentation networks from boxes, scribbles and a few full masks.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    _add_predict(sub)
+    p = sub.add_parser("evaluate", help="Dice and IoU of predicted masks against ground truth, as JSON")
+    p.add_argument("pred_dir", type=Path)
+    p.add_argument("gt_dir", type=Path)
+    p = sub.add_parser("sample", help="write a synthetic project (with optional ground truth)")
+    p.add_argument("out", type=Path)
+    p.add_argument("--n-images", type=int, default=10)
+    p.add_argument("--strong-fraction", type=float, default=0.1)
+    p.add_argument("--weak", choices=["boxes", "scribbles", "both"], default="both")
+    p.add_argument("--corrupt", type=float, default=0.3, help="share of weak annotations corrupted")
+    p.add_argument("--size", type=int, default=192)
+    p.add_argument("--kind", choices=["microscopy", "medical"], default="microscopy")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--truth", type=Path, default=None, help="folder for ground truth and corruptions.csv")
+    p = sub.add_parser("demo", help="open napari with the sample project and the training widget")
+    p.add_argument("--project", type=Path, default=None, help="project folder (default: the sample project)")
+    p.add_argument("--steps", type=int, default=None, help="train this many steps live on start")
+    p.add_argument("--screenshot", type=Path, default=None, help="save a screenshot of the window")
+    p.add_argument("--quit", action="store_true", help="close napari when done (with --steps/--screenshot)")
+    return parser
+
+
+HANDLERS = {"train": _train, "predict": _predict, "evaluate": _evaluate, "sample": _sample, "demo": _demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            return HANDLERS[args.command](args)
+    except HybridSegError as exc:
+        return _err(str(exc))
+    except KeyboardInterrupt:
+        return _err("interrupted")
+    except (OSError, ValueError) as exc:
+        return _err(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Reader, writer and sample data through a real napari viewer."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_hybridseg.annotations import Project
+from napari_hybridseg.bridge import annotations_from_layers, role_of
+from napari_hybridseg.images import ImageMeta, read_image, write_image
+
+pytestmark = pytest.mark.gui
+
+
+def test_open_nifti_gz_with_scale_and_affine(make_napari_viewer, tmp_path):
+    vol = np.random.default_rng(0).random((4, 10, 12)).astype(np.float32)
+    affine = np.diag([0.5, 0.75, 2.5, 1.0])
+    write_image(tmp_path / "scan.nii.gz", vol, ImageMeta(affine=affine, format="nii.gz"))
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "scan.nii.gz"), plugin="napari-hybridseg")
+    assert layer.data.shape == (4, 10, 12)
+    np.testing.assert_allclose(layer.scale, (2.5, 0.75, 0.5))
+    np.testing.assert_allclose(layer.metadata["hybridseg"]["affine"], affine)
+
+
+def test_nifti_labels_round_trip_through_save_layers(make_napari_viewer, tmp_path):
+    mask = np.zeros((3, 8, 9), np.uint8)
+    mask[1, 2:5, 3:7] = 2
+    affine = np.array([[0, 0, 1.2, 5], [0, 0.6, 0, 6], [-0.6, 0, 0, 7], [0, 0, 0, 1]], float)
+    write_image(tmp_path / "m.nii.gz", mask, ImageMeta(affine=affine, format="nii.gz"))
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "m.nii.gz"), plugin="napari-hybridseg")
+    assert layer._type_string == "labels"
+    layer.data[0, 0, 0] = 1
+    out = tmp_path / "out.nii.gz"
+    written = viewer.layers.save(str(out), selected=False, plugin="napari-hybridseg")
+    assert written == [str(out)]
+    img = nib.load(out)
+    assert np.allclose(img.affine, affine)
+    back, _ = read_image(out)
+    assert back[0, 0, 0] == 1 and back[1, 3, 4] == 2
+
+
+def test_labels_to_tif_through_writer(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    data = np.zeros((20, 30), np.uint16)
+    data[5:10, 5:10] = 3
+    viewer.add_labels(data, name="cells", scale=(0.5, 0.25))
+    out = tmp_path / "cells.tif"
+    viewer.layers.save(str(out), selected=False, plugin="napari-hybridseg")
+    back, meta = read_image(out)
+    np.testing.assert_array_equal(back, data)
+    assert meta.spacing == pytest.approx((0.5, 0.25))
+
+
+def test_open_project_folder_gives_role_tagged_layers(make_napari_viewer, tiny_project):
+    viewer = make_napari_viewer()
+    viewer.open(str(tiny_project), plugin="napari-hybridseg")
+    project = Project.load(tiny_project)
+    roles = {}
+    for layer in viewer.layers:
+        role, image = role_of(layer)
+        roles.setdefault(image, {})[role] = layer
+    assert set(roles) == set(project.images)
+    for item in project:
+        layers = roles[item.name]
+        assert layers["image"].name == item.name
+        if item.role == "strong":
+            assert layers["strong"].name == f"{item.name} masks"
+            assert layers["strong"]._type_string == "labels"
+        if item.boxes:
+            shapes = layers["boxes"]
+            assert shapes._type_string == "shapes" and shapes.name == f"{item.name} boxes"
+            assert len(shapes.data) == len(item.boxes)
+        if item.scribbles is not None:
+            assert layers["scribbles"].name == f"{item.name} scribbles"
+        # the bridge turns the layers back into the same annotations
+        again = annotations_from_layers(layers["image"], list(viewer.layers))
+        assert again.boxes == item.boxes and again.role == item.role
+    first = next(iter(project.images))
+    assert roles[first]["image"].visible and not any(
+        layer.visible for name, d in roles.items() if name != first for layer in d.values()
+    )
+
+
+def test_sample_data_opens(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-hybridseg", "nuclei")
+    viewer.open_sample("napari-hybridseg", "scan3d")
+    viewer.open_sample("napari-hybridseg", "project")
+    kinds = {layer._type_string for layer in viewer.layers}
+    assert {"image", "labels", "shapes"} <= kinds
+    assert any(layer.ndim == 3 for layer in viewer.layers)

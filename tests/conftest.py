@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_hybridseg.annotations import Box, ImageAnnotations, Project
+from napari_hybridseg.synthetic import make_project, synth_image
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def tiny_project(tmp_path):
+    """A written 6-image project (64x64): 1 strong, boxes and scribbles, with ground truth."""
+    root = tmp_path / "project"
+    truth = tmp_path / "truth"
+    make_project(root, n_images=6, strong_fraction=0.2, shape=(64, 64), seed=3, truth_dir=truth)
+    return root
+
+
+@pytest.fixture
+def small_item(rng):
+    image, labels = synth_image(rng, (64, 64))
+    return image, labels
+
+
+@pytest.fixture
+def hand_project():
+    """A 2-image in-memory project with known boxes: one strong, one weak."""
+    rng = np.random.default_rng(1)
+    img_s, lab_s = synth_image(rng, (64, 64), n_objects=4)
+    img_w, _ = synth_image(rng, (64, 64), n_objects=4)
+    strong = ImageAnnotations("s", img_s, strong=lab_s)
+    weak = ImageAnnotations("w", img_w, boxes=[Box(1, 4, 4, 20, 20), Box(2, 30, 30, 50, 52)])
+    return Project([strong, weak])

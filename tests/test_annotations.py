@@ -1,0 +1,168 @@
+"""The project folder: loading, saving and every validation rule."""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_hybridseg.annotations import Box, ImageAnnotations, Project, boxes_to_csv
+from napari_hybridseg.errors import AnnotationError, ImageReadError
+
+
+def _project(tmp_path, shape=(32, 40), boxes="id,y0,x0,y1,x1\n1,2,3,10,12\n"):
+    root = tmp_path / "p"
+    (root / "images").mkdir(parents=True)
+    tifffile.imwrite(root / "images" / "a.tif", np.random.default_rng(0).random(shape).astype(np.float32))
+    if boxes is not None:
+        (root / "boxes").mkdir()
+        (root / "boxes" / "a.csv").write_text(boxes)
+    return root
+
+
+def test_load_roles_and_round_trip(tiny_project, tmp_path):
+    p = Project.load(tiny_project)
+    assert p.summary() == {"strong": 1, "weak": 5, "unlabelled": 0}
+    p["img001"].exhaustive = False
+    p.save(tmp_path / "copy")
+    q = Project.load(tmp_path / "copy")
+    for a in p:
+        b = q[a.name]
+        np.testing.assert_array_equal(a.image, b.image)
+        assert a.boxes == b.boxes and a.role == b.role
+        for x, y in ((a.strong, b.strong), (a.scribbles, b.scribbles)):
+            assert (x is None) == (y is None) and (x is None or np.array_equal(x, y))
+    assert q["img001"].exhaustive is False and q["img002"].exhaustive is True
+
+
+def test_box_file_format(tmp_path):
+    root = _project(tmp_path)
+    (b,) = Project.load(root)["a"].boxes
+    assert b == Box(1, 2, 3, 10, 12)
+    assert boxes_to_csv([b], volume=False) == "id,y0,x0,y1,x1\n1,2,3,10,12\n"
+
+
+@pytest.mark.parametrize(
+    "csv_text, message",
+    [
+        ("id,y0,x0,y1,x1\n1,10,3,2,12\n", "inverted"),
+        ("id,y0,x0,y1,x1\n1,2,3,2,12\n", "empty"),
+        ("id,y0,x0,y1,x1\n1,a,3,10,12\n", "must be numbers"),
+        ("id,y0,x0,y1,x1\n1,2.5,3,10,12\n", "whole pixel"),
+        ("id,top,left,bottom,right\n1,2,3,10,12\n", "wrong columns"),
+        ("id,y0,x0,y1,x1\n1,2,3,10,12\n1,4,4,8,8\n", "duplicate box id 1"),
+        ("id,y0,x0,y1,x1\n1,2,3,10\n", "expected 5 values"),
+        ("id,y0,x0,y1,x1\n1,100,100,110,110\n", "entirely outside"),
+        ("", "empty file"),
+    ],
+)
+def test_bad_boxes(tmp_path, csv_text, message):
+    root = _project(tmp_path, boxes=csv_text)
+    with pytest.raises(AnnotationError, match=message) as info:
+        Project.load(root)
+    assert "a.csv" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_box_partly_outside_is_clipped_with_warning(tmp_path):
+    root = _project(tmp_path, boxes="id,y0,x0,y1,x1\n1,-3,30,10,50\n")
+    with pytest.warns(UserWarning, match="clipped"):
+        (b,) = Project.load(root)["a"].boxes
+    assert (b.y0, b.x0, b.y1, b.x1) == (0, 30, 10, 40)
+
+
+def test_mask_shape_mismatch(tmp_path):
+    root = _project(tmp_path)
+    (root / "strong").mkdir()
+    tifffile.imwrite(root / "strong" / "a.tif", np.zeros((32, 41), np.uint8))
+    with pytest.raises(AnnotationError, match=r"strong/a.tif: shape \(32, 41\) differs"):
+        Project.load(root)
+
+
+@pytest.mark.parametrize("folder", ["strong", "scribbles"])
+def test_non_integer_labels(tmp_path, folder):
+    root = _project(tmp_path)
+    (root / folder).mkdir()
+    tifffile.imwrite(root / folder / "a.tif", np.full((32, 40), 0.5, np.float32))
+    with pytest.raises(AnnotationError, match=f"{folder}/a.tif: values must be integers"):
+        Project.load(root)
+
+
+def test_negative_labels(tmp_path):
+    root = _project(tmp_path)
+    (root / "scribbles").mkdir()
+    tifffile.imwrite(root / "scribbles" / "a.tif", np.full((32, 40), -1, np.int16))
+    with pytest.raises(AnnotationError, match="must be >= 0"):
+        Project.load(root)
+
+
+def test_nan_in_image(tmp_path):
+    root = _project(tmp_path)
+    img = np.zeros((32, 40), np.float32)
+    img[3, 3] = np.nan
+    tifffile.imwrite(root / "images" / "a.tif", img)
+    with pytest.raises(AnnotationError, match="a.tif: image contains NaN or Inf"):
+        Project.load(root)
+
+
+def test_unreadable_image(tmp_path):
+    root = _project(tmp_path)
+    (root / "images" / "a.tif").write_bytes(b"II*\x00garbage")
+    with pytest.raises(ImageReadError, match="a.tif"):
+        Project.load(root)
+
+
+def test_empty_project_and_missing_folder(tmp_path):
+    (tmp_path / "e" / "images").mkdir(parents=True)
+    with pytest.raises(AnnotationError, match="empty project"):
+        Project.load(tmp_path / "e")
+    with pytest.raises(AnnotationError, match="project folder not found"):
+        Project.load(tmp_path / "nothing")
+
+
+def test_label_without_image(tmp_path):
+    root = _project(tmp_path)
+    (root / "boxes" / "ghost.csv").write_text("id,y0,x0,y1,x1\n1,0,0,2,2\n")
+    with pytest.raises(AnnotationError, match="ghost.csv: no image 'ghost'"):
+        Project.load(root)
+
+
+def test_bad_project_json(tmp_path):
+    root = _project(tmp_path)
+    (root / "project.json").write_text("{not json")
+    with pytest.raises(AnnotationError, match="project.json: not valid JSON"):
+        Project.load(root)
+
+
+def test_volume_boxes_need_z(tmp_path):
+    root = _project(tmp_path, shape=(5, 32, 40), boxes="id,z,y0,x0,y1,x1\n1,2,2,3,10,12\n")
+    item = Project.load(root)["a"]
+    assert item.is_volume and item.boxes == [Box(1, 2, 3, 10, 12, z=2)]
+    (root / "boxes" / "a.csv").write_text("id,z,y0,x0,y1,x1\n1,9,2,3,10,12\n")
+    with pytest.raises(AnnotationError, match="slice 9"):
+        Project.load(root)
+    (root / "boxes" / "a.csv").write_text("id,y0,x0,y1,x1\n1,2,3,10,12\n")
+    with pytest.raises(AnnotationError, match="the image is 3D"):
+        Project.load(root)
+
+
+def test_save_is_atomic_and_removes_emptied_annotations(tmp_path, tiny_project):
+    p = Project.load(tiny_project)
+    name = next(a.name for a in p if a.boxes)
+    p[name].boxes = []
+    p.save(names=[name])
+    assert not (tiny_project / "boxes" / f"{name}.csv").exists()
+    leftovers = [f for f in tiny_project.rglob(".*") if f.is_file()]
+    assert leftovers == []
+    flags = json.loads((tiny_project / "project.json").read_text())
+    assert name in flags["images"]
+
+
+def test_in_memory_validation():
+    img = np.zeros((16, 16), np.float32)
+    with pytest.raises(AnnotationError, match="duplicate box id 3"):
+        Project([ImageAnnotations("x", img, boxes=[Box(3, 0, 0, 4, 4), Box(3, 5, 5, 9, 9)])])
+    with pytest.raises(AnnotationError, match="shape"):
+        Project([ImageAnnotations("x", img, strong=np.zeros((8, 8), np.uint8))])
+    assert ImageAnnotations("x", img).role == "unlabelled"
+    assert ImageAnnotations("x", np.zeros((16, 16, 3))).n_channels == 3

@@ -1,0 +1,173 @@
+"""The command line end to end on a tiny project, and every error path."""
+
+import json
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+
+from napari_hybridseg.cli import main
+from napari_hybridseg.images import ImageMeta, read_image, write_image
+
+TRAIN = ["--steps", "3", "--batch-size", "2", "--patch-size", "32", "--width", "4", "--depth", "2", "--quiet"]
+
+
+def _one_line_error(capsys, rc, *needles):
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert last.startswith("napari-hybridseg: error: ")
+    for n in needles:
+        assert n in last, last
+    return last
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    assert (
+        main(
+            [
+                "sample",
+                str(tmp / "p"),
+                "--n-images",
+                "4",
+                "--size",
+                "48",
+                "--strong-fraction",
+                "0.25",
+                "--truth",
+                str(tmp / "truth"),
+            ]
+        )
+        == 0
+    )
+    assert main(["train", str(tmp / "p"), "--out", str(tmp / "run"), "--method", "dii+dcr", *TRAIN]) == 0
+    return tmp
+
+
+def test_help_works():
+    out = subprocess.run([sys.executable, "-m", "napari_hybridseg.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for cmd in ("train", "predict", "evaluate", "demo"):
+        assert cmd in out.stdout
+
+
+def test_train_writes_run_folder(trained):
+    run = trained / "run"
+    assert {p.name for p in run.iterdir()} >= {"model.pt", "config.json", "metrics.jsonl", "weights.csv"}
+    header = (run / "weights.csv").read_text().splitlines()[0]
+    assert header == "image,instance,kind,weight"
+    assert json.loads((run / "config.json").read_text())["method"] == "dii+dcr"
+
+
+def test_resume_continues_to_more_steps(trained, capsys):
+    assert (
+        main(
+            [
+                "train",
+                str(trained / "p"),
+                "--out",
+                str(trained / "run"),
+                "--method",
+                "dii+dcr",
+                *TRAIN[:1],
+                "5",
+                *TRAIN[2:],
+                "--resume",
+            ]
+        )
+        == 0
+    )
+    steps = [json.loads(line)["step"] for line in (trained / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 5
+
+
+def test_predict_tif_and_evaluate(trained, capsys):
+    out = trained / "pred"
+    rc = main(
+        ["predict", str(trained / "run"), str(trained / "p" / "images"), "--out", str(out), "--prob", "--uncertainty"]
+    )
+    assert rc == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert "img000.tif" in names and "img000_prob.tif" in names and "img000_uncertainty.tif" in names
+    labels, _ = read_image(out / "img001.tif")
+    assert labels.shape == (48, 48) and labels.dtype.kind == "u"
+    capsys.readouterr()
+    for f in out.glob("*_*.tif"):
+        f.unlink()
+    assert main(["evaluate", str(out), str(trained / "truth")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["images"]) == {"img000", "img001", "img002", "img003"}
+    assert 0.0 <= result["mean"]["dice"] <= 1.0
+
+
+def test_predict_nifti_keeps_affine(trained, tmp_path):
+    img, _ = read_image(trained / "p" / "images" / "img001.tif")
+    vol = np.stack([img, img, img])
+    affine = np.diag([0.5, 0.5, 3.0, 1.0])
+    affine[:3, 3] = [7, 8, 9]
+    write_image(tmp_path / "scan.nii.gz", vol, ImageMeta(affine=affine, format="nii.gz"))
+    assert (
+        main(
+            ["predict", str(trained / "run" / "model.pt"), str(tmp_path / "scan.nii.gz"), "--out", str(tmp_path / "o")]
+        )
+        == 0
+    )
+    out = nib.load(tmp_path / "o" / "scan.nii.gz")
+    assert out.shape == (48, 48, 3)
+    assert np.allclose(out.affine, affine)
+
+
+def test_error_paths(trained, tmp_path, capsys):
+    run = str(trained / "run")
+    _one_line_error(capsys, main(["train", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]), "not found")
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    _one_line_error(capsys, main(["train", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]), "empty project")
+    _one_line_error(
+        capsys, main(["train", str(trained / "p"), "--out", str(tmp_path / "r"), "--device", "tpu"]), "device"
+    )
+    if not __import__("torch").cuda.is_available():
+        _one_line_error(
+            capsys,
+            main(["train", str(trained / "p"), "--out", str(tmp_path / "r"), "--device", "cuda"]),
+            "CUDA is not available",
+        )
+    _one_line_error(
+        capsys, main(["train", str(trained / "p"), "--out", str(tmp_path / "fresh"), "--resume"]), "nothing to resume"
+    )
+    _one_line_error(
+        capsys,
+        main(["predict", run, str(tmp_path / "missing.tif"), "--out", str(tmp_path / "o")]),
+        "missing.tif",
+        "not found",
+    )
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00broken")
+    _one_line_error(
+        capsys, main(["predict", run, str(tmp_path / "broken.tif"), "--out", str(tmp_path / "o")]), "broken.tif"
+    )
+    (tmp_path / "foreign.pt").write_bytes(b"PK\x03\x04 not a model")
+    tifffile.imwrite(tmp_path / "ok.tif", np.zeros((32, 32), np.uint8))
+    _one_line_error(
+        capsys,
+        main(["predict", str(tmp_path / "foreign.pt"), str(tmp_path / "ok.tif"), "--out", str(tmp_path / "o")]),
+        "foreign.pt",
+    )
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((32, 32, 3), np.uint8))
+    _one_line_error(
+        capsys, main(["predict", run, str(tmp_path / "rgb.tif"), "--out", str(tmp_path / "o")]), "rgb.tif", "channel"
+    )
+    _one_line_error(capsys, main(["evaluate", str(tmp_path / "nothing"), str(trained / "truth")]), "not found")
+
+
+def test_strong_free_project_is_a_clear_error(tmp_path, capsys):
+    root = tmp_path / "p"
+    (root / "images").mkdir(parents=True)
+    (root / "boxes").mkdir()
+    tifffile.imwrite(root / "images" / "a.tif", np.zeros((32, 32), np.uint8))
+    (root / "boxes" / "a.csv").write_text("id,y0,x0,y1,x1\n1,1,1,5,5\n")
+    _one_line_error(capsys, main(["train", str(root), "--out", str(tmp_path / "r"), *TRAIN]), "full mask")

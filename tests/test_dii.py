@@ -1,0 +1,181 @@
+"""DII: closed-form per-instance classifier gradients and the direction of the update."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_hybridseg.annotations import ImageAnnotations, Project
+from napari_hybridseg.config import TrainConfig
+from napari_hybridseg.dii import InstanceWeights, classifier_grads, flat_classifier_grad
+from napari_hybridseg.losses import affinity_edges, box_losses, pixel_ce
+from napari_hybridseg.networks import create_model
+from napari_hybridseg.synthetic import synth_image
+from napari_hybridseg.trainer import Trainer
+
+
+def _net64():
+    net = create_model(1, depth=2, width=4, seed=0).double().eval()
+    return net
+
+
+def _autograd_per_instance(net, x, loss_of_k, n):
+    rows = []
+    for k in range(n):
+        net.zero_grad()
+        loss_of_k(net(x), k).backward()
+        rows.append(flat_classifier_grad(net.classifier).clone())
+    return torch.stack(rows)
+
+
+def test_closed_form_equals_autograd_for_cross_entropy():
+    torch.manual_seed(0)
+    net = _net64()
+    x = torch.randn(2, 1, 16, 16, dtype=torch.float64)
+    target = torch.randint(-1, 2, (2, 16, 16))
+    inst = torch.randint(-1, 5, (2, 16, 16))
+    inst[target < 0] = -1
+
+    def loss_k(z, k):
+        return (pixel_ce(z, target) * (inst == k)).sum()
+
+    expected = _autograd_per_instance(net, x, loss_k, 5)
+    with torch.no_grad():
+        feats = net.features(x)
+    z = net.classifier(feats).detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(pixel_ce(z, target).sum(), z)
+    got = classifier_grads(feats, g, inst, 5)
+    rel = (got - expected).norm() / expected.norm()
+    assert rel < 1e-6
+
+
+def test_closed_form_equals_autograd_for_box_projection_and_affinity():
+    torch.manual_seed(1)
+    net = _net64()
+    x = torch.rand(1, 1, 32, 32, dtype=torch.float64)
+    boxrect = torch.full((1, 32, 32), -1)
+    boxrect[0, 3:10, 4:12] = 0
+    boxrect[0, 14:25, 15:22] = 1
+    boxrect[0, 26:31, 2:9] = 2
+    region = torch.full_like(boxrect, -1)  # box plus its one-pixel ring, as in targets.py
+    for k in range(3):
+        ring = torch.nn.functional.max_pool2d((boxrect == k).double()[None], 3, 1, 1)[0] > 0
+        region[ring] = k
+    edges = affinity_edges(x, 0.3)
+
+    def loss_k(z, k):
+        return box_losses(z, boxrect, 3, edges, 1.0)[k]
+
+    expected = _autograd_per_instance(net, x, loss_k, 3)
+    with torch.no_grad():
+        feats = net.features(x)
+    z = net.classifier(feats).detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(box_losses(z, boxrect, 3, edges, 1.0).sum(), z)
+    got = classifier_grads(feats, g, region, 3)
+    assert expected.norm() > 0
+    assert (got - expected).norm() / expected.norm() < 1e-6
+
+
+def test_projection_loss_prefers_object_shaped_masks():
+    # a disc inside its tight box: the disc satisfies the projections as well as the filled box
+    yy, xx = np.mgrid[:20, :20]
+    disc = (yy - 9.5) ** 2 + (xx - 9.5) ** 2 < 100  # touches every row and column.astype(float)
+    boxrect = torch.full((1, 24, 24), -1)
+    boxrect[0, 2:22, 2:22] = 0
+
+    def loss(mask):
+        m = torch.zeros(1, 24, 24, dtype=torch.float64)
+        m[0, 2:22, 2:22] = torch.as_tensor(mask)
+        logits = torch.stack([-(m * 2 - 1) * 8, (m * 2 - 1) * 8], 1)
+        return float(box_losses(logits, boxrect, 1, None, 0.0)[0])
+
+    assert loss(disc) < 0.01
+    assert loss(np.ones((20, 20))) < 0.01
+    assert loss(np.zeros((20, 20))) > 0.9 * 400
+
+
+def _direction_project():
+    rng = np.random.default_rng(4)
+    img_s, lab_s = synth_image(rng, (64, 64), n_objects=6)
+    img_w, lab_w = synth_image(rng, (64, 64), n_objects=6)
+    scr = np.zeros((64, 64), np.int32)
+    # a correct stroke inside each object ...
+    for i, obj in enumerate([o for o in np.unique(lab_w) if o > 0][:3]):
+        ys, xs = np.nonzero(lab_w == obj)
+        scr[ys[: len(ys) // 2], xs[: len(xs) // 2]] = 2 + i
+    # ... correct background strokes, and a "foreground" stroke on empty background that
+    # conflicts with the strong data
+    bg = np.argwhere(lab_w == 0)
+    pick = bg[np.linspace(0, len(bg) - 1, 200).astype(int)]
+    scr[pick[::5, 0], pick[::5, 1]] = 9
+    scr[pick[1::5, 0], pick[1::5, 1]] = 1
+    weak = ImageAnnotations("w", img_w, scribbles=scr)
+    return Project([ImageAnnotations("s", img_s, strong=lab_s), weak])
+
+
+def test_dii_lowers_conflicting_and_raises_agreeing_instances():
+    cfg = TrainConfig(method="dii", steps=1000, batch_size=4, patch_size=32, width=8, depth=2, dii_warmup=1000, seed=0)
+    tr = Trainer(_direction_project(), cfg)
+    for _ in range(40):  # warm up on the data so that g_S is meaningful
+        tr.train_step(tr.sampler.sample())
+        tr.step += 1
+    with torch.no_grad():
+        tr.weights.gamma.fill_(0.5)
+    for _ in range(3):
+        tr.dii_update()
+    w = {(x.instance, x.kind): x.weight for x in tr.weights_table()}
+    assert w[("9", "scribble")] < 0.5
+    assert all(w[(str(2 + i), "scribble")] > 0.5 for i in range(3))
+
+
+def test_instance_weights_clamp_and_pin():
+    w = InstanceWeights(3, lr=0.5)
+    w.pin(2, 0.0)
+    for _ in range(5):
+        w.step(torch.tensor([1.0, -1.0, -1.0]), 0.5)
+    g = w.values()
+    assert g[0] >= 0 and g[0] < 0.5
+    assert g[1] == 1.0
+    assert g[2] == 0.0
+
+
+def test_image_granularity_has_one_weight_per_weak_image(hand_project):
+    cfg = TrainConfig(granularity="image", steps=2, batch_size=2, patch_size=32, width=4, depth=2)
+    tr = Trainer(hand_project, cfg)
+    assert [(i.image, i.instance, i.kind) for i in tr.instances] == [("w", "image", "image")]
+    cfg = TrainConfig(granularity="object", steps=2, batch_size=2, patch_size=32, width=4, depth=2)
+    tr = Trainer(hand_project, cfg)
+    assert sorted((i.instance, i.kind) for i in tr.instances) == [
+        ("1", "box"),
+        ("2", "box"),
+        ("background", "background"),
+    ]
+
+
+@pytest.mark.parametrize("box_target", ["filled", "projection"])
+def test_trainer_weak_gradients_match_autograd(hand_project, box_target):
+    cfg = TrainConfig(method="dii", box_target=box_target, steps=1, batch_size=2, patch_size=32, width=4, depth=2)
+    tr = Trainer(hand_project, cfg)
+    net = tr.nets[0].double()
+    tr.tset.slices = [s for s in tr.tset.slices]
+    for s in tr.tset.slices:
+        s.image = s.image.astype(np.float64)
+    got = tr.weak_gradients(net)
+    # autograd: instance k's loss on the full weak slice
+    s = tr.tset.weak[0]
+    x = torch.from_numpy(s.image[None])
+    t = torch.from_numpy(s.target[None]).long()
+    inst = torch.from_numpy(s.instance[None]).long()
+    br = torch.from_numpy(s.boxrect[None]).long() if s.boxrect is not None else None
+    edges = affinity_edges(x, cfg.affinity_threshold)
+
+    def loss_k(z, k):
+        loss = (pixel_ce(z, t) * (inst == k)).sum()
+        if br is not None:
+            nb = int(br.max()) + 1
+            per_box = box_losses(z, br, nb, edges, cfg.pairwise_weight)
+            loss = loss + per_box[tr.box_instance[:nb] == k].sum()
+        return loss
+
+    net.eval()
+    expected = _autograd_per_instance(net, x, loss_k, len(tr.instances))
+    assert (got - expected).norm() / expected.norm() < 1e-6

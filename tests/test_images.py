@@ -1,0 +1,99 @@
+"""TIFF and NIfTI round trips, axis order, metadata."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+
+from napari_hybridseg.errors import ImageReadError
+from napari_hybridseg.images import ImageMeta, read_image, spatial_axes, strip_suffix, write_image
+
+
+def test_nifti_axis_order_is_reversed_on_read(tmp_path):
+    # on disk (x, y, z) = (5, 4, 3); in memory napari order (z, y, x)
+    data = np.arange(5 * 4 * 3, dtype=np.int16).reshape(5, 4, 3)
+    affine = np.diag([0.5, 0.7, 2.0, 1.0])
+    affine[:3, 3] = [10, -20, 5]
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "a.nii.gz")
+    arr, meta = read_image(tmp_path / "a.nii.gz")
+    assert arr.shape == (3, 4, 5)
+    assert arr[2, 1, 4] == data[4, 1, 2]
+    assert meta.spacing == pytest.approx((2.0, 0.7, 0.5))
+    assert np.allclose(meta.affine, affine)
+    assert meta.napari_scale(3) == pytest.approx((2.0, 0.7, 0.5))
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_nifti_round_trip_keeps_data_and_affine(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    vol = rng.integers(0, 5, (6, 7, 8)).astype(np.uint8)
+    affine = np.array([[0, 0, 1.5, 3], [0, 0.8, 0, 1], [-0.8, 0, 0, 2], [0, 0, 0, 1]], float)
+    meta = ImageMeta(spacing=(1.5, 0.8, 0.8), affine=affine, format=suffix[1:])
+    path = write_image(tmp_path / f"m{suffix}", vol, meta)
+    back, meta2 = read_image(path)
+    np.testing.assert_array_equal(back, vol)
+    assert np.allclose(meta2.affine, affine)
+    # and what another NIfTI reader sees is in (x, y, z) order
+    assert nib.load(path).shape == (8, 7, 6)
+
+
+def test_nifti_2d_and_singleton_slice(tmp_path):
+    img = np.arange(12, dtype=np.float32).reshape(3, 4)  # (y, x)
+    write_image(tmp_path / "b.nii.gz", img, ImageMeta(spacing=(0.5, 0.25)))
+    assert nib.load(tmp_path / "b.nii.gz").shape == (4, 3)
+    back, meta = read_image(tmp_path / "b.nii.gz")
+    np.testing.assert_array_equal(back, img)
+    assert meta.spacing == pytest.approx((0.5, 0.25))
+    nib.save(nib.Nifti1Image(img.T[:, :, None], np.eye(4)), tmp_path / "c.nii")
+    back, _ = read_image(tmp_path / "c.nii")
+    np.testing.assert_array_equal(back, img)
+
+
+def test_tiff_round_trip_keeps_pixel_size(tmp_path):
+    img = np.arange(20 * 30, dtype=np.uint16).reshape(20, 30)
+    write_image(tmp_path / "a.tif", img, ImageMeta(spacing=(0.25, 0.5)))
+    back, meta = read_image(tmp_path / "a.tif")
+    np.testing.assert_array_equal(back, img)
+    assert meta.spacing == pytest.approx((0.25, 0.5))
+
+
+def test_tiff_pixel_size_from_resolution_tags(tmp_path):
+    img = np.zeros((8, 8), np.uint8)
+    tifffile.imwrite(tmp_path / "r.tif", img, resolution=(1 / 0.2, 1 / 0.4))  # x, y pixels per unit
+    _, meta = read_image(tmp_path / "r.tif")
+    assert meta.spacing == pytest.approx((0.4, 0.2))
+
+
+def test_truncated_and_unknown_files_get_clear_errors(tmp_path):
+    img = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "t.tif", img)
+    raw = (tmp_path / "t.tif").read_bytes()
+    (tmp_path / "t.tif").write_bytes(raw[: len(raw) // 3])
+    with pytest.raises(ImageReadError, match="t.tif"):
+        read_image(tmp_path / "t.tif")
+    (tmp_path / "x.jpg").write_bytes(b"123")
+    with pytest.raises(ImageReadError, match="unsupported file type .jpg"):
+        read_image(tmp_path / "x.jpg")
+    with pytest.raises(ImageReadError, match="file not found"):
+        read_image(tmp_path / "missing.tif")
+    (tmp_path / "bad.nii.gz").write_bytes(b"not a nifti")
+    with pytest.raises(ImageReadError, match="bad.nii.gz"):
+        read_image(tmp_path / "bad.nii.gz")
+
+
+def test_write_is_atomic_on_failure(tmp_path):
+    path = tmp_path / "keep.tif"
+    write_image(path, np.ones((4, 4), np.uint8))
+    with pytest.raises((TypeError, KeyError, ValueError)):  # tifffile refuses object arrays
+        write_image(path, np.array([[object()]]))
+    back, _ = read_image(path)
+    assert back.sum() == 16
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.tif"]
+
+
+def test_spatial_axes_and_names():
+    assert spatial_axes(np.zeros((10, 12))) == "yx"
+    assert spatial_axes(np.zeros((10, 12, 3))) == "yxc"
+    assert spatial_axes(np.zeros((5, 12, 12))) == "zyx"
+    assert strip_suffix("a/b/scan.nii.gz") == "scan"
+    assert strip_suffix("cell.TIF") == "cell"
