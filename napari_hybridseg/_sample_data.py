@@ -23,6 +23,18 @@ def sample_project_path() -> Path:
     return target
 
 
+def demo_project_path() -> Path:
+    """A writable copy of the sample project for the demo (the bundled one stays pristine)."""
+    import shutil
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "napari-hybridseg"
+    target = cache / "demo_project"
+    if not (target / "images").is_dir():
+        cache.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(sample_project_path(), target, ignore=shutil.ignore_patterns("runs"))
+    return target
+
+
 def build_sample_project(root: Path) -> Path:
     """Write the sample project: 8 microscopy-like images, 1 strong, the rest weak."""
     from .synthetic import make_project

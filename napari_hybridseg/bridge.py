@@ -166,3 +166,39 @@ def annotations_from_layers(image_layer, layers) -> ImageAnnotations:
         elif role == "boxes":
             item.boxes = boxes_from_shapes(layer.data, getattr(layer, "features", None))
     return item
+
+
+# -- how weights look -------------------------------------------------------------------
+def weight_colors(weights) -> np.ndarray:
+    """RGBA colours for weights in [0, 1]: red (ignored) through yellow to green (trusted)."""
+    w = np.clip(np.asarray(weights, dtype=float), 0.0, 1.0)
+    red = np.where(w < 0.5, 1.0, 2.0 * (1.0 - w))
+    green = np.where(w < 0.5, 2.0 * w, 1.0)
+    return np.column_stack([red, green, np.zeros_like(w), np.ones_like(w)])
+
+
+def rank_next(weights, disagreement: dict[str, float] | None = None, top: int = 10) -> list[tuple[float, str, str]]:
+    """Where to annotate next: ``(score, image, reason)``, highest score first.
+
+    An image scores by the two networks' mean disagreement on it (where the model is
+    unsure) plus how far its least trusted annotation is below 1 (where the labels
+    look wrong).
+    """
+    disagreement = disagreement or {}
+    lowest: dict[str, tuple[float, str]] = {}
+    for w in weights:
+        if w.image not in lowest or w.weight < lowest[w.image][0]:
+            lowest[w.image] = (w.weight, f"{w.kind} {w.instance}")
+    names = set(lowest) | set(disagreement)
+    out = []
+    for name in names:
+        low, which = lowest.get(name, (1.0, ""))
+        unsure = disagreement.get(name, 0.0)
+        reasons = []
+        if unsure > 0:
+            reasons.append(f"disagreement {unsure:.3f}")
+        if low < 1.0:
+            reasons.append(f"lowest weight {low:.2f} ({which})")
+        out.append((float(unsure * 10 + (1.0 - low)), name, ", ".join(reasons) or "no signal yet"))
+    out.sort(key=lambda r: -r[0])
+    return out[:top]

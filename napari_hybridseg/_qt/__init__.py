@@ -1,0 +1,1 @@
+"""Qt widgets of the napari plugin (the only package that imports Qt or napari)."""

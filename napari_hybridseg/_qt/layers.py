@@ -1,0 +1,206 @@
+"""Reading annotations out of a napari viewer and drawing results into it.
+
+The GUI-side half of the bridge: it finds role-tagged layers, creates them, and
+updates prediction and weight overlays.  Only the GUI thread calls it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..annotations import ImageAnnotations, Project
+from ..bridge import META_KEY, annotations_from_layers, layer_name, role_of, weight_colors
+from ..images import ImageMeta
+
+
+def image_layers(viewer) -> list:
+    return [layer for layer in viewer.layers if layer._type_string == "image"]
+
+
+def tagged_images(viewer) -> list:
+    return [layer for layer in viewer.layers if role_of(layer)[0] == "image"]
+
+
+def find_layer(viewer, image: str, role: str):
+    for layer in viewer.layers:
+        if role_of(layer) == (role, image):
+            return layer
+    return None
+
+
+def tag(layer, role: str, image: str, **extra) -> None:
+    meta = dict(layer.metadata.get(META_KEY) or {})
+    meta.update({"role": role, "image": image, **extra})
+    layer.metadata = {**layer.metadata, META_KEY: meta}
+
+
+def ensure_annotation_layers(viewer, image_layer) -> dict:
+    """Tag ``image_layer`` and create its boxes, scribbles and masks layers if missing."""
+    role, name = role_of(image_layer)
+    if role != "image":
+        name = image_layer.name
+        meta = ImageMeta.from_layer_metadata((image_layer.metadata or {}).get(META_KEY), image_layer.scale)
+        tag(image_layer, "image", name, exhaustive=True, **meta.to_layer_metadata())
+    spatial = image_layer.data.shape[:-1] if image_layer.rgb else image_layer.data.shape
+    ndim = len(spatial)
+    common = {"scale": image_layer.scale[-ndim:], "translate": image_layer.translate[-ndim:]}
+    out = {}
+    if find_layer(viewer, name, "strong") is None:
+        layer = viewer.add_labels(np.zeros(spatial, np.uint16), name=layer_name(name, "strong"), opacity=0.5, **common)
+        tag(layer, "strong", name)
+    if find_layer(viewer, name, "scribbles") is None:
+        layer = viewer.add_labels(np.zeros(spatial, np.uint16), name=layer_name(name, "scribbles"), **common)
+        layer.brush_size = 3
+        layer.selected_label = 2
+        tag(layer, "scribbles", name)
+    if find_layer(viewer, name, "boxes") is None:
+        layer = viewer.add_shapes(
+            ndim=ndim,
+            name=layer_name(name, "boxes"),
+            edge_color="yellow",
+            face_color="transparent",
+            edge_width=max(1.0, float(min(spatial[-2:])) / 256),
+            features={"id": np.zeros(0, int)},
+            **common,
+        )
+        layer.current_edge_color = "yellow"
+        layer.current_face_color = "transparent"
+        tag(layer, "boxes", name)
+    for role in ("strong", "scribbles", "boxes"):
+        out[role] = find_layer(viewer, name, role)
+    viewer.layers.selection.active = out["boxes"]
+    out["boxes"].mode = "add_rectangle"
+    return out
+
+
+def _empty_to_none(item: ImageAnnotations) -> ImageAnnotations:
+    if item.strong is not None and not np.any(item.strong):
+        item.strong = None
+    if item.scribbles is not None and not np.any(item.scribbles):
+        item.scribbles = None
+    return item
+
+
+def collect_project(viewer, root=None) -> Project:
+    """A :class:`Project` from every tagged image layer and its annotation layers.
+
+    An empty masks layer does not make an image strong.  Boxes without an id get the
+    next free one, written back into the layer so that weights stay attached.
+    """
+    layers = list(viewer.layers)
+    items = []
+    for image_layer in tagged_images(viewer):
+        name = role_of(image_layer)[1]
+        boxes_layer = find_layer(viewer, name, "boxes")
+        item = _empty_to_none(annotations_from_layers(image_layer, layers))
+        if boxes_layer is not None and len(boxes_layer.data):
+            ids = [b.id for b in item.boxes]
+            current = boxes_layer.features.get("id")
+            if current is None or list(np.asarray(current, dtype=float)) != ids:
+                boxes_layer.features = {**{k: v for k, v in boxes_layer.features.items() if k != "id"}, "id": ids}
+        items.append(item)
+    return Project(items, root=root)
+
+
+def show_weights(viewer, weights) -> None:
+    """Colour boxes and scribbles by their weight; write the value next to each box."""
+    by_image: dict[str, dict[tuple[str, str], float]] = {}
+    for w in weights:
+        by_image.setdefault(w.image, {})[(w.kind, w.instance)] = w.weight
+    for image, values in by_image.items():
+        boxes = find_layer(viewer, image, "boxes")
+        if boxes is not None and len(boxes.data):
+            ids = np.asarray(boxes.features.get("id", np.arange(1, len(boxes.data) + 1)), dtype=float)
+            wts = np.array([values.get(("box", str(int(i))), np.nan) if i == i else np.nan for i in ids])
+            if np.isfinite(wts).any():
+                shown = np.where(np.isfinite(wts), wts, 1.0)
+                boxes.features = {**{k: v for k, v in boxes.features.items() if k != "weight"}, "weight": shown}
+                boxes.edge_color = weight_colors(shown)
+                boxes.text = {"string": "{weight:.2f}", "color": "white", "size": 8, "anchor": "upper_left"}
+        scribbles = find_layer(viewer, image, "scribbles")
+        if scribbles is not None:
+            colors = {None: np.zeros(4), 0: np.zeros(4), 1: np.array([0.3, 0.5, 1.0, 1.0])}
+            for (kind, inst), value in values.items():
+                if kind == "scribble":
+                    colors[int(inst)] = weight_colors([value])[0]
+            if len(colors) > 3:
+                from napari.utils.colormaps import DirectLabelColormap
+
+                scribbles.colormap = DirectLabelColormap(color_dict=colors)
+
+
+def show_prediction(viewer, image: str, z, probability, uncertainty, threshold: float = 0.5) -> None:
+    """Create or update ``<image> prediction``/``probability``/``disagreement`` for one slice."""
+    from ..predict import labels_from_probability
+
+    src = find_layer(viewer, image, "image")
+    if src is None:
+        return
+    spatial = src.data.shape[:-1] if src.rgb else src.data.shape
+    common = {"scale": src.scale[-len(spatial) :], "translate": src.translate[-len(spatial) :]}
+    maps = [
+        ("prediction", labels_from_probability(probability, threshold), "labels"),
+        ("probability", probability.astype(np.float32), "image"),
+    ]
+    if uncertainty is not None:
+        maps.append(("disagreement", uncertainty.astype(np.float32), "image"))
+    for role, data, kind in maps:
+        layer = find_layer(viewer, image, role)
+        if layer is None:
+            full = np.zeros(spatial, data.dtype if kind == "image" else np.int32)
+            if kind == "labels":
+                layer = viewer.add_labels(full, name=layer_name(image, role), opacity=0.6, **common)
+            else:
+                layer = viewer.add_image(
+                    full,
+                    name=layer_name(image, role),
+                    colormap="magma" if role == "disagreement" else "viridis",
+                    contrast_limits=(0, 1 if role == "probability" else 0.5),
+                    blending="additive",
+                    visible=False,
+                    opacity=0.7,
+                    **common,
+                )
+            tag(layer, role, image)
+        if z is None or layer.data.ndim == 2:
+            layer.data = data.astype(layer.data.dtype)
+        else:
+            layer.data[z] = data
+            layer.refresh()
+
+
+def instance_location(viewer, image: str, kind: str, instance: str):
+    """World coordinates of an instance's centre, and its slice (or ``None``)."""
+    if kind == "box":
+        layer = find_layer(viewer, image, "boxes")
+        if layer is None:
+            return None
+        ids = np.asarray(layer.features.get("id", []), dtype=float)
+        hits = np.flatnonzero(ids == float(instance))
+        if not hits.size:
+            return None
+        corners = np.asarray(layer.data[hits[0]])
+        return layer.data_to_world(corners.mean(0))
+    if kind == "scribble":
+        layer = find_layer(viewer, image, "scribbles")
+        if layer is None:
+            return None
+        pts = np.argwhere(np.asarray(layer.data) == int(instance))
+        return layer.data_to_world(pts.mean(0)) if len(pts) else None
+    layer = find_layer(viewer, image, "image")
+    if layer is None:
+        return None
+    spatial = layer.data.shape[:-1] if layer.rgb else layer.data.shape
+    return layer.data_to_world(np.array(spatial, float) / 2)
+
+
+def show_only(viewer, image: str) -> None:
+    """Make ``image``'s layers visible and hide other images' layers (predictions too)."""
+    for layer in viewer.layers:
+        role, owner = role_of(layer)
+        if owner is None:
+            continue
+        if owner == image:
+            layer.visible = role not in ("probability", "disagreement")
+        else:
+            layer.visible = False

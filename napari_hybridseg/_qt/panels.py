@@ -1,0 +1,217 @@
+"""The panels of the dock widget: annotate, train, weights, next, export."""
+
+from __future__ import annotations
+
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+)
+
+from ..config import METHODS, TrainConfig
+from .loss_plot import LossPlot
+
+
+def _row(*widgets) -> QHBoxLayout:
+    row = QHBoxLayout()
+    for w in widgets:
+        row.addWidget(w)
+    return row
+
+
+class AnnotatePanel(QGroupBox):
+    """Pick an image, create its role-tagged layers, see each image's status."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__("1. Annotate", parent)
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("Image layer to annotate (2D, a stack of 2D images, or a 3D volume)")
+        self.create_btn = QPushButton("Create annotation layers")
+        self.create_btn.setToolTip(
+            "Adds '<image> boxes', '<image> scribbles' (1 = background, 2+ = objects) and '<image> masks'"
+        )
+        self.new_object_btn = QPushButton("New scribble object")
+        self.new_object_btn.setToolTip("Select the next free object id in the scribbles layer")
+        self.assign_layer = QComboBox()
+        self.assign_role = QComboBox()
+        self.assign_role.addItems(["masks", "scribbles", "boxes"])
+        self.assign_btn = QPushButton("Assign")
+        self.assign_btn.setToolTip("Use an existing layer as the chosen image's masks, scribbles or boxes")
+        self.status = QTableWidget(0, 3)
+        self.status.setHorizontalHeaderLabels(["image", "role", "exhaustive"])
+        self.status.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+        self.status.verticalHeader().setVisible(False)
+        self.status.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.status.setMaximumHeight(130)
+        self.status.setToolTip("strong: has a full mask; weak: boxes or scribbles; exhaustive: every object is boxed")
+        self.open_btn = QPushButton("Open project…")
+        self.save_btn = QPushButton("Save project…")
+        self.autosave = QCheckBox("autosave")
+        self.autosave.setChecked(True)
+        self.autosave.setToolTip("Write annotations into the project folder (atomically) as you draw")
+        self.project_label = QLabel("no project folder")
+        self.project_label.setWordWrap(True)
+        lay = QVBoxLayout(self)
+        lay.addLayout(_row(self.image_combo, self.create_btn))
+        lay.addLayout(_row(QLabel("layer"), self.assign_layer, QLabel("as"), self.assign_role, self.assign_btn))
+        lay.addWidget(self.new_object_btn)
+        lay.addWidget(self.status)
+        lay.addLayout(_row(self.open_btn, self.save_btn, self.autosave))
+        lay.addWidget(self.project_label)
+
+
+class TrainPanel(QGroupBox):
+    """Method, steps, device; start, pause, stop; progress and the loss curve."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__("2. Train", parent)
+        d = TrainConfig()
+        self.method = QComboBox()
+        self.method.addItems(list(METHODS))
+        self.method.setCurrentText(d.method)
+        self.method.setToolTip("dii+dcr: learned weights and two co-training networks (recommended)")
+        self.steps = QSpinBox()
+        self.steps.setRange(10, 1_000_000)
+        self.steps.setSingleStep(100)
+        self.steps.setValue(d.steps)
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device_label = QLabel("")
+        self.continue_box = QCheckBox("continue from the current model")
+        self.live = QCheckBox("live preview every")
+        self.live.setChecked(True)
+        self.every = QSpinBox()
+        self.every.setRange(1, 100_000)
+        self.every.setValue(20)
+        self.every.setSuffix(" steps")
+        self.start_btn = QPushButton("Start")
+        self.pause_btn = QPushButton("Pause")
+        self.pause_btn.setCheckable(True)
+        self.stop_btn = QPushButton("Stop")
+        self.predict_btn = QPushButton("Predict once")
+        self.predict_btn.setToolTip("Predict the visible image with the current model")
+        for b in (self.pause_btn, self.stop_btn):
+            b.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m steps")
+        self.loss_plot = LossPlot()
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        form = QFormLayout()
+        form.addRow("method", self.method)
+        form.addRow("steps", self.steps)
+        form.addRow("device", _row(self.device, self.device_label))
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.continue_box)
+        lay.addLayout(_row(self.live, self.every))
+        lay.addLayout(_row(self.start_btn, self.pause_btn, self.stop_btn, self.predict_btn))
+        lay.addWidget(self.progress)
+        lay.addWidget(self.loss_plot)
+        lay.addWidget(self.message)
+
+    def set_running(self, running: bool) -> None:
+        self.start_btn.setEnabled(not running)
+        self.pause_btn.setEnabled(running)
+        self.stop_btn.setEnabled(running)
+        if not running:
+            self.pause_btn.setChecked(False)
+
+
+class WeightsPanel(QGroupBox):
+    """The learned weight of every weak annotation, sortable; pin to trust or ignore."""
+
+    pin_requested = Signal(object, object)  # key (image, instance, kind), value or None
+
+    def __init__(self, parent=None) -> None:
+        super().__init__("3. Annotation weights", parent)
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["image", "instance", "kind", "weight"])
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setSortingEnabled(True)
+        self.table.setMinimumHeight(140)
+        self.table.setToolTip("Click a row to go to that annotation. Low weight: the model distrusts it.")
+        self.trust_btn = QPushButton("Trust (1)")
+        self.ignore_btn = QPushButton("Ignore (0)")
+        self.unpin_btn = QPushButton("Unpin")
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.table)
+        lay.addLayout(_row(self.trust_btn, self.ignore_btn, self.unpin_btn))
+        self.trust_btn.clicked.connect(lambda: self._pin(1.0))
+        self.ignore_btn.clicked.connect(lambda: self._pin(0.0))
+        self.unpin_btn.clicked.connect(lambda: self._pin(None))
+
+    def selected_key(self):
+        rows = {i.row() for i in self.table.selectedIndexes()}
+        if not rows:
+            return None
+        r = rows.pop()
+        return tuple(self.table.item(r, c).text() for c in (0, 1, 2))
+
+    def _pin(self, value) -> None:
+        key = self.selected_key()
+        if key is not None:
+            self.pin_requested.emit(key, value)
+
+    def set_weights(self, weights) -> None:
+        selected = self.selected_key()
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(weights))
+        for r, w in enumerate(weights):
+            cells = [w.image, w.instance, w.kind]
+            for c, text in enumerate(cells):
+                self.table.setItem(r, c, QTableWidgetItem(text))
+            item = QTableWidgetItem()
+            item.setData(Qt.DisplayRole, round(float(w.weight), 3))
+            if w.pinned:
+                item.setToolTip("pinned")
+                item.setText(f"{w.weight:.3f} (pinned)")
+            self.table.setItem(r, 3, item)
+        self.table.setSortingEnabled(True)
+        if selected is not None:
+            for r in range(self.table.rowCount()):
+                if tuple(self.table.item(r, c).text() for c in (0, 1, 2)) == selected:
+                    self.table.selectRow(r)
+                    break
+
+
+class NextPanel(QGroupBox):
+    """Where to annotate next, ranked."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__("4. Annotate next", parent)
+        self.list = QListWidget()
+        self.list.setMaximumHeight(110)
+        self.list.setToolTip("Images ranked by the networks' disagreement and by their least trusted annotation")
+        QVBoxLayout(self).addWidget(self.list)
+
+
+class ExportPanel(QGroupBox):
+    """Masks and predictions to TIFF or NIfTI; save and load models."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__("5. Export", parent)
+        self.format = QComboBox()
+        self.format.addItems(["same as image", "tif", "nii.gz"])
+        self.export_btn = QPushButton("Export predictions…")
+        self.save_model_btn = QPushButton("Save model…")
+        self.load_model_btn = QPushButton("Load model…")
+        lay = QVBoxLayout(self)
+        lay.addLayout(_row(QLabel("format"), self.format, self.export_btn))
+        lay.addLayout(_row(self.save_model_btn, self.load_model_btn))
