@@ -133,6 +133,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--runs", nargs="*", default=None, help="subset, e.g. dii+dcr:projection strong-only")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="extra TrainConfig options for every run, e.g. dii_space=weight")
     ap.add_argument("--data", type=Path, default=SHARED)
     ap.add_argument("--out", type=Path, default=OUT / "label_efficiency.jsonl")
     args = ap.parse_args()
@@ -142,13 +144,22 @@ def main() -> None:
         wanted = [r.split(":") for r in args.runs]
         runs = [r for r in RUNS if [r[0]] in wanted or list(r) in wanted]
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    extra = {}
+    for kv in args.set:
+        key, value = kv.split("=", 1)
+        default = getattr(TrainConfig, key)
+        extra[key] = type(default)(value) if default is not None else int(value)
     for seed in args.seeds:
         train, test = load_dataset(args.dataset, seed, args.data)
         hybrid, full, corrupted = build_project(train, args.budget, seed)
         for method, box_target in runs:
             project = full if method == "full" else hybrid
             cfg = TrainConfig(
-                method="strong-only" if method == "full" else method, box_target=box_target, steps=args.steps, seed=seed
+                method="strong-only" if method == "full" else method,
+                box_target=box_target,
+                steps=args.steps,
+                seed=seed,
+                **extra,
             )
             trainer, dice, seconds = run_one(project, cfg, test)
             record = {
@@ -160,6 +171,7 @@ def main() -> None:
                 "steps": args.steps,
                 "dice": round(dice, 4),
                 "seconds": round(seconds, 1),
+                "options": extra,
                 "machine": machine(),
                 "commit": git_rev(),
             }

@@ -133,17 +133,24 @@ def role_of(layer) -> tuple[str | None, str | None]:
 
 
 def boxes_from_shapes(data, features=None) -> list[Box]:
-    """Boxes from a Shapes layer's rectangles; ids from its ``id`` feature or 1..n."""
-    ids = None
+    """Boxes from a Shapes layer's rectangles.
+
+    Ids come from the layer's ``id`` feature; a shape without a valid id (missing,
+    below 1, or a duplicate, as napari gives new shapes) gets the next free id.
+    """
+    ids: list[int | None] = [None] * len(data)
     if features is not None and "id" in features and len(features["id"]) == len(data):
-        ids = [int(i) if i == i else None for i in np.asarray(features["id"], dtype=float)]
-    boxes, used = [], set()
+        seen: set[int] = set()
+        for k, value in enumerate(np.asarray(features["id"], dtype=float)):
+            if value == value and value >= 1 and int(value) not in seen:
+                ids[k] = int(value)
+                seen.add(int(value))
+    next_id = max([i for i in ids if i is not None], default=0) + 1
+    boxes = []
     for k, corners in enumerate(data):
-        bid = ids[k] if ids and ids[k] is not None and ids[k] not in used else None
-        if bid is None:
-            bid = max(used | {0}) + 1
-        used.add(bid)
-        boxes.append(corners_to_box(corners, bid))
+        if ids[k] is None:
+            ids[k], next_id = next_id, next_id + 1
+        boxes.append(corners_to_box(corners, ids[k]))
     return boxes
 
 

@@ -12,6 +12,7 @@ METHODS = ("strong-only", "naive", "dii", "dcr", "dii+dcr")
 BOX_TARGETS = ("filled", "projection")
 GRANULARITIES = ("object", "image")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+DII_SPACES = ("centred", "weight", "weight+bias")
 
 
 @dataclass
@@ -31,6 +32,10 @@ class TrainConfig:
     granularity
         ``object``: one weight per box, per foreground scribble and per weak image's
         background; ``image``: one weight per weak image (the paper).
+    dii_space
+        Which classifier gradients the weight update compares (see
+        :func:`napari_hybridseg.dii.gradient_space`): ``centred`` (default),
+        ``weight`` or ``weight+bias``.
     dii_warmup, dii_interval
         Steps before the first weight update and between updates; ``None`` picks
         them from the epoch length (see :meth:`resolved_dii_schedule`).
@@ -51,6 +56,7 @@ class TrainConfig:
     dii_lr: float = 0.1
     dii_warmup: int | None = None
     dii_interval: int | None = None
+    dii_space: str = "centred"
     lambda_cr: float = 1.0
     pairwise_weight: float = 1.0
     affinity_threshold: float = 0.3
@@ -71,6 +77,7 @@ class TrainConfig:
         choice("method", METHODS)
         choice("box_target", BOX_TARGETS)
         choice("granularity", GRANULARITIES)
+        choice("dii_space", DII_SPACES)
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N; got {self.device!r}")
         for name in ("steps", "batch_size", "width", "depth", "checkpoint_every", "log_every"):

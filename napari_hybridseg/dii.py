@@ -44,6 +44,30 @@ def classifier_grads(features: torch.Tensor, grad_logits: torch.Tensor, index: t
     return out.index_add_(0, index[sel], outer)
 
 
+def gradient_space(grads: torch.Tensor, n_classes: int, mode: str, mean_feature: torch.Tensor | None = None):
+    """Map gradients from :func:`classifier_grads` into the space the dot products use.
+
+    ``"weight+bias"``: the classifier's weight and bias, as computed.
+    ``"weight"``: the weight only.
+    ``"centred"``: the weight of the same layer written as ``W (f - mu) + b'`` with
+    ``mu`` the mean strong feature, i.e. ``dW - db (outer) mu``.  Features after a
+    ReLU are all non-negative, so raw dot products between pixel gradients are
+    dominated by how well calibrated the network is overall; centring makes them
+    compare what each annotation teaches about pixels that look like its own.
+    """
+    g = grads.view(grads.shape[0], n_classes, -1)
+    w, b = g[..., :-1], g[..., -1]
+    if mode == "weight+bias":
+        return grads
+    if mode == "weight":
+        return w.reshape(grads.shape[0], -1)
+    if mode == "centred":
+        if mean_feature is None:
+            raise ValueError("centred gradients need the mean feature")
+        return (w - b[..., None] * mean_feature).reshape(grads.shape[0], -1)
+    raise ValueError(f"unknown gradient space {mode!r}")
+
+
 def flat_classifier_grad(classifier: torch.nn.Conv2d) -> torch.Tensor:
     """Autograd's classifier gradient in the layout of :func:`classifier_grads`."""
     w = classifier.weight.grad.flatten(1)

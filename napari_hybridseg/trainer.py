@@ -25,7 +25,7 @@ from .annotations import Project
 from .atomic import atomic_write_text
 from .config import TrainConfig, resolve_device
 from .dcr import cross_pseudo_loss, cutmix_masks, mix
-from .dii import InstanceWeights, classifier_grads, poly_lr
+from .dii import InstanceWeights, classifier_grads, gradient_space, poly_lr
 from .errors import ConfigError, ModelFileError
 from .losses import affinity_edges, box_losses, pixel_ce
 from .modelfile import CHECKPOINT_FORMAT, VERSION, load_file, load_model, save_file, save_model
@@ -325,11 +325,12 @@ class Trainer:
         dtype = net.classifier.weight.dtype
         return net.features(torch.from_numpy(np.ascontiguousarray(img[None])).to(self.device, dtype))
 
-    def strong_gradient(self, net: UNet) -> torch.Tensor:
-        """``g_S``: gradient of the mean strong cross-entropy w.r.t. the classifier."""
+    def strong_gradient(self, net: UNet) -> tuple[torch.Tensor, torch.Tensor]:
+        """``g_S``, the gradient of the mean strong cross-entropy w.r.t. the classifier
+        (weight and bias), and the mean strong feature."""
         net.eval()
         total = sum(int((s.target >= 0).sum()) for s in self.tset.strong)
-        g = None
+        g, fsum = None, None
         for s in self.tset.strong:
             for img, tgt, _, _ in self._tiles(s):
                 feats = self._features(net, img)
@@ -340,8 +341,10 @@ class Trainer:
                     (grad,) = torch.autograd.grad(loss, z)
                 index = torch.where(t >= 0, 0, -1)
                 part = classifier_grads(feats, grad, index, 1)[0]
+                fpart = feats.permute(0, 2, 3, 1)[t >= 0].sum(0)
                 g = part if g is None else g + part
-        return g
+                fsum = fpart if fsum is None else fsum + fpart
+        return g, fsum / max(total, 1)
 
     def weak_gradients(self, net: UNet) -> torch.Tensor:
         """``g_k`` for every weak instance: ``(n_instances, D)``, one forward per tile."""
@@ -370,8 +373,11 @@ class Trainer:
     def dii_update(self) -> torch.Tensor:
         """One DII step: ``grad(gamma_k) = -g_S . g_k``, averaged over the networks."""
         hyper = torch.zeros(len(self.instances), device=self.device)
+        space = self.cfg.dii_space
         for net in self.nets:
-            hyper -= self.weak_gradients(net) @ self.strong_gradient(net)
+            g_s, mean_feature = self.strong_gradient(net)
+            g_k = gradient_space(self.weak_gradients(net), 2, space, mean_feature)
+            hyper -= g_k @ gradient_space(g_s[None], 2, space, mean_feature)[0]
         hyper /= len(self.nets)
         self.weights.step(hyper, poly_lr(self.cfg.dii_lr, self.step, self.cfg.steps))
         return hyper

@@ -179,3 +179,27 @@ def test_trainer_weak_gradients_match_autograd(hand_project, box_target):
     net.eval()
     expected = _autograd_per_instance(net, x, loss_k, len(tr.instances))
     assert (got - expected).norm() / expected.norm() < 1e-6
+
+
+def test_gradient_spaces_match_autograd_of_their_parametrisation():
+    from napari_hybridseg.dii import gradient_space
+
+    torch.manual_seed(0)
+    feats = torch.rand(1, 3, 6, 6, dtype=torch.float64)
+    target = torch.randint(0, 2, (1, 6, 6))
+    w, b = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, dtype=torch.float64)
+    mu = feats.mean(dim=(0, 2, 3))
+    # raw layer z = W f + b
+    w_raw = w.clone().requires_grad_(True)
+    z = torch.einsum("cf,bfhw->bchw", w_raw, feats) + b[None, :, None, None]
+    z.retain_grad()
+    pixel_ce(z, target).sum().backward()
+    closed = classifier_grads(feats, z.grad, torch.zeros_like(target), 1)
+    assert torch.allclose(gradient_space(closed, 2, "weight"), w_raw.grad.flatten()[None])
+    # the same layer written as z = W (f - mu) + b', with b' = b + W mu
+    w_c = w.clone().requires_grad_(True)
+    z2 = torch.einsum("cf,bfhw->bchw", w_c, feats - mu[None, :, None, None]) + (b + w @ mu)[None, :, None, None]
+    assert torch.allclose(z2, z)
+    pixel_ce(z2, target).sum().backward()
+    assert torch.allclose(gradient_space(closed, 2, "centred", mu), w_c.grad.flatten()[None])
+    assert gradient_space(closed, 2, "weight+bias").shape == (1, 8)

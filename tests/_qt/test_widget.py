@@ -1,0 +1,212 @@
+"""The dock widget end to end: layers, training live, weights, pins, errors, export."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from napari_hybridseg import events as ev
+from napari_hybridseg._qt import layers as L
+from napari_hybridseg._qt.widget import HybridSegWidget
+from napari_hybridseg.bridge import role_of, weight_colors
+from napari_hybridseg.images import read_image
+from napari_hybridseg.synthetic import synth_image
+
+pytestmark = pytest.mark.gui
+TIMEOUT = 120_000
+
+
+def _small(widget):
+    """Tiny network so that a few steps take seconds."""
+    from napari_hybridseg.config import TrainConfig
+
+    original = widget._config
+
+    def cfg(steps=None):
+        base = original(steps).to_dict()
+        base.update(batch_size=2, patch_size=32, width=4, depth=2, dii_warmup=1, dii_interval=1)
+        return TrainConfig.from_dict(base)
+
+    widget._config = cfg
+
+
+@pytest.fixture
+def annotated(make_napari_viewer):
+    """A viewer with two images: one with a full mask, one with boxes and scribbles drawn."""
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    img_s, lab_s = synth_image(rng, (64, 64), n_objects=5)
+    img_w, lab_w = synth_image(rng, (64, 64), n_objects=5)
+    viewer.add_image(img_s, name="a")
+    viewer.add_image(img_w, name="b")
+    widget = HybridSegWidget(viewer)
+    _small(widget)
+    for name in ("a", "b"):
+        widget.annotate.image_combo.setCurrentText(name)
+        widget.create_layers()
+    viewer.layers["a masks"].data = lab_s.astype(np.uint16)
+    boxes = viewer.layers["b boxes"]
+    for obj in [o for o in np.unique(lab_w) if o > 0][:3]:
+        ys, xs = np.nonzero(lab_w == obj)
+        boxes.add_rectangles(np.array([[ys.min() - 0.5, xs.min() - 0.5], [ys.max() + 0.5, xs.max() + 0.5]]))
+    scr = np.zeros((64, 64), np.uint16)
+    scr[2, 2:30] = 1
+    last = [o for o in np.unique(lab_w) if o > 0][-1]
+    ys, xs = np.nonzero(lab_w == last)
+    scr[ys[: len(ys) // 2], xs[: len(xs) // 2]] = 2
+    viewer.layers["b scribbles"].data = scr
+    return viewer, widget
+
+
+def test_create_layers_tags_roles(annotated):
+    viewer, widget = annotated
+    for name in ("a", "b"):
+        for role, suffix, kind in (("strong", "masks", "labels"), ("scribbles", "scribbles", "labels"),
+                                   ("boxes", "boxes", "shapes")):
+            layer = viewer.layers[f"{name} {suffix}"]
+            assert role_of(layer) == (role, name) and layer._type_string == kind
+    project = L.collect_project(viewer)
+    assert project.summary() == {"strong": 1, "weak": 1, "unlabelled": 0}
+    assert [b.id for b in project["b"].boxes] == [1, 2, 3]
+    assert list(viewer.layers["b boxes"].features["id"]) == [1, 2, 3]
+    widget.refresh_status()
+    roles = {widget.annotate.status.item(r, 0).text(): widget.annotate.status.item(r, 1).text() for r in range(2)}
+    assert roles == {"a": "strong", "b": "weak"}
+
+
+def test_new_object_picks_next_id(annotated):
+    viewer, widget = annotated
+    widget.annotate.image_combo.setCurrentText("b")
+    widget.new_object()
+    assert viewer.layers["b scribbles"].selected_label == 3
+
+
+def test_train_live_shows_prediction_and_weights(annotated, qtbot, tmp_path):
+    viewer, widget = annotated
+    widget.project_root = tmp_path / "proj"
+    widget.annotate.image_combo.setCurrentText("b")
+    widget.train.every.setValue(2)
+    widget.train.method.setCurrentText("dii+dcr")
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT) as blocker:
+        assert widget.start_training(steps=6)
+    event = blocker.args[0]
+    assert isinstance(event, ev.FinishedEvent) and event.step == 6
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT)
+    pred = viewer.layers["b prediction"]
+    assert pred.data.shape == (64, 64) and role_of(pred) == ("prediction", "b")
+    assert viewer.layers["b disagreement"].data.shape == (64, 64)
+    # the table, the box colours and texts agree with weights.csv
+    with open(event.run_dir + "/weights.csv") as fh:
+        rows = {(r["image"], r["instance"], r["kind"]): float(r["weight"]) for r in csv.DictReader(fh)}
+    table = widget.weights_panel.table
+    shown = {tuple(table.item(r, c).text() for c in range(3)): float(table.item(r, 3).text().split()[0])
+             for r in range(table.rowCount())}
+    assert shown.keys() == rows.keys()
+    for key, value in rows.items():
+        assert shown[key] == pytest.approx(value, abs=1e-3)
+    boxes = viewer.layers["b boxes"]
+    expected = [rows[("b", str(i), "box")] for i in boxes.features["id"]]
+    np.testing.assert_allclose(boxes.features["weight"], expected, atol=1e-6)
+    np.testing.assert_allclose(boxes.edge_color, weight_colors(expected), atol=1e-6)
+    assert boxes.text.string.format == "{weight:.2f}"
+    scr_colors = viewer.layers["b scribbles"].colormap.color_dict
+    np.testing.assert_allclose(scr_colors[2], weight_colors([rows[("b", "2", "scribble")]])[0], atol=1e-6)
+    assert widget.train.progress.value() == 6
+    assert widget.train.loss_plot.series["total"]
+    assert widget.next_panel.list.count() >= 1
+    # the run folder is the CLI's
+    assert {"model.pt", "weights.csv", "metrics.jsonl", "config.json"} <= {p.name for p in
+                                                                          (tmp_path / "proj" / "runs").glob("*/*")}
+
+
+def test_stop_mid_run(annotated, qtbot):
+    viewer, widget = annotated
+    widget.train.live.setChecked(False)
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT) as blocker:
+        widget.start_training(steps=100_000)
+        qtbot.waitUntil(lambda: widget.train.progress.value() >= 2, timeout=TIMEOUT)
+        widget.stop_training()
+    event = blocker.args[0]
+    assert isinstance(event, ev.FinishedEvent) and event.stopped and event.step < 100_000
+
+
+def test_worker_error_becomes_notification_and_keeps_annotations(annotated, qtbot, monkeypatch):
+    viewer, widget = annotated
+    from napari_hybridseg import trainer as trainer_mod
+
+    def boom(self, batch):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(trainer_mod.Trainer, "train_step", boom)
+    errors = []
+    monkeypatch.setattr("napari_hybridseg._qt.widget._notify_error", errors.append)
+    before = viewer.layers["b scribbles"].data.copy()
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT) as blocker:
+        widget.start_training(steps=5)
+    assert isinstance(blocker.args[0], ev.ErrorEvent)
+    assert errors and "simulated failure" in errors[0]
+    np.testing.assert_array_equal(viewer.layers["b scribbles"].data, before)
+    assert len(viewer.layers["b boxes"].data) == 3
+
+
+def test_cannot_start_without_full_mask(make_napari_viewer, monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((32, 32)), name="x")
+    widget = HybridSegWidget(viewer)
+    widget.create_layers()
+    viewer.layers["x boxes"].add_rectangles(np.array([[2, 2], [10, 10]]))
+    errors = []
+    monkeypatch.setattr("napari_hybridseg._qt.widget._notify_error", errors.append)
+    assert widget.start_training(steps=3) is False
+    assert "full mask" in errors[0]
+
+
+def test_pin_and_go_to(annotated, qtbot):
+    viewer, widget = annotated
+    widget.train.live.setChecked(False)
+    widget.pin(("b", "1", "box"), 0.0)
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT):
+        widget.start_training(steps=4)
+    weights = {(w.image, w.instance, w.kind): w for w in widget.weights}
+    assert weights[("b", "1", "box")].weight == 0.0 and weights[("b", "1", "box")].pinned
+    widget.go_to("b", "box", "2")
+    corners = viewer.layers["b boxes"].data[1]
+    np.testing.assert_allclose(viewer.camera.center[-2:], corners.mean(0), atol=1e-6)
+    assert viewer.layers["b"].visible and not viewer.layers["a"].visible
+
+
+def test_export_round_trip_and_model_save_load(annotated, qtbot, tmp_path):
+    viewer, widget = annotated
+    widget.train.live.setChecked(False)
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT):
+        widget.start_training(steps=3)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT)
+    written = widget.export_predictions(tmp_path / "out", "nii.gz")
+    assert sorted(p.name for p in written) == ["a.nii.gz", "b.nii.gz"]
+    back, _ = read_image(tmp_path / "out" / "b.nii.gz")
+    assert back.shape == (64, 64)
+    widget.save_model(tmp_path / "m.pt")
+    widget.nets = None
+    widget.load_model(tmp_path / "m.pt")
+    assert widget.nets is not None
+    # and through napari's own File > Save Layers
+    viewer.layers["b scribbles"].metadata["hybridseg"]["format"] = "tif"
+    viewer.layers.selection = {viewer.layers["b scribbles"]}
+    viewer.layers.save(str(tmp_path / "scr.tif"), selected=True, plugin="napari-hybridseg")
+    scr, _ = read_image(tmp_path / "scr.tif")
+    np.testing.assert_array_equal(scr, viewer.layers["b scribbles"].data)
+
+
+def test_autosave_writes_project(annotated, qtbot, tmp_path):
+    viewer, widget = annotated
+    root = tmp_path / "auto"
+    widget.save_project(root)
+    boxes = viewer.layers["b boxes"]
+    boxes.add_rectangles(np.array([[40, 40], [50, 50]]))
+    qtbot.waitUntil(lambda: len((root / "boxes" / "b.csv").read_text().splitlines()) == 5, timeout=10_000)
+
+
+def test_widget_via_plugin_menu(make_napari_viewer):
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-hybridseg", "Hybrid segmentation")
+    assert isinstance(widget, HybridSegWidget)
