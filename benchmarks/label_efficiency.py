@@ -133,8 +133,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--runs", nargs="*", default=None, help="subset, e.g. dii+dcr:projection strong-only")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="extra TrainConfig options for every run, e.g. dii_space=weight")
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra TrainConfig options for every run, e.g. dii_space=weight",
+    )
     ap.add_argument("--data", type=Path, default=SHARED)
     ap.add_argument("--out", type=Path, default=OUT / "label_efficiency.jsonl")
     args = ap.parse_args()

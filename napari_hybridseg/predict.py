@@ -30,37 +30,50 @@ def _window(n: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(n) + 0.5) / n)).astype(np.float32) + 1e-3
 
 
-def _starts(size: int, tile: int, step: int) -> list[int]:
-    if size <= tile:
-        return [0]
-    starts = list(range(0, size - tile, step))
-    return starts + [size - tile]
+def _layout(size: int, max_tile: int, overlap: int, multiple: int) -> tuple[int, list[int]]:
+    """Tile length and start offsets covering ``size`` with at least ``overlap`` shared pixels.
+
+    The tile length is chosen so that the tiles cover the axis nearly exactly (no
+    tile mostly outside the image): redundancy stays near ``1 + overlap / tile``.
+    """
+    padded = -(-size // multiple) * multiple
+    if padded <= max_tile:
+        return padded, [0]
+    n = int(np.ceil((size - overlap) / (max_tile - overlap)))
+    tile = int(np.ceil((size + (n - 1) * overlap) / n / multiple)) * multiple
+    starts = np.round(np.linspace(0, size - tile, n)).astype(int).tolist()
+    return tile, starts
 
 
 @torch.no_grad()
 def predict_slice(
     nets: list[UNet],
     image: np.ndarray,
-    tile: int = 256,
-    overlap: float = 0.25,
+    tile: int = 512,
+    overlap: int = 32,
     batch_size: int = 4,
     device: torch.device | str = "cpu",
 ) -> Prediction:
-    """Predict one normalised ``(C, H, W)`` slice with every network."""
+    """Predict one normalised ``(C, H, W)`` slice with every network.
+
+    Tiles of at most ``tile`` pixels overlap by at least ``overlap`` pixels and are
+    blended with a raised-cosine window.  Memory: the output maps plus one batch of
+    tiles, whatever the image size.
+    """
     device = torch.device(device)
     m = 2 ** nets[0].depth
     c, h, w = image.shape
-    tile = max(m, (tile // m) * m)
-    th, tw = min(tile, -(-h // m) * m), min(tile, -(-w // m) * m)
+    tile = max(m * 4, (tile // m) * m)
+    th, ys = _layout(h, tile, overlap, m)
+    tw, xs = _layout(w, tile, overlap, m)
     ph, pw = max(0, th - h), max(0, tw - w)
     if ph or pw:
         image = np.pad(image, ((0, 0), (0, ph), (0, pw)), mode="symmetric" if min(h, w) > 1 else "edge")
     H, W = image.shape[-2:]
-    win = np.outer(_window(th), _window(tw))
+    win = np.outer(_window(th), _window(tw)) if len(ys) * len(xs) > 1 else np.ones((th, tw), np.float32)
     acc = np.zeros((len(nets), H, W), np.float32)
     wsum = np.zeros((H, W), np.float32)
-    step_y, step_x = max(1, int(th * (1 - overlap))), max(1, int(tw * (1 - overlap)))
-    coords = [(y, x) for y in _starts(H, th, step_y) for x in _starts(W, tw, step_x)]
+    coords = [(y, x) for y in ys for x in xs]
     use_amp = device.type == "cuda"
     for i in range(0, len(coords), batch_size):
         chunk = coords[i : i + batch_size]
@@ -83,7 +96,7 @@ def predict_image(
     image: np.ndarray,
     axes: str,
     device: torch.device | str = "cpu",
-    tile: int = 256,
+    tile: int = 512,
     progress: Callable[[int, int], None] | None = None,
 ) -> Prediction:
     """Predict a raw image (``yx``, ``yxc`` or ``zyx``); volumes slice by slice."""

@@ -465,7 +465,7 @@ class Trainer:
             image = self._preview_image(name, z)
             if image is None:
                 return None
-        pred = predict_slice(self.nets, image, tile=max(256, self.cfg.patch_size), device=self.device)
+        pred = predict_slice(self.nets, image, device=self.device)
         for n in self.nets:
             n.train()
         return ev.PreviewEvent(self.step, name, z, pred.probability, pred.uncertainty)

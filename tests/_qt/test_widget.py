@@ -61,8 +61,11 @@ def annotated(make_napari_viewer):
 def test_create_layers_tags_roles(annotated):
     viewer, widget = annotated
     for name in ("a", "b"):
-        for role, suffix, kind in (("strong", "masks", "labels"), ("scribbles", "scribbles", "labels"),
-                                   ("boxes", "boxes", "shapes")):
+        for role, suffix, kind in (
+            ("strong", "masks", "labels"),
+            ("scribbles", "scribbles", "labels"),
+            ("boxes", "boxes", "shapes"),
+        ):
             layer = viewer.layers[f"{name} {suffix}"]
             assert role_of(layer) == (role, name) and layer._type_string == kind
     project = L.collect_project(viewer)
@@ -99,8 +102,10 @@ def test_train_live_shows_prediction_and_weights(annotated, qtbot, tmp_path):
     with open(event.run_dir + "/weights.csv") as fh:
         rows = {(r["image"], r["instance"], r["kind"]): float(r["weight"]) for r in csv.DictReader(fh)}
     table = widget.weights_panel.table
-    shown = {tuple(table.item(r, c).text() for c in range(3)): float(table.item(r, 3).text().split()[0])
-             for r in range(table.rowCount())}
+    shown = {
+        tuple(table.item(r, c).text() for c in range(3)): float(table.item(r, 3).text().split()[0])
+        for r in range(table.rowCount())
+    }
     assert shown.keys() == rows.keys()
     for key, value in rows.items():
         assert shown[key] == pytest.approx(value, abs=1e-3)
@@ -115,8 +120,9 @@ def test_train_live_shows_prediction_and_weights(annotated, qtbot, tmp_path):
     assert widget.train.loss_plot.series["total"]
     assert widget.next_panel.list.count() >= 1
     # the run folder is the CLI's
-    assert {"model.pt", "weights.csv", "metrics.jsonl", "config.json"} <= {p.name for p in
-                                                                          (tmp_path / "proj" / "runs").glob("*/*")}
+    assert {"model.pt", "weights.csv", "metrics.jsonl", "config.json"} <= {
+        p.name for p in (tmp_path / "proj" / "runs").glob("*/*")
+    }
 
 
 def test_stop_mid_run(annotated, qtbot):

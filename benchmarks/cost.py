@@ -1,0 +1,191 @@
+"""Cost of the engine, as ratios measured side by side in one run.
+
+1. trainer step vs a bare PyTorch loop (same network, same batch size, CE + AdamW);
+2. dii+dcr vs dcr wall time with default settings, DII updating;
+3. one DII update vs one no-grad inference pass over the weak set;
+4. sliding-window prediction vs a bare forward over the same pixels;
+5. peak memory (RSS) of training and of predicting a 4096 x 4096 image (subprocesses).
+
+    python benchmarks/cost.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import OUT, git_rev, machine  # noqa: E402
+
+from napari_hybridseg import events as ev  # noqa: E402
+from napari_hybridseg.config import TrainConfig  # noqa: E402
+from napari_hybridseg.networks import create_model  # noqa: E402
+from napari_hybridseg.predict import predict_slice  # noqa: E402
+from napari_hybridseg.synthetic import make_project  # noqa: E402
+from napari_hybridseg.trainer import Trainer  # noqa: E402
+
+
+def _project(n=10, size=256):
+    return make_project(None, n_images=n, strong_fraction=0.1, shape=(size, size), seed=0)
+
+
+def _median_time(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def step_vs_bare(repeats: int) -> dict:
+    project = _project()
+    out = {}
+    for method in ("strong-only", "naive"):
+        tr = Trainer(project, TrainConfig(method=method, steps=10_000))
+        trainer_t = _median_time(lambda tr=tr: tr.train_step(tr.sampler.sample()), repeats)
+        net = create_model(1, tr.cfg.depth, tr.cfg.width, seed=1)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        b = tr.sampler.sample()
+        x, t = torch.from_numpy(b.image), torch.from_numpy(b.target).clamp(min=0)
+
+        def bare(net=net, opt=opt, x=x, t=t):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(net(x), t)
+            loss.backward()
+            opt.step()
+
+        bare_t = _median_time(bare, repeats)
+        ratio = round(trainer_t / bare_t, 3)
+        out[method] = {"trainer_s": round(trainer_t, 4), "bare_s": round(bare_t, 4), "ratio": ratio}
+    return out
+
+
+def dii_dcr_vs_dcr(steps: int) -> dict:
+    project = _project()
+    res = {}
+    for method in ("dcr", "dii+dcr"):
+        tr = Trainer(project, TrainConfig(method=method, steps=steps))
+        updates = 0
+        t = time.perf_counter()
+        for e in tr.run():
+            if isinstance(e, ev.WeightsEvent) and e.step > 0:
+                updates += 1
+            if isinstance(e, ev.ErrorEvent):
+                raise RuntimeError(e.traceback)
+        res[method] = {
+            "seconds": round(time.perf_counter() - t, 2),
+            "dii_updates": updates,
+            "schedule": list(tr.dii_schedule),
+        }
+    res["ratio"] = round(res["dii+dcr"]["seconds"] / res["dcr"]["seconds"], 3)
+    return res
+
+
+def dii_vs_inference(repeats: int) -> dict:
+    tr = Trainer(_project(), TrainConfig(method="dii", steps=10_000))
+    for _ in range(5):
+        tr.train_step(tr.sampler.sample())
+    net = tr.nets[0]
+
+    @torch.no_grad()
+    def inference():
+        net.eval()
+        for s in tr.tset.weak:
+            for img, *_ in tr._tiles(s):
+                net(torch.from_numpy(np.ascontiguousarray(img[None])))
+
+    def update():
+        tr.dii_update()
+
+    inf_t = _median_time(inference, repeats, 1)
+    dii_t = _median_time(update, repeats, 1)
+    return {"dii_update_s": round(dii_t, 4), "inference_s": round(inf_t, 4), "ratio": round(dii_t / inf_t, 3)}
+
+
+def sliding_vs_bare(size: int, repeats: int) -> dict:
+    nets = [create_model(1, 3, 16, seed=0).eval()]
+    img = np.random.default_rng(0).random((1, size, size)).astype(np.float32)
+    tile = 512
+
+    @torch.no_grad()
+    def bare():  # non-overlapping tiles covering exactly the image, no blending
+        for y in range(0, size, tile):
+            for x in range(0, size, tile):
+                nets[0](torch.from_numpy(img[None, :, y : y + tile, x : x + tile].copy()))
+
+    sw = _median_time(lambda: predict_slice(nets, img, tile=tile), repeats, 1)
+    bt = _median_time(bare, repeats, 1)
+    return {"image": f"{size}x{size}", "sliding_s": round(sw, 3), "bare_s": round(bt, 3), "ratio": round(sw / bt, 3)}
+
+
+PEAK_TRAIN = """
+import resource, torch
+from napari_hybridseg.synthetic import make_project
+from napari_hybridseg.config import TrainConfig
+from napari_hybridseg.trainer import Trainer
+p = make_project(None, n_images=10, strong_fraction=0.1, shape=(512, 512), seed=0)
+tr = Trainer(p, TrainConfig(method="dii+dcr", steps=STEPS, dii_warmup=5, dii_interval=10))
+for e in tr.run():
+    pass
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+PEAK_PREDICT = """
+import resource, numpy as np
+from napari_hybridseg.networks import create_model
+from napari_hybridseg.predict import predict_image
+nets = [create_model(1, 3, 16, seed=0), create_model(1, 3, 16, seed=1)]
+img = (np.random.default_rng(0).random((4096, 4096)) * 4000).astype(np.uint16)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+pred = predict_image(nets, img, "yx")
+labels = pred.labels()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, before)
+"""
+
+
+def peak_memory(steps: int) -> dict:
+    def run(code):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        return [float(v) for v in out.stdout.split()]
+
+    train = run(PEAK_TRAIN.replace("STEPS", str(steps)))
+    pred = run(PEAK_PREDICT)
+    return {
+        "train_dii_dcr_512px_peak_rss_mib": round(train[0]),
+        "predict_4096px_two_nets_peak_rss_mib": round(pred[0]),
+        "predict_input_image_mib": round(4096 * 4096 * 2 / 2**20),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and steps")
+    ap.add_argument("--out", type=Path, default=OUT / "cost.json")
+    args = ap.parse_args()
+    reps = 3 if args.quick else 10
+    result = {
+        "machine": machine(),
+        "commit": git_rev(),
+        "step_vs_bare": step_vs_bare(reps),
+        "dii_update_vs_inference": dii_vs_inference(max(3, reps // 2)),
+        "sliding_window_vs_bare": sliding_vs_bare(2048, max(2, reps // 3)),
+        "dii_dcr_vs_dcr": dii_dcr_vs_dcr(60 if args.quick else 240),
+        "peak_memory": peak_memory(20 if args.quick else 40),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
