@@ -84,7 +84,7 @@ def _crop_with_objects(labels: np.ndarray, n_objects: int, rng) -> tuple[slice, 
     return slice(0, h), slice(0, w)
 
 
-def build_project(train, budget: str, seed: int):
+def build_project(train, budget: str, seed: int, corrupt: float = 0.3):
     """``(hybrid project, full-mask project, corruption table)``."""
     rng = np.random.default_rng(2000 + seed)
     weak_items, full_items, corrupted = [], [], {}
@@ -99,7 +99,7 @@ def build_project(train, budget: str, seed: int):
                 weak_items.append(ImageAnnotations(f"{name}_crop", image[sl], strong=labels[sl]))
             continue
         boxes = k % 2 == 0
-        wl = simulate_weak_labels(labels, rng, 0.3, boxes=boxes, scribbles=not boxes)
+        wl = simulate_weak_labels(labels, rng, corrupt, boxes=boxes, scribbles=not boxes)
         weak_items.append(ImageAnnotations(name, image, boxes=wl.boxes, scribbles=wl.scribbles))
         for (kind, iid), bad in wl.corrupted.items():
             corrupted[(name, str(iid), kind)] = (bad, wl.corruption.get((kind, iid), "none"))
@@ -133,6 +133,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--runs", nargs="*", default=None, help="subset, e.g. dii+dcr:projection strong-only")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--corrupt", type=float, default=0.3, help="share of weak annotations corrupted")
     ap.add_argument(
         "--set",
         nargs="*",
@@ -156,7 +157,7 @@ def main() -> None:
         extra[key] = type(default)(value) if default is not None else int(value)
     for seed in args.seeds:
         train, test = load_dataset(args.dataset, seed, args.data)
-        hybrid, full, corrupted = build_project(train, args.budget, seed)
+        hybrid, full, corrupted = build_project(train, args.budget, seed, args.corrupt)
         for method, box_target in runs:
             project = full if method == "full" else hybrid
             cfg = TrainConfig(
@@ -174,6 +175,7 @@ def main() -> None:
                 "method": method,
                 "box_target": box_target,
                 "steps": args.steps,
+                "corrupt": args.corrupt,
                 "dice": round(dice, 4),
                 "seconds": round(seconds, 1),
                 "options": extra,
