@@ -8,7 +8,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-
 from _common import OUT
 
 

@@ -42,8 +42,12 @@ def measure(app, seconds: float, interval_ms: int = 10) -> dict:
     loop.exec_()
     timer.stop()
     arr = np.asarray(lateness[1:])
-    return {"ticks": int(arr.size), "p50_ms": round(float(np.percentile(arr, 50)), 1),
-            "p99_ms": round(float(np.percentile(arr, 99)), 1), "max_ms": round(float(arr.max()), 1)}
+    return {
+        "ticks": int(arr.size),
+        "p50_ms": round(float(np.percentile(arr, 50)), 1),
+        "p99_ms": round(float(np.percentile(arr, 99)), 1),
+        "max_ms": round(float(arr.max()), 1),
+    }
 
 
 def main() -> None:
@@ -77,9 +81,17 @@ def main() -> None:
     while widget.worker is not None:
         app.processEvents()
         time.sleep(0.01)
-    result = {"machine": machine(), "commit": git_rev(), "design": "trainer generator in a napari thread worker",
-              "method": args.method, "preview_every": args.every, "idle": idle, "training": busy,
-              "steps_trained": steps, "steps_per_s": round(steps / (time.perf_counter() - t0), 2)}
+    result = {
+        "machine": machine(),
+        "commit": git_rev(),
+        "design": "trainer generator in a napari thread worker",
+        "method": args.method,
+        "preview_every": args.every,
+        "idle": idle,
+        "training": busy,
+        "steps_trained": steps,
+        "steps_per_s": round(steps / (time.perf_counter() - t0), 2),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

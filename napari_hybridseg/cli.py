@@ -146,17 +146,18 @@ def _inputs(paths: list[Path]) -> list[Path]:
 
 
 def _predict(args) -> int:
-    import numpy as np
     from tqdm import tqdm
 
     from .config import resolve_device
-    from .images import ImageMeta, label_suffix_for, read_image, spatial_axes, strip_suffix, write_image
+    from .images import read_image, spatial_axes, strip_suffix
     from .modelfile import load_model
-    from .predict import explain_empty, predict_image
+    from .predict import explain_empty, predict_image, save_prediction
 
     device = resolve_device(args.device)
     model = load_model(args.run).to(device)
     files = _inputs(args.inputs)
+    if args.uncertainty and len(model.nets) < 2:
+        print(f"{args.run}: the model has one network; no uncertainty maps", file=sys.stderr)
     for path in tqdm(files, unit="image", disable=len(files) < 2 or None, file=sys.stderr):
         image, meta = read_image(path)
         axes = spatial_axes(image)
@@ -164,18 +165,9 @@ def _predict(args) -> int:
         if channels != model.in_channels:
             return _err(f"{path}: image has {channels} channel(s), the model expects {model.in_channels}")
         pred = predict_image(model.nets, image, axes, device=device)
-        labels = pred.labels(args.threshold)
-        suffix = f".{args.format}" if args.format else label_suffix_for(meta)
-        name = strip_suffix(path)
-        out_meta = ImageMeta(spacing=meta.spacing, affine=meta.affine, format=suffix.lstrip("."))
-        write_image(args.out / f"{name}{suffix}", labels, out_meta)
-        if args.prob:
-            write_image(args.out / f"{name}_prob{suffix}", pred.probability.astype(np.float32), out_meta)
-        if args.uncertainty:
-            if pred.uncertainty is None:
-                print(f"{path}: the model has one network; no uncertainty map", file=sys.stderr)
-            else:
-                write_image(args.out / f"{name}_uncertainty{suffix}", pred.uncertainty.astype(np.float32), out_meta)
+        save_prediction(
+            pred, args.out, strip_suffix(path), meta, args.format, args.threshold, args.prob, args.uncertainty
+        )
         why = explain_empty(pred.probability, args.threshold)
         if why:
             print(f"{path}: empty prediction: {why}", file=sys.stderr)
@@ -249,11 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
 HANDLERS = {"train": _train, "predict": _predict, "evaluate": _evaluate, "sample": _sample, "demo": _demo}
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"napari-hybridseg: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("default")
+            warnings.simplefilter("default", UserWarning)
+            warnings.showwarning = _show_warning
             return HANDLERS[args.command](args)
     except HybridSegError as exc:
         return _err(str(exc))

@@ -116,6 +116,38 @@ def predict_image(
     return Prediction(np.stack(probs), unc)
 
 
+def save_prediction(
+    pred: Prediction,
+    folder,
+    name: str,
+    meta,
+    fmt: str | None = None,
+    threshold: float = 0.5,
+    probability: bool = False,
+    uncertainty: bool = False,
+) -> list:
+    """Write ``NAME.tif``/``NAME.nii.gz`` (labels) and optionally ``NAME_prob``/``NAME_uncertainty``.
+
+    ``fmt`` ``None`` keeps the source format (NIfTI in, NIfTI out with the same affine).
+    Returns the written paths.
+    """
+    from pathlib import Path
+
+    from .images import ImageMeta, label_suffix_for, write_image
+
+    folder = Path(folder)
+    suffix = f".{fmt.lstrip('.')}" if fmt else label_suffix_for(meta)
+    out_meta = ImageMeta(spacing=meta.spacing, affine=meta.affine, format=suffix.lstrip("."))
+    written = [write_image(folder / f"{name}{suffix}", pred.labels(threshold), out_meta)]
+    if probability:
+        written.append(write_image(folder / f"{name}_prob{suffix}", pred.probability.astype(np.float32), out_meta))
+    if uncertainty and pred.uncertainty is not None:
+        written.append(
+            write_image(folder / f"{name}_uncertainty{suffix}", pred.uncertainty.astype(np.float32), out_meta)
+        )
+    return written
+
+
 def labels_from_probability(probability: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """Foreground at ``probability > threshold``, objects numbered by connected components."""
     from skimage.measure import label

@@ -171,3 +171,20 @@ def test_strong_free_project_is_a_clear_error(tmp_path, capsys):
     tifffile.imwrite(root / "images" / "a.tif", np.zeros((32, 32), np.uint8))
     (root / "boxes" / "a.csv").write_text("id,y0,x0,y1,x1\n1,1,1,5,5\n")
     _one_line_error(capsys, main(["train", str(root), "--out", str(tmp_path / "r"), *TRAIN]), "full mask")
+
+
+def test_clipped_box_warning_is_one_line(tmp_path, capsys):
+    root = tmp_path / "p"
+    (root / "images").mkdir(parents=True)
+    (root / "boxes").mkdir()
+    (root / "strong").mkdir()
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(root / "images" / "a.tif", rng.random((32, 32)).astype(np.float32))
+    tifffile.imwrite(root / "images" / "b.tif", rng.random((32, 32)).astype(np.float32))
+    tifffile.imwrite(root / "strong" / "a.tif", (rng.random((32, 32)) > 0.5).astype(np.uint8))
+    (root / "boxes" / "b.csv").write_text("id,y0,x0,y1,x1\n1,20,20,40,40\n")
+    assert main(["train", str(root), "--out", str(tmp_path / "r"), *TRAIN]) == 0
+    err = capsys.readouterr().err
+    warning = [line for line in err.splitlines() if "clipped" in line]
+    assert warning == ["napari-hybridseg: warning: " + warning[0].split("warning: ", 1)[1]]
+    assert "b.csv" in warning[0]

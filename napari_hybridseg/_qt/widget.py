@@ -94,6 +94,14 @@ class HybridSegWidget(QWidget):
         self.export.export_btn.clicked.connect(self._export_dialog)
         self.export.save_model_btn.clicked.connect(self._save_model_dialog)
         self.export.load_model_btn.clicked.connect(self._load_model_dialog)
+        # live previews follow the image and slice in view
+        self._view_timer = QTimer(self)
+        self._view_timer.setSingleShot(True)
+        self._view_timer.setInterval(300)
+        self._view_timer.timeout.connect(self._request_preview)
+        self.viewer.dims.events.current_step.connect(lambda e: self._view_timer.start())
+        self.annotate.image_combo.currentTextChanged.connect(lambda _: self._view_timer.start())
+        self.train.live.toggled.connect(lambda _: self._view_timer.start())
         self.viewer.layers.events.inserted.connect(self._layers_changed)
         self.viewer.layers.events.removed.connect(self._layers_changed)
         self._layers_changed()
@@ -287,7 +295,6 @@ class HybridSegWidget(QWidget):
         for key, value in self.pins.items():
             trainer.pin(key, value)
         self.trainer, self.run_dir = trainer, run_dir
-        self._request_preview()
         self.train.loss_plot.clear()
         self.train.progress.setRange(0, cfg.steps)
         self.train.progress.setValue(0)
@@ -300,11 +307,12 @@ class HybridSegWidget(QWidget):
         self.worker.yielded.connect(self._on_event)
         self.worker.errored.connect(lambda exc: self._on_event(ev.ErrorEvent(trainer.step, str(exc))))
         self.worker.finished.connect(self._worker_done)
+        self._request_preview()
         self.worker.start()
         return True
 
     def _request_preview(self) -> None:
-        if self.trainer is None:
+        if self.trainer is None or self.worker is None:
             return
         name = self._current_name()
         if not self.train.live.isChecked() or name is None:
@@ -470,21 +478,18 @@ class HybridSegWidget(QWidget):
 
     def export_predictions(self, folder, fmt: str = "same as image") -> list[Path]:
         """Predict every image with the current model and write masks to ``folder``."""
-        from ..images import ImageMeta, label_suffix_for, spatial_axes, write_image
-        from ..predict import predict_image
+        from ..images import ImageMeta, spatial_axes
+        from ..predict import predict_image, save_prediction
 
         if self.nets is None:
             raise HybridSegError("train or load a model first")
-        folder = Path(folder)
         written = []
         for layer in L.tagged_images(self.viewer):
             name = role_of(layer)[1]
-            tag = layer.metadata.get("hybridseg", {})
-            meta = ImageMeta.from_layer_metadata(tag, layer.scale)
+            meta = ImageMeta.from_layer_metadata(layer.metadata.get("hybridseg", {}), layer.scale)
             data = np.asarray(layer.data)
             pred = predict_image(self.nets, data, spatial_axes(data))
-            suffix = label_suffix_for(meta) if fmt == "same as image" else f".{fmt}"
-            written.append(write_image(folder / f"{name}{suffix}", pred.labels(), meta))
+            written += save_prediction(pred, folder, name, meta, None if fmt == "same as image" else fmt)
         return written
 
     def save_model(self, path) -> Path:
