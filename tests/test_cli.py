@@ -185,6 +185,6 @@ def test_clipped_box_warning_is_one_line(tmp_path, capsys):
     (root / "boxes" / "b.csv").write_text("id,y0,x0,y1,x1\n1,20,20,40,40\n")
     assert main(["train", str(root), "--out", str(tmp_path / "r"), *TRAIN]) == 0
     err = capsys.readouterr().err
-    warning = [line for line in err.splitlines() if "clipped" in line]
+    warning = [line for line in err.splitlines() if "was clipped" in line]
     assert warning == ["napari-hybridseg: warning: " + warning[0].split("warning: ", 1)[1]]
     assert "b.csv" in warning[0]
