@@ -51,7 +51,7 @@ def predict_slice(
     image: np.ndarray,
     tile: int = 512,
     overlap: int = 32,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     device: torch.device | str = "cpu",
 ) -> Prediction:
     """Predict one normalised ``(C, H, W)`` slice with every network.
@@ -61,6 +61,9 @@ def predict_slice(
     tiles, whatever the image size.
     """
     device = torch.device(device)
+    if batch_size is None:
+        # on CPUs, one tile at a time stays in cache: batches of 4 were 1.6x slower (BENCHMARKS.md)
+        batch_size = 8 if device.type == "cuda" else 1
     m = 2 ** nets[0].depth
     c, h, w = image.shape
     tile = max(m * 4, (tile // m) * m)

@@ -207,6 +207,7 @@ class Trainer:
     def _swap_project(self, project: Project) -> None:
         old = {ins.key: (ins.signature, float(g)) for ins, g in zip(self.instances, self.weights.values().cpu())}
         self.tset = build_training_set(project, self.cfg)
+        self.__dict__.pop("_edge_cache", None)
         gamma = torch.ones(len(self.tset.instances))
         for i, ins in enumerate(self.tset.instances):
             prev = old.get(ins.key)
@@ -346,24 +347,40 @@ class Trainer:
                 fsum = fpart if fsum is None else fsum + fpart
         return g, fsum / max(total, 1)
 
+    def _ce_logit_grad(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """d(summed cross-entropy)/dz in closed form: softmax minus one-hot, 0 where ignored."""
+        grad = torch.softmax(z, dim=1)
+        grad -= torch.nn.functional.one_hot(t.clamp(min=0), grad.shape[1]).permute(0, 3, 1, 2).to(grad)
+        return grad * (t >= 0)[:, None]
+
+    def _tile_edges(self, key, img: np.ndarray) -> torch.Tensor:
+        # colour affinities depend on the image alone: computed once per tile, then reused
+        cache = self.__dict__.setdefault("_edge_cache", {})
+        if key not in cache:
+            cache[key] = affinity_edges(self._to(np.ascontiguousarray(img))[None], self.cfg.affinity_threshold)
+        return cache[key]
+
     def weak_gradients(self, net: UNet) -> torch.Tensor:
         """``g_k`` for every weak instance: ``(n_instances, D)``, one forward per tile."""
         net.eval()
         n = len(self.instances)
         out = None
-        for s in self.tset.weak:
-            for img, tgt, ins, br in self._tiles(s):
+        for si, s in enumerate(self.tset.weak):
+            for ti, (img, tgt, ins, br) in enumerate(self._tiles(s)):
                 feats = self._features(net, img)
                 t = self._to(tgt)[None].long()
                 inst = self._to(ins)[None].long()
-                with torch.enable_grad():
-                    z = net.classifier(feats).detach().requires_grad_(True)
-                    loss = pixel_ce(z, t).sum()
-                    if br is not None and (br >= 0).any():
-                        boxmap, nb, _ = _compact_boxes(self._to(br)[None].long(), self.box_instance)
-                        edges = affinity_edges(self._to(img)[None], self.cfg.affinity_threshold)
-                        loss = loss + box_losses(z, boxmap, nb, edges, self.cfg.pairwise_weight).sum()
-                    (grad,) = torch.autograd.grad(loss, z)
+                with torch.no_grad():
+                    z = net.classifier(feats)
+                grad = self._ce_logit_grad(z, t)
+                if br is not None and (br >= 0).any():
+                    boxmap, nb, _ = _compact_boxes(self._to(br)[None].long(), self.box_instance)
+                    edges = self._tile_edges((id(s), si, ti), img)
+                    with torch.enable_grad():
+                        zg = z.detach().requires_grad_(True)
+                        loss = box_losses(zg, boxmap, nb, edges, self.cfg.pairwise_weight).sum()
+                        (box_grad,) = torch.autograd.grad(loss, zg)
+                    grad = grad + box_grad
                 part = classifier_grads(feats, grad, inst, n)
                 out = part if out is None else out + part
         if out is None:

@@ -144,9 +144,13 @@ def show_prediction(viewer, image: str, z, probability, uncertainty, threshold: 
     ]
     if uncertainty is not None:
         maps.append(("disagreement", uncertainty.astype(np.float32), "image"))
+    created = False
     for role, data, kind in maps:
         layer = find_layer(viewer, image, role)
+        if layer is None and created:
+            continue  # adding a layer costs napari ~0.1 s: one per preview keeps the window responsive
         if layer is None:
+            created = True
             full = np.zeros(spatial, data.dtype if kind == "image" else np.int32)
             if kind == "labels":
                 layer = viewer.add_labels(full, name=layer_name(image, role), opacity=0.6, **common)

@@ -53,6 +53,7 @@ class HybridSegWidget(QWidget):
         self._progress = None
         self._last_plot = 0.0
         self._watched: set[int] = set()
+        self._stop_requested = False
 
         self.annotate = AnnotatePanel()
         self.train = TrainPanel()
@@ -269,68 +270,108 @@ class HybridSegWidget(QWidget):
         )
 
     def start_training(self, steps: int | None = None) -> bool:
-        """Train on the annotations now in the viewer; returns False (and says why) if it cannot."""
+        """Train on the annotations now in the viewer; returns False (and says why) if it cannot.
+
+        Only the annotations are read here; the trainer is built (targets, normalisation)
+        in the worker thread so that the window never waits for it.
+        """
         if self.worker is not None:
             return False
-        import torch
         from napari.qt.threading import create_worker
-
-        from ..trainer import Trainer
 
         try:
             project = L.collect_project(self.viewer, self.project_root)
             cfg = self._config(steps)
-            init = self.last_model if self.train.continue_box.isChecked() and self.last_model else None
-            if self.project_root is not None:
-                run_dir = self.project_root / "runs" / time.strftime("%Y%m%d-%H%M%S")
-            else:
-                run_dir = Path(tempfile.mkdtemp(prefix="hybridseg-run-"))
-            # leave a core to napari's event loop
-            torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
-            trainer = Trainer(project, cfg, run_dir, init_model=init)
+            if not project.by_role("strong"):
+                raise HybridSegError("no image has a full mask: draw a full mask on at least one image (or a crop)")
         except (HybridSegError, ValueError, OSError) as exc:
             _notify_error(f"cannot start training: {exc}")
             self.train.message.setText(str(exc))
             return False
-        for key, value in self.pins.items():
-            trainer.pin(key, value)
-        self.trainer, self.run_dir = trainer, run_dir
+        init = self.last_model if self.train.continue_box.isChecked() and self.last_model else None
+        if self.project_root is not None:
+            run_dir = self.project_root / "runs" / time.strftime("%Y%m%d-%H%M%S")
+        else:
+            run_dir = Path(tempfile.mkdtemp(prefix="hybridseg-run-"))
+        self.trainer, self.run_dir = None, run_dir
+        self._stop_requested = False
         self.train.loss_plot.clear()
         self.train.progress.setRange(0, cfg.steps)
         self.train.progress.setValue(0)
         self.train.set_running(True)
-        self.train.message.setText(f"run folder: {run_dir}")
+        self.train.message.setText(f"starting; run folder: {run_dir}")
         from napari.utils import progress
 
         self._progress = progress(total=cfg.steps, desc="hybridseg training")
-        self.worker = create_worker(trainer.run, _start_thread=False)
+        preview = self._preview_request()
+        self.worker = create_worker(
+            self._train, project, cfg, run_dir, init, dict(self.pins), preview, _start_thread=False
+        )
         self.worker.yielded.connect(self._on_event)
-        self.worker.errored.connect(lambda exc: self._on_event(ev.ErrorEvent(trainer.step, str(exc))))
+        self.worker.errored.connect(lambda exc: self._on_event(ev.ErrorEvent(0, str(exc))))
         self.worker.finished.connect(self._worker_done)
-        self._request_preview()
         self.worker.start()
         return True
+
+    def _train(self, project, cfg, run_dir, init, pins, preview):
+        """Worker-thread generator: build the trainer, then relay its events."""
+        import torch
+
+        from ..trainer import Trainer
+
+        try:
+            # leave a core to napari's event loop
+            torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+            trainer = Trainer(project, cfg, run_dir, init_model=init)
+        except (HybridSegError, ValueError, OSError) as exc:
+            yield ev.ErrorEvent(0, f"cannot start training: {exc}")
+            return
+        for key, value in pins.items():
+            trainer.pin(key, value)
+        self._apply_preview(trainer, preview)
+        self.trainer = trainer
+        if self._stop_requested:
+            trainer.stop()
+        yield from trainer.run()
+
+    def _preview_request(self):
+        """``(name, z, every, image layer data)`` for the visible image, or ``None``."""
+        name = self._current_name()
+        if not self.train.live.isChecked() or name is None:
+            return None
+        layer = L.find_layer(self.viewer, name, "image")
+        if layer is None:
+            return None
+        z = int(self.viewer.dims.current_step[0]) if layer.ndim == 3 and not layer.rgb else None
+        return name, z, self.train.every.value(), layer.data
+
+    @staticmethod
+    def _apply_preview(trainer, preview) -> None:
+        if preview is None:
+            trainer.request_preview(None)
+            return
+        name, z, every, data = preview
+
+        def source(n, zz):  # called in the worker thread: normalising there keeps napari responsive
+            from ..images import spatial_axes
+            from ..preprocess import normalize
+
+            if n != name:
+                return None
+            arr = np.asarray(data)
+            axes = spatial_axes(arr)
+            return normalize(arr[zz], "yx") if axes == "zyx" else normalize(arr, axes)
+
+        trainer.set_preview_source(source)
+        trainer.request_preview(name, z, every=every)
 
     def _request_preview(self) -> None:
         if self.trainer is None or self.worker is None:
             return
-        name = self._current_name()
-        if not self.train.live.isChecked() or name is None:
-            self.trainer.request_preview(None)
-            return
-        layer = L.find_layer(self.viewer, name, "image")
-        z = int(self.viewer.dims.current_step[0]) if layer is not None and layer.ndim == 3 and not layer.rgb else None
-        if layer is not None:
-            from ..images import spatial_axes
-            from ..preprocess import normalize
-
-            data = np.asarray(layer.data)
-            axes = spatial_axes(data)
-            norm = normalize(data if axes != "zyx" else data[z], "yx" if axes == "zyx" else axes)
-            self.trainer.set_preview_source(lambda n, zz, _img=norm, _name=name: _img if n == _name else None)
-        self.trainer.request_preview(name, z, every=self.train.every.value())
+        self._apply_preview(self.trainer, self._preview_request())
 
     def stop_training(self) -> None:
+        self._stop_requested = True
         if self.trainer is not None:
             self.trainer.stop()
 
