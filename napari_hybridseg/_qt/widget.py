@@ -32,6 +32,16 @@ def _notify_info(message: str) -> None:
     show_info(message)
 
 
+def _role_text(item) -> str:
+    """The role of an image; for a volume, which slices carry weak annotations."""
+    if not item.is_volume or item.role != "weak":
+        return item.role
+    zs = {b.z for b in item.boxes}
+    if item.scribbles is not None:
+        zs |= set(np.flatnonzero((item.scribbles > 0).any(axis=(1, 2))).tolist())
+    return f"weak (slices {', '.join(str(z) for z in sorted(zs))})"
+
+
 class HybridSegWidget(QWidget):
     """Dock widget.  Scripting: :meth:`start_training`, :meth:`stop_training`, :attr:`finished`."""
 
@@ -209,7 +219,7 @@ class HybridSegWidget(QWidget):
 
         for r, item in enumerate(project):
             table.setItem(r, 0, QTableWidgetItem(item.name))
-            table.setItem(r, 1, QTableWidgetItem(item.role))
+            table.setItem(r, 1, QTableWidgetItem(_role_text(item)))
             check = QTableWidgetItem()
             check.setFlags(Qt.ItemIsUserCheckable | Qt.ItemIsEnabled)
             check.setCheckState(Qt.Checked if item.exhaustive else Qt.Unchecked)

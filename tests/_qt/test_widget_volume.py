@@ -1,0 +1,47 @@
+"""A 3D volume through the widget: boxes on slices, live preview of the visible slice."""
+
+import numpy as np
+import pytest
+
+from napari_hybridseg import events as ev
+from napari_hybridseg._qt import layers as L
+from napari_hybridseg._qt.widget import HybridSegWidget
+from napari_hybridseg.synthetic import synth_volume
+
+pytestmark = pytest.mark.gui
+
+
+def test_volume_boxes_train_and_preview_slice(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    vol, labels = synth_volume(np.random.default_rng(0), (6, 48, 48))
+    viewer.add_image(vol, name="scan")
+    viewer.add_image(vol.copy(), name="scan2")
+    widget = HybridSegWidget(viewer)
+    from napari_hybridseg.config import TrainConfig
+
+    widget._config = lambda steps=None: TrainConfig(steps=steps, batch_size=2, patch_size=32, width=4, depth=2)
+    widget.annotate.image_combo.setCurrentText("scan")
+    widget.create_layers()
+    viewer.layers["scan masks"].data = labels.astype(np.uint16)
+    widget.annotate.image_combo.setCurrentText("scan2")
+    widget.create_layers()
+    z = 3
+    ys, xs = np.nonzero(labels[z])
+    y0, y1, x0, x1 = ys.min() - 0.5, ys.max() + 0.5, xs.min() - 0.5, xs.max() + 0.5
+    viewer.layers["scan2 boxes"].add_rectangles(np.array([[z, y0, x0], [z, y0, x1], [z, y1, x1], [z, y1, x0]]))
+    project = L.collect_project(viewer)
+    (box,) = project["scan2"].boxes
+    assert box.z == z and project["scan2"].is_volume
+    widget.refresh_status()
+    roles = {widget.annotate.status.item(r, 0).text(): widget.annotate.status.item(r, 1).text() for r in range(2)}
+    assert roles == {"scan": "strong", "scan2": f"weak (slices {z})"}
+    viewer.dims.current_step = (z, 0, 0)
+    widget.train.every.setValue(1)
+    with qtbot.waitSignal(widget.finished, timeout=120_000) as blocker:
+        assert widget.start_training(steps=3)
+    assert isinstance(blocker.args[0], ev.FinishedEvent)
+    pred = viewer.layers["scan2 prediction"]
+    assert pred.data.shape == (6, 48, 48)
+    prob = viewer.layers["scan2 probability"].data
+    # only the visible slice is predicted while live
+    assert prob[z].any() and not prob[0].any()
