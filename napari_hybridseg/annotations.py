@@ -91,6 +91,13 @@ class ImageAnnotations:
     def has_scribbles(self) -> bool:
         return self.scribbles is not None and bool(np.any(self.scribbles > 0))
 
+    def weak_slices(self) -> list[int]:
+        """Slices of a volume that carry boxes or scribbles, in order."""
+        zs = {b.z for b in self.boxes if b.z is not None}
+        if self.scribbles is not None and self.is_volume:
+            zs |= set(np.flatnonzero((self.scribbles > 0).any(axis=(1, 2))).tolist())
+        return sorted(zs)
+
     @property
     def role(self) -> str:
         """``"strong"``, ``"weak"`` or ``"unlabelled"``."""

@@ -167,10 +167,7 @@ def build_training_set(project: Project, cfg: TrainConfig) -> TrainingSet:
             continue
         first = len(reg.instances)
         if item.is_volume:
-            zs = {b.z for b in item.boxes}
-            if item.scribbles is not None:
-                zs |= set(np.flatnonzero((item.scribbles > 0).any(axis=(1, 2))).tolist())
-            for z in sorted(zs):
+            for z in item.weak_slices():
                 slices.append(
                     _weak_slice(
                         item,

@@ -87,6 +87,7 @@ class Trainer:
         self._preview: tuple[str, int | None] | None = None
         self.preview_every = 0
         self._pins: dict[tuple[str, str, str], float] = {}
+        self._edge_cache: dict[tuple[int, int], torch.Tensor] = {}  # (weak slice, tile) -> affinities
         self.tset = build_training_set(project, self.cfg)
         torch.manual_seed(self.cfg.seed)
         n_nets = 2 if self.cfg.uses_dcr else 1
@@ -204,18 +205,21 @@ class Trainer:
             if key in index:
                 self.weights.pin(index[key], value)
 
+    def _carry_weights(self, previous: dict[tuple[str, str, str], tuple[str, float]]) -> None:
+        """Keep the weight of every instance that still exists unedited (same key and
+        signature); new or edited instances keep their fresh weight of 1."""
+        with torch.no_grad():
+            for i, ins in enumerate(self.instances):
+                prev = previous.get(ins.key)
+                if prev is not None and prev[0] == ins.signature:
+                    self.weights.gamma[i] = prev[1]
+
     def _swap_project(self, project: Project) -> None:
         old = {ins.key: (ins.signature, float(g)) for ins, g in zip(self.instances, self.weights.values().cpu())}
         self.tset = build_training_set(project, self.cfg)
-        self.__dict__.pop("_edge_cache", None)
-        gamma = torch.ones(len(self.tset.instances))
-        for i, ins in enumerate(self.tset.instances):
-            prev = old.get(ins.key)
-            if prev is not None and prev[0] == ins.signature:
-                gamma[i] = prev[1]
-        self.weights = InstanceWeights(len(gamma), self.cfg.dii_lr, self.device)
-        with torch.no_grad():
-            self.weights.gamma.copy_(gamma)
+        self._edge_cache.clear()
+        self.weights = InstanceWeights(len(self.tset.instances), self.cfg.dii_lr, self.device)
+        self._carry_weights(old)
         self._apply_pins()
         self._make_sampler()
 
@@ -353,12 +357,12 @@ class Trainer:
         grad -= torch.nn.functional.one_hot(t.clamp(min=0), grad.shape[1]).permute(0, 3, 1, 2).to(grad)
         return grad * (t >= 0)[:, None]
 
-    def _tile_edges(self, key, img: np.ndarray) -> torch.Tensor:
+    def _tile_edges(self, key: tuple[int, int], img: np.ndarray) -> torch.Tensor:
         # colour affinities depend on the image alone: computed once per tile, then reused
-        cache = self.__dict__.setdefault("_edge_cache", {})
-        if key not in cache:
-            cache[key] = affinity_edges(self._to(np.ascontiguousarray(img))[None], self.cfg.affinity_threshold)
-        return cache[key]
+        if key not in self._edge_cache:
+            edges = affinity_edges(self._to(np.ascontiguousarray(img))[None], self.cfg.affinity_threshold)
+            self._edge_cache[key] = edges
+        return self._edge_cache[key]
 
     def weak_gradients(self, net: UNet) -> torch.Tensor:
         """``g_k`` for every weak instance: ``(n_instances, D)``, one forward per tile."""
@@ -375,7 +379,7 @@ class Trainer:
                 grad = self._ce_logit_grad(z, t)
                 if br is not None and (br >= 0).any():
                     boxmap, nb, _ = _compact_boxes(self._to(br)[None].long(), self.box_instance)
-                    edges = self._tile_edges((id(s), si, ti), img)
+                    edges = self._tile_edges((si, ti), img)
                     with torch.enable_grad():
                         zg = z.detach().requires_grad_(True)
                         loss = box_losses(zg, boxmap, nb, edges, self.cfg.pairwise_weight).sum()
@@ -430,12 +434,7 @@ class Trainer:
             if [(*ins.key, ins.signature) for ins in self.instances] == saved:
                 self.weights.load_state_dict(data["weights"])
             else:  # annotations changed since the checkpoint: carry weights over by key
-                by_key = {k[:3]: (k[3], float(g)) for k, g in zip(saved, data["weights"]["gamma"].tolist())}
-                with torch.no_grad():
-                    for i, ins in enumerate(self.instances):
-                        prev = by_key.get(ins.key)
-                        if prev is not None and prev[0] == ins.signature:
-                            self.weights.gamma[i] = prev[1]
+                self._carry_weights({k[:3]: (k[3], float(g)) for k, g in zip(saved, data["weights"]["gamma"].tolist())})
             self._pins = {tuple(p[:3]): float(p[3]) for p in json.loads(data.get("pins", "[]"))}
             self._apply_pins()
             self.rng.bit_generator.state = json.loads(data["numpy_rng"])

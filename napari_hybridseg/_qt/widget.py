@@ -36,10 +36,7 @@ def _role_text(item) -> str:
     """The role of an image; for a volume, which slices carry weak annotations."""
     if not item.is_volume or item.role != "weak":
         return item.role
-    zs = {b.z for b in item.boxes}
-    if item.scribbles is not None:
-        zs |= set(np.flatnonzero((item.scribbles > 0).any(axis=(1, 2))).tolist())
-    return f"weak (slices {', '.join(str(z) for z in sorted(zs))})"
+    return f"weak (slices {', '.join(str(z) for z in item.weak_slices())})"
 
 
 class HybridSegWidget(QWidget):
