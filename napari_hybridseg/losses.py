@@ -72,11 +72,15 @@ def box_losses(
     inside = boxrect >= 0
     if n_boxes == 0 or not inside.any():
         return logits.new_zeros(n_boxes)
+    # pixels addressed by flat index into 1-D log-probability maps, one per class:
+    # 1-D gathers, and index_select's backward needs no sort
     logp = F.log_softmax(logits.float(), dim=1)
-    prob = logp[:, 1].exp()
-    bi, yi, xi = torch.nonzero(inside, as_tuple=True)
-    j = boxrect[bi, yi, xi]
-    p = prob[bi, yi, xi]
+    lp0, lp1 = logp[:, 0].reshape(-1), logp[:, 1].reshape(-1)
+    flat = torch.nonzero(inside.reshape(-1))[:, 0]
+    yi = torch.div(flat, w, rounding_mode="floor") % h
+    xi = flat % w
+    j = boxrect.reshape(-1)[flat]
+    p = lp1.index_select(0, flat).exp()
     area = torch.zeros(n_boxes, device=dev).index_add_(0, j, torch.ones_like(p))
 
     def projection(coord: torch.Tensor, other: torch.Tensor, size: int, other_size: int) -> torch.Tensor:
@@ -93,16 +97,17 @@ def box_losses(
     proj = projection(yi, xi, h, w) + projection(xi, yi, w, h)
     total = proj
     if edges is not None and pairwise_weight > 0:
-        num = torch.zeros(n_boxes, device=dev)
-        den = torch.zeros(n_boxes, device=dev)
-        for k, (dy, dx) in enumerate(NEIGHBOURS):
-            valid = edges[k][bi, yi, xi]
-            if not valid.any():
-                continue
-            nb_logp = _shift(logp, dy, dx, 0.0)[bi, :, yi, xi]
-            same = torch.logsumexp(logp[bi, :, yi, xi] + nb_logp, dim=1)
-            num.index_add_(0, j, -same * valid)
-            den.index_add_(0, j, valid.float())
+        # every (box pixel, neighbour) pair at once; a neighbour off the map never has
+        # an edge, so its flat index is never used
+        offsets = torch.tensor([dy * w + dx for dy, dx in NEIGHBOURS], device=dev)
+        valid = edges.reshape(len(NEIGHBOURS), -1)[:, flat]  # (8, N)
+        k, n = torch.nonzero(valid, as_tuple=True)
+        here, there = flat[n], flat[n] + offsets[k]
+        both_bg = lp0.index_select(0, here) + lp0.index_select(0, there)
+        both_fg = lp1.index_select(0, here) + lp1.index_select(0, there)
+        same = torch.logaddexp(both_bg, both_fg)
+        num = torch.zeros(n_boxes, device=dev).index_add_(0, j[n], -same)
+        den = torch.zeros(n_boxes, device=dev).index_add_(0, j[n], torch.ones_like(same))
         total = total + pairwise_weight * num / den.clamp(min=1)
     return area * total
 

@@ -93,6 +93,32 @@ def test_projection_loss_prefers_object_shaped_masks():
     assert loss(np.zeros((20, 20))) > 0.9 * 400
 
 
+def test_pairwise_term_matches_a_pixel_by_pixel_reference():
+    # batch of two, boxes on both, some at the border: the vectorised gathers must address
+    # the same neighbour pairs as a plain loop over box pixels and their eight neighbours
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 1, 12, 10, generator=gen, dtype=torch.float64)
+    z = torch.randn(2, 2, 12, 10, generator=gen, dtype=torch.float64)
+    boxrect = torch.full((2, 12, 10), -1)
+    boxrect[0, 0:5, 0:4] = 0
+    boxrect[0, 6:12, 3:10] = 1
+    boxrect[1, 2:9, 1:8] = 2
+    edges = affinity_edges(x, 0.3)
+    got = box_losses(z, boxrect, 3, edges, 1.0) - box_losses(z, boxrect, 3, edges, 0.0)
+    logp = torch.log_softmax(z.float(), 1)
+    num, den = torch.zeros(3), torch.zeros(3)
+    neighbours = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+    for b, y, xx in torch.nonzero(boxrect >= 0).tolist():
+        j = int(boxrect[b, y, xx])
+        for k, (dy, dx) in enumerate(neighbours):
+            if edges[k, b, y, xx]:
+                num[j] -= torch.logsumexp(logp[b, :, y, xx] + logp[b, :, y + dy, xx + dx], 0)
+                den[j] += 1
+    area = torch.bincount(boxrect[boxrect >= 0], minlength=3).float()
+    assert (den > 0).all()
+    torch.testing.assert_close(got.float(), area * num / den, rtol=1e-5, atol=1e-4)
+
+
 def _direction_project():
     rng = np.random.default_rng(4)
     img_s, lab_s = synth_image(rng, (64, 64), n_objects=6)
