@@ -1,4 +1,12 @@
-"""Turn benchmarks/_out/label_efficiency.jsonl into the Markdown tables of BENCHMARKS.md."""
+"""Turn the label-efficiency records into the Markdown tables of BENCHMARKS.md.
+
+    python benchmarks/summarize.py [RECORDS.jsonl ...] [--plot benchmarks/label_efficiency.png]
+
+Prints, for every data set and strong budget, one table of all methods (mean ± standard
+deviation over seeds), then the targets of the benchmark checked seed by seed (paired
+differences on the same split and the same corrupted labels), then the mean learned weight
+by kind of corruption.  A rerun of the same seed replaces the earlier record.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,11 @@ from pathlib import Path
 import numpy as np
 from _common import OUT
 
+DEFAULT = ("dii+dcr", "projection")  # the product's defaults: method and box target
+TOLERANCE_A = 0.005  # (a) dii+dcr >= strong-only - 0.005
+TOLERANCE_B = 0.03  # (b) dii+dcr within 0.03 of 100% strong
+AUC_TARGET = 0.9  # (c)
+
 
 def _fmt(values) -> str:
     values = [v for v in values if v is not None]
@@ -20,30 +33,161 @@ def _fmt(values) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("path", type=Path, nargs="?", default=OUT / "label_efficiency.jsonl")
-    args = ap.parse_args()
+def load(paths: list[Path]) -> dict[tuple, dict[tuple, dict[int, dict]]]:
+    """``{(dataset, budget, steps): {(method, box target, options): {seed: record}}}``."""
     groups: dict[tuple, dict[tuple, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
-    for line in args.path.read_text().splitlines():
-        r = json.loads(line)
-        opts = ",".join(f"{k}={v}" for k, v in sorted(r.get("options", {}).items()))
-        opts += f",corrupt={r['corrupt']}" if r.get("corrupt", 0.3) != 0.3 else ""
-        # a rerun of the same seed replaces the earlier record
-        groups[(r["dataset"], r["budget"], r["steps"])][(r["method"], r["box_target"], opts.strip(","))][r["seed"]] = r
+    for path in paths:
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            opts = ",".join(f"{k}={v}" for k, v in sorted(r.get("options", {}).items()))
+            opts += f",corrupt={r['corrupt']}" if r.get("corrupt", 0.3) != 0.3 else ""
+            key = (r["method"], "-" if r["method"] in ("full", "strong-only") else r["box_target"], opts.strip(","))
+            groups[(r["dataset"], r["budget"], r["steps"])][key][r["seed"]] = r
+    return groups
+
+
+def method_table(runs: dict[tuple, dict[int, dict]]) -> list[str]:
+    lines = [
+        "| method | box target | options | seeds | Dice | AUC boxes | AUC scribbles | s/run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    order = sorted(runs.items(), key=lambda kv: -np.mean([r["dice"] for r in kv[1].values()]))
+    for (method, bt, opts), by_seed in order:
+        rs = [by_seed[s] for s in sorted(by_seed)]
+        lines.append(
+            f"| {method} | {bt} | {opts or '-'} | {','.join(str(s) for s in sorted(by_seed))} | "
+            f"{_fmt([r['dice'] for r in rs])} | {_fmt([r.get('auc_box') for r in rs])} | "
+            f"{_fmt([r.get('auc_scribble') for r in rs])} | {np.mean([r['seconds'] for r in rs]):.0f} |"
+        )
+    return lines
+
+
+def _paired(runs, a: tuple, b: tuple) -> tuple[list[int], np.ndarray]:
+    """Seeds both runs have, and the per-seed Dice difference ``a - b``."""
+    if a not in runs or b not in runs:
+        return [], np.zeros(0)
+    seeds = sorted(set(runs[a]) & set(runs[b]))
+    return seeds, np.array([runs[a][s]["dice"] - runs[b][s]["dice"] for s in seeds])
+
+
+def _verdict(diffs: np.ndarray, ok) -> str:
+    if diffs.size == 0:
+        return "not run"
+    met = [bool(ok(d)) for d in diffs]
+    if all(met):
+        return "**met**" + ("" if len(met) > 1 else " (1 seed)")
+    if not any(met):
+        return "**missed**"
+    return f"**met in {sum(met)} of {len(met)} seeds**"
+
+
+def target_rows(setting: str, runs) -> list[str]:
+    rows = []
+    default = (*DEFAULT, "")
+    checks = [
+        ("(a) dii+dcr - strong-only", ("strong-only", "-", ""), lambda d: d >= -TOLERANCE_A, f">= -{TOLERANCE_A}"),
+        ("(b) dii+dcr - full", ("full", "-", ""), lambda d: d >= -TOLERANCE_B, f">= -{TOLERANCE_B}"),
+        ("(b) dii+dcr - naive", ("naive", DEFAULT[1], ""), lambda d: d > 0, "> 0"),
+        ("(b) dii+dcr - dcr", ("dcr", DEFAULT[1], ""), lambda d: d > 0, "> 0"),
+    ]
+    for name, other, ok, target in checks:
+        seeds, diffs = _paired(runs, default, other)
+        shown = ", ".join(f"{d:+.3f}" for d in diffs) or "-"
+        mean = f"{diffs.mean():+.3f}" if diffs.size else "-"
+        rows.append(f"| {setting} | {name} | {target} | {shown} | {mean} | {_verdict(diffs, ok)} |")
+    for kind in ("box", "scribble"):
+        aucs = np.array([r.get(f"auc_{kind}") for r in runs.get(default, {}).values() if r.get(f"auc_{kind}")])
+        shown = ", ".join(f"{a:.3f}" for a in aucs) or "-"
+        mean = f"{aucs.mean():.3f}" if aucs.size else "-"
+        verdict = _verdict(aucs, lambda a: a >= AUC_TARGET)
+        rows.append(f"| {setting} | (c) AUC {kind}s | >= {AUC_TARGET} | {shown} | {mean} | {verdict} |")
+    return rows
+
+
+def weight_rows(setting: str, runs) -> list[str] | None:
+    records = list(runs.get((*DEFAULT, ""), {}).values())
+    by_kind = [r.get("mean_weight_by_corruption") for r in records if r.get("mean_weight_by_corruption")]
+    if not by_kind:
+        return None
+    cols = ["box:none", "box:loose", "box:shifted", "box:background", "scribble:none", "scribble:background"]
+    cols.append("background:background")
+    cells = [_fmt([w.get(c) for w in by_kind]) for c in cols]
+    return [f"| {setting} | {len(by_kind)} | " + " | ".join(cells) + " |"]
+
+
+def plot(groups, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = sorted(groups)
+    methods = [
+        ("full", "-"),
+        ("strong-only", "-"),
+        ("naive", "projection"),
+        ("dii", "projection"),
+        ("dcr", "projection"),
+        ("dii+dcr", "projection"),
+        ("dii+dcr", "filled"),
+    ]
+    cols = 2
+    rows = -(-len(settings) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(settings) :]:
+        ax.set_visible(False)
+    for ax, setting in zip(axes.flat, settings):
+        runs = groups[setting]
+        names, means, errs, colours = [], [], [], []
+        for m, bt in methods:
+            rs = runs.get((m, bt, ""), {})
+            if not rs:
+                continue
+            d = [r["dice"] for r in rs.values()]
+            names.append(m if bt in ("-", "projection") else f"{m}\n({bt})")
+            means.append(np.mean(d))
+            errs.append(np.std(d))
+            colours.append("#d62728" if (m, bt) == DEFAULT else "#7f7f7f" if bt == "-" else "#1f77b4")
+        ax.bar(range(len(names)), means, yerr=errs, color=colours, capsize=3)
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+        low = min(m - e for m, e in zip(means, errs)) if means else 0.8
+        ax.set_ylim(max(0.0, low - 0.02), 1.0)
+        ax.set_title(f"{setting[0]}, {setting[1]}", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_ylabel("Dice, mean ± sd over seeds", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("paths", type=Path, nargs="*", default=[OUT / "label_efficiency.jsonl"])
+    ap.add_argument("--plot", type=Path, default=None, help="also draw Dice per method and setting (needs matplotlib)")
+    args = ap.parse_args()
+    groups = load(args.paths)
+    targets, weights = [], []
     for (dataset, budget, steps), runs in sorted(groups.items()):
         print(f"\n### {dataset}, strong budget {budget}, {steps} steps\n")
-        print("| method | box target | options | seeds | Dice | AUC boxes | AUC scribbles | s/run |")
-        print("|---|---|---|---|---|---|---|---|")
-        runs = {k: list(v.values()) for k, v in runs.items()}
-        for (method, bt, opts), rs in sorted(runs.items(), key=lambda kv: -np.mean([r["dice"] for r in kv[1]])):
-            seeds = ",".join(str(r["seed"]) for r in rs)
-            bt_shown = bt if method not in ("full", "strong-only") else "-"
-            print(
-                f"| {method} | {bt_shown} | {opts or '-'} | {seeds} | {_fmt([r['dice'] for r in rs])} | "
-                f"{_fmt([r.get('auc_box') for r in rs])} | {_fmt([r.get('auc_scribble') for r in rs])} | "
-                f"{np.mean([r['seconds'] for r in rs]):.0f} |"
-            )
+        print("\n".join(method_table(runs)))
+        targets += target_rows(f"{dataset} {budget}", runs)
+        weights += weight_rows(f"{dataset} {budget}", runs) or []
+    print(f"\n### Targets, seed by seed (`{DEFAULT[0]}` with the `{DEFAULT[1]}` box target)\n")
+    print("| setting | comparison | target | per seed | mean | verdict |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(targets))
+    if weights:
+        print(f"\n### Mean learned weight by kind of corruption (`{DEFAULT[0]}`, `{DEFAULT[1]}`)\n")
+        print(
+            "| setting | seeds | clean boxes | loose boxes | shifted boxes | boxes on background "
+            "| clean scribbles | scribbles on background | image backgrounds |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        print("\n".join(weights))
+    if args.plot:
+        plot(groups, args.plot)
+        print(f"\nplot written to {args.plot}")
 
 
 if __name__ == "__main__":
