@@ -31,19 +31,45 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--out", type=Path, required=True, help="run folder for model, config.json, metrics.jsonl, weights.csv"
     )
-    p.add_argument("--method", choices=METHODS, default=d["method"].default)
-    p.add_argument("--box-target", choices=BOX_TARGETS, default=d["box_target"].default)
-    p.add_argument("--granularity", choices=GRANULARITIES, default=d["granularity"].default)
-    p.add_argument("--steps", type=int, default=d["steps"].default, help="total training steps")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"].default)
-    p.add_argument("--patch-size", type=int, default=d["patch_size"].default)
-    p.add_argument("--width", type=int, default=d["width"].default, help="U-Net base channels")
-    p.add_argument("--depth", type=int, default=d["depth"].default, help="U-Net poolings")
-    p.add_argument("--lr", type=float, default=d["lr"].default)
-    p.add_argument("--dii-warmup", type=int, default=None, help="steps before the first weight update")
-    p.add_argument("--dii-interval", type=int, default=None, help="steps between weight updates")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default=d["method"].default,
+        help="dii: learned weight per weak annotation; dcr: two networks teaching each other (default: %(default)s)",
+    )
+    p.add_argument(
+        "--box-target",
+        choices=BOX_TARGETS,
+        default=d["box_target"].default,
+        help="projection: the object touches every row and column of its box; filled: the box is the mask "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--granularity",
+        choices=GRANULARITIES,
+        default=d["granularity"].default,
+        help="one weight per annotation (object) or per weak image (default: %(default)s)",
+    )
+    p.add_argument("--steps", type=int, default=d["steps"].default, help="total training steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"].default, help="(default: %(default)s)")
+    p.add_argument("--patch-size", type=int, default=d["patch_size"].default, help="pixels (default: %(default)s)")
+    p.add_argument("--width", type=int, default=d["width"].default, help="U-Net base channels (default: %(default)s)")
+    p.add_argument("--depth", type=int, default=d["depth"].default, help="U-Net poolings (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=d["lr"].default, help="AdamW learning rate (default: %(default)s)")
+    p.add_argument(
+        "--dii-warmup",
+        type=int,
+        default=None,
+        help="steps before the first weight update (default: two epochs, at least a sixth of the run)",
+    )
+    p.add_argument(
+        "--dii-interval",
+        type=int,
+        default=None,
+        help="steps between weight updates (default: an epoch, longer if updates would cost over ~10%% of training)",
+    )
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--init-model", type=Path, default=None, help="start from a saved model.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
