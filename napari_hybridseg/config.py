@@ -36,6 +36,11 @@ class TrainConfig:
         Which classifier gradients the weight update compares (see
         :func:`napari_hybridseg.dii.gradient_space`): ``centred`` (default),
         ``weight`` or ``weight+bias``.
+    dii_box_target
+        Which box loss's gradient the weight update compares with the strong data:
+        ``same`` as the networks train on, or ``filled`` (every box pixel foreground,
+        the paper's target), which tests what a box asserts rather than how the
+        projection loss would move its most object-like pixels.
     dii_warmup, dii_interval
         Steps before the first weight update and between updates; ``None`` picks
         them from the epoch length (see :meth:`resolved_dii_schedule`).
@@ -57,6 +62,7 @@ class TrainConfig:
     dii_warmup: int | None = None
     dii_interval: int | None = None
     dii_space: str = "centred"
+    dii_box_target: str = "same"
     lambda_cr: float = 1.0
     pairwise_weight: float = 1.0
     affinity_threshold: float = 0.3
@@ -78,6 +84,7 @@ class TrainConfig:
         choice("box_target", BOX_TARGETS)
         choice("granularity", GRANULARITIES)
         choice("dii_space", DII_SPACES)
+        choice("dii_box_target", ("same", "filled"))
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N; got {self.device!r}")
         for name in ("steps", "batch_size", "width", "depth", "checkpoint_every", "log_every"):
