@@ -179,6 +179,7 @@ def main() -> None:
                 "dice": round(dice, 4),
                 "seconds": round(seconds, 1),
                 "options": extra,
+                "dii_box_target": cfg.dii_box_target,
                 "machine": machine(),
                 "commit": git_rev(),
             }

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from _common import OUT
 
-DEFAULT = ("dii+dcr", "projection")  # the product's defaults: method and box target
+DEFAULT = ("dii+dcr", "projection", "dii_box_target=filled")  # the product's defaults
 TOLERANCE_A = 0.005  # (a) dii+dcr >= strong-only - 0.005
 TOLERANCE_B = 0.03  # (b) dii+dcr within 0.03 of 100% strong
 AUC_TARGET = 0.9  # (c)
@@ -41,7 +41,13 @@ def load(paths: list[Path]) -> dict[tuple, dict[tuple, dict[int, dict]]]:
             if not line.strip():
                 continue
             r = json.loads(line)
-            opts = ",".join(f"{k}={v}" for k, v in sorted(r.get("options", {}).items()))
+            options = dict(r.get("options", {}))
+            if r["method"] in ("dii", "dii+dcr") and r["box_target"] == "projection":
+                # records from before the option existed scored boxes by the training loss
+                options.setdefault("dii_box_target", r.get("dii_box_target", "same"))
+            else:
+                options.pop("dii_box_target", None)
+            opts = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
             opts += f",corrupt={r['corrupt']}" if r.get("corrupt", 0.3) != 0.3 else ""
             key = (r["method"], "-" if r["method"] in ("full", "strong-only") else r["box_target"], opts.strip(","))
             groups[(r["dataset"], r["budget"], r["steps"])][key][r["seed"]] = r
@@ -85,7 +91,7 @@ def _verdict(diffs: np.ndarray, ok) -> str:
 
 def target_rows(setting: str, runs) -> list[str]:
     rows = []
-    default = (*DEFAULT, "")
+    default = DEFAULT
     checks = [
         ("(a) dii+dcr - strong-only", ("strong-only", "-", ""), lambda d: d >= -TOLERANCE_A, f">= -{TOLERANCE_A}"),
         ("(b) dii+dcr - full", ("full", "-", ""), lambda d: d >= -TOLERANCE_B, f">= -{TOLERANCE_B}"),
@@ -107,7 +113,7 @@ def target_rows(setting: str, runs) -> list[str]:
 
 
 def weight_rows(setting: str, runs) -> list[str] | None:
-    records = list(runs.get((*DEFAULT, ""), {}).values())
+    records = list(runs.get(DEFAULT, {}).values())
     by_kind = [r.get("mean_weight_by_corruption") for r in records if r.get("mean_weight_by_corruption")]
     if not by_kind:
         return None
@@ -124,14 +130,17 @@ def plot(groups, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     settings = sorted(groups)
+    same, filled = "dii_box_target=same", "dii_box_target=filled"
     methods = [
-        ("full", "-"),
-        ("strong-only", "-"),
-        ("naive", "projection"),
-        ("dii", "projection"),
-        ("dcr", "projection"),
-        ("dii+dcr", "projection"),
-        ("dii+dcr", "filled"),
+        ("full", "-", "", "full"),
+        ("strong-only", "-", "", "strong-only"),
+        ("naive", "projection", "", "naive"),
+        ("dcr", "projection", "", "dcr"),
+        ("dii", "projection", same, "dii\n(boxes scored\nby projection)"),
+        ("dii", "projection", filled, "dii"),
+        ("dii+dcr", "projection", same, "dii+dcr\n(boxes scored\nby projection)"),
+        ("dii+dcr", "projection", filled, "dii+dcr"),
+        ("dii+dcr", "filled", "", "dii+dcr\n(filled boxes)"),
     ]
     cols = 2
     rows = -(-len(settings) // cols)
@@ -141,15 +150,15 @@ def plot(groups, path: Path) -> None:
     for ax, setting in zip(axes.flat, settings):
         runs = groups[setting]
         names, means, errs, colours = [], [], [], []
-        for m, bt in methods:
-            rs = runs.get((m, bt, ""), {})
+        for m, bt, opts, label in methods:
+            rs = runs.get((m, bt, opts), {})
             if not rs:
                 continue
             d = [r["dice"] for r in rs.values()]
-            names.append(m if bt in ("-", "projection") else f"{m}\n({bt})")
+            names.append(f"{label} [{len(d)}]")
             means.append(np.mean(d))
             errs.append(np.std(d))
-            colours.append("#d62728" if (m, bt) == DEFAULT else "#7f7f7f" if bt == "-" else "#1f77b4")
+            colours.append("#d62728" if (m, bt, opts) == DEFAULT else "#7f7f7f" if bt == "-" else "#1f77b4")
         ax.bar(range(len(names)), means, yerr=errs, color=colours, capsize=3)
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
         low = min(m - e for m, e in zip(means, errs)) if means else 0.8
@@ -173,12 +182,12 @@ def main() -> None:
         print("\n".join(method_table(runs)))
         targets += target_rows(f"{dataset} {budget}", runs)
         weights += weight_rows(f"{dataset} {budget}", runs) or []
-    print(f"\n### Targets, seed by seed (`{DEFAULT[0]}` with the `{DEFAULT[1]}` box target)\n")
+    print(f"\n### Targets, seed by seed (`{DEFAULT[0]}`, `{DEFAULT[1]}` box target, {DEFAULT[2]})\n")
     print("| setting | comparison | target | per seed | mean | verdict |")
     print("|---|---|---|---|---|---|")
     print("\n".join(targets))
     if weights:
-        print(f"\n### Mean learned weight by kind of corruption (`{DEFAULT[0]}`, `{DEFAULT[1]}`)\n")
+        print(f"\n### Mean learned weight by kind of corruption (`{DEFAULT[0]}`, {DEFAULT[2]})\n")
         print(
             "| setting | seeds | clean boxes | loose boxes | shifted boxes | boxes on background "
             "| clean scribbles | scribbles on background | image backgrounds |"

@@ -38,9 +38,12 @@ class TrainConfig:
         ``weight`` or ``weight+bias``.
     dii_box_target
         Which box loss's gradient the weight update compares with the strong data:
-        ``same`` as the networks train on, or ``filled`` (every box pixel foreground,
-        the paper's target), which tests what a box asserts rather than how the
-        projection loss would move its most object-like pixels.
+        ``filled`` (default; every box pixel foreground, the paper's target) tests what a
+        box asserts, that its pixels are mostly object; ``same`` uses the loss the
+        networks train on.  With the projection target the two differ: a projection
+        gradient only raises the most object-like pixel of each row and column of the
+        box, which agrees with the strong data whether or not the box is right, so a
+        box 2-3x too large keeps its weight (see BENCHMARKS.md).
     dii_warmup, dii_interval
         Steps before the first weight update and between updates; ``None`` picks
         them from the epoch length (see :meth:`resolved_dii_schedule`).
@@ -62,7 +65,7 @@ class TrainConfig:
     dii_warmup: int | None = None
     dii_interval: int | None = None
     dii_space: str = "centred"
-    dii_box_target: str = "same"
+    dii_box_target: str = "filled"
     lambda_cr: float = 1.0
     pairwise_weight: float = 1.0
     affinity_threshold: float = 0.3
