@@ -6,7 +6,7 @@
 4. sliding-window prediction vs a bare forward over the same pixels;
 5. peak memory (RSS) of training and of predicting a 4096 x 4096 image (subprocesses).
 
-    python benchmarks/cost.py [--quick]
+    python benchmarks/cost.py [--quick] [--only dii_update_vs_inference ...]
 """
 
 from __future__ import annotations
@@ -92,24 +92,25 @@ def dii_dcr_vs_dcr(steps: int) -> dict:
 
 
 def dii_vs_inference(repeats: int) -> dict:
-    tr = Trainer(_project(), TrainConfig(method="dii", steps=10_000))
-    for _ in range(5):
-        tr.train_step(tr.sampler.sample())
-    net = tr.nets[0]
+    out = {}
+    for box_score in ("filled", "same"):  # default, then boxes scored by the projection loss
+        tr = Trainer(_project(), TrainConfig(method="dii", steps=10_000, dii_box_target=box_score))
+        for _ in range(5):
+            tr.train_step(tr.sampler.sample())
+        net = tr.nets[0]
 
-    @torch.no_grad()
-    def inference():
-        net.eval()
-        for s in tr.tset.weak:
-            for img, *_ in tr._tiles(s):
-                net(torch.from_numpy(np.ascontiguousarray(img[None])))
+        @torch.no_grad()
+        def inference(net=net, tr=tr):
+            net.eval()
+            for s in tr.tset.weak:
+                for img, *_ in tr._tiles(s):
+                    net(torch.from_numpy(np.ascontiguousarray(img[None])))
 
-    def update():
-        tr.dii_update()
-
-    inf_t = _median_time(inference, repeats, 1)
-    dii_t = _median_time(update, repeats, 1)
-    return {"dii_update_s": round(dii_t, 4), "inference_s": round(inf_t, 4), "ratio": round(dii_t / inf_t, 3)}
+        inf_t = _median_time(inference, repeats, 1)
+        dii_t = _median_time(tr.dii_update, repeats, 1)
+        key = f"dii_box_target={box_score}"
+        out[key] = {"dii_update_s": round(dii_t, 4), "inference_s": round(inf_t, 4), "ratio": round(dii_t / inf_t, 3)}
+    return out
 
 
 def sliding_vs_bare(size: int, repeats: int) -> dict:
@@ -171,17 +172,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and steps")
     ap.add_argument("--out", type=Path, default=OUT / "cost.json")
+    ap.add_argument("--only", nargs="+", default=None, metavar="PART", help="measure only these parts")
     args = ap.parse_args()
     reps = 3 if args.quick else 10
-    result = {
-        "machine": machine(),
-        "commit": git_rev(),
-        "step_vs_bare": step_vs_bare(reps),
-        "dii_update_vs_inference": dii_vs_inference(max(3, reps // 2)),
-        "sliding_window_vs_bare": sliding_vs_bare(2048, max(2, reps // 3)),
-        "dii_dcr_vs_dcr": dii_dcr_vs_dcr(60 if args.quick else 240),
-        "peak_memory": peak_memory(20 if args.quick else 40),
+    parts = {
+        "step_vs_bare": lambda: step_vs_bare(reps),
+        "dii_update_vs_inference": lambda: dii_vs_inference(max(3, reps // 2)),
+        "sliding_window_vs_bare": lambda: sliding_vs_bare(2048, max(2, reps // 3)),
+        "dii_dcr_vs_dcr": lambda: dii_dcr_vs_dcr(60 if args.quick else 240),
+        "peak_memory": lambda: peak_memory(20 if args.quick else 40),
     }
+    chosen = args.only or list(parts)
+    unknown = sorted(set(chosen) - set(parts))
+    if unknown:
+        raise SystemExit(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(parts)}")
+    # --only refreshes some parts and keeps the others, each with the commit it measured
+    result = json.loads(args.out.read_text()) if args.only and args.out.exists() else {}
+    machine_then, commit_then = result.pop("machine", None), result.pop("commit", None)  # older layout
+    for part in result.values():
+        part.setdefault("machine", machine_then)
+        part.setdefault("commit", commit_then)
+    for name in chosen:
+        result[name] = {**parts[name](), "machine": machine(), "commit": git_rev()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -51,6 +51,13 @@ def load(paths: list[Path]) -> dict[tuple, dict[tuple, dict[int, dict]]]:
             opts += f",corrupt={r['corrupt']}" if r.get("corrupt", 0.3) != 0.3 else ""
             key = (r["method"], "-" if r["method"] in ("full", "strong-only") else r["box_target"], opts.strip(","))
             groups[(r["dataset"], r["budget"], r["steps"])][key][r["seed"]] = r
+    # `full` trains on every training mask whatever the budget: the same run serves both
+    full = ("full", "-", "")
+    for (dataset, _, steps), runs in groups.items():
+        for (d2, _, s2), other in groups.items():
+            if (d2, s2) == (dataset, steps) and full in other:
+                for seed, r in other[full].items():
+                    runs[full].setdefault(seed, r)
     return groups
 
 
