@@ -57,6 +57,13 @@ def _add_train(sub) -> None:
     p.add_argument("--depth", type=int, default=d["depth"].default, help="U-Net poolings (default: %(default)s)")
     p.add_argument("--lr", type=float, default=d["lr"].default, help="AdamW learning rate (default: %(default)s)")
     p.add_argument(
+        "--dii-box-target",
+        choices=("filled", "same"),
+        default=d["dii_box_target"].default,
+        help="how DII judges a box: by the claim that its pixels are object (filled), or by the training "
+        "loss (same) (default: %(default)s)",
+    )
+    p.add_argument(
         "--dii-warmup",
         type=int,
         default=None,
@@ -97,6 +104,7 @@ def _train(args) -> int:
         lr=args.lr,
         dii_warmup=args.dii_warmup,
         dii_interval=args.dii_interval,
+        dii_box_target=args.dii_box_target,
         device=args.device,
         seed=args.seed,
     )

@@ -65,6 +65,19 @@ def test_train_writes_run_folder(trained):
     assert json.loads((run / "config.json").read_text())["method"] == "dii+dcr"
 
 
+def test_train_options_reach_the_config(trained):
+    out = trained / "run_same"
+    argv = ["train", str(trained / "p"), "--out", str(out), "--method", "dii", "--dii-box-target", "same", *TRAIN]
+    assert main([*argv, "--box-target", "projection", "--granularity", "image"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["method"], cfg["dii_box_target"], cfg["box_target"], cfg["granularity"]) == (
+        "dii",
+        "same",
+        "projection",
+        "image",
+    )
+
+
 def test_resume_continues_to_more_steps(trained, capsys):
     assert (
         main(
