@@ -90,7 +90,7 @@ def _verdict(diffs: np.ndarray, ok) -> str:
         return "not run"
     met = [bool(ok(d)) for d in diffs]
     if all(met):
-        return "**met**" + ("" if len(met) > 1 else " (1 seed)")
+        return "**met**" + ("" if len(met) >= 3 else f" ({len(met)} seed{'s' if len(met) > 1 else ''})")
     if not any(met):
         return "**missed**"
     return f"**met in {sum(met)} of {len(met)} seeds**"
@@ -115,7 +115,8 @@ def target_rows(setting: str, runs) -> list[str]:
         shown = ", ".join(f"{a:.3f}" for a in aucs) or "-"
         mean = f"{aucs.mean():.3f}" if aucs.size else "-"
         verdict = _verdict(aucs, lambda a: a >= AUC_TARGET)
-        rows.append(f"| {setting} | (c) AUC {kind}s | >= {AUC_TARGET} | {shown} | {mean} | {verdict} |")
+        plural = {"box": "boxes", "scribble": "scribbles"}[kind]
+        rows.append(f"| {setting} | (c) AUC {plural} | >= {AUC_TARGET} | {shown} | {mean} | {verdict} |")
     return rows
 
 
