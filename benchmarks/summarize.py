@@ -144,11 +144,11 @@ def plot(groups, path: Path) -> None:
         ("strong-only", "-", "", "strong-only"),
         ("naive", "projection", "", "naive"),
         ("dcr", "projection", "", "dcr"),
-        ("dii", "projection", same, "dii\n(boxes scored\nby projection)"),
+        ("dii", "projection", same, "dii, projection-scored"),
         ("dii", "projection", filled, "dii"),
-        ("dii+dcr", "projection", same, "dii+dcr\n(boxes scored\nby projection)"),
+        ("dii+dcr", "projection", same, "dii+dcr, projection-scored"),
         ("dii+dcr", "projection", filled, "dii+dcr"),
-        ("dii+dcr", "filled", "", "dii+dcr\n(filled boxes)"),
+        ("dii+dcr", "filled", "", "dii+dcr, filled boxes"),
     ]
     cols = 2
     rows = -(-len(settings) // cols)
