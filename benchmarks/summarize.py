@@ -18,7 +18,10 @@ from pathlib import Path
 import numpy as np
 from _common import OUT
 
-DEFAULT = ("dii+dcr", "projection", "dii_box_target=filled")  # the product's defaults
+from napari_hybridseg.config import TrainConfig
+
+_cfg = TrainConfig()
+DEFAULT = (_cfg.method, _cfg.box_target, f"dii_box_target={_cfg.dii_box_target}")  # the product's defaults
 TOLERANCE_A = 0.005  # (a) dii+dcr >= strong-only - 0.005
 TOLERANCE_B = 0.03  # (b) dii+dcr within 0.03 of 100% strong
 AUC_TARGET = 0.9  # (c)

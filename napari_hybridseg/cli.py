@@ -23,7 +23,7 @@ def _err(message: str) -> int:
 
 
 def _add_train(sub) -> None:
-    from .config import BOX_TARGETS, GRANULARITIES, METHODS, TrainConfig
+    from .config import BOX_TARGETS, DII_BOX_TARGETS, GRANULARITIES, METHODS, TrainConfig
 
     d = TrainConfig.__dataclass_fields__
     p = sub.add_parser("train", help="train on a project folder", description="Train on a project folder.")
@@ -58,7 +58,7 @@ def _add_train(sub) -> None:
     p.add_argument("--lr", type=float, default=d["lr"].default, help="AdamW learning rate (default: %(default)s)")
     p.add_argument(
         "--dii-box-target",
-        choices=("filled", "same"),
+        choices=DII_BOX_TARGETS,
         default=d["dii_box_target"].default,
         help="how DII judges a box: by the claim that its pixels are object (filled), or by the training "
         "loss (same) (default: %(default)s)",

@@ -13,6 +13,7 @@ BOX_TARGETS = ("filled", "projection")
 GRANULARITIES = ("object", "image")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DII_SPACES = ("centred", "weight", "weight+bias")
+DII_BOX_TARGETS = ("filled", "same")
 
 
 @dataclass
@@ -87,7 +88,7 @@ class TrainConfig:
         choice("box_target", BOX_TARGETS)
         choice("granularity", GRANULARITIES)
         choice("dii_space", DII_SPACES)
-        choice("dii_box_target", ("same", "filled"))
+        choice("dii_box_target", DII_BOX_TARGETS)
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N; got {self.device!r}")
         for name in ("steps", "batch_size", "width", "depth", "checkpoint_every", "log_every"):

@@ -379,10 +379,11 @@ class Trainer:
                 with torch.no_grad():
                     z = net.classifier(feats)
                 grad = self._ce_logit_grad(z, t)
-                if br is not None and (br >= 0).any() and self.cfg.dii_box_target == "filled":
+                has_boxes = br is not None and (br >= 0).any()
+                if has_boxes and self.cfg.dii_box_target == "filled":
                     # what the box asserts: every pixel of it is object (the paper's target)
                     grad = grad + self._ce_logit_grad(z, torch.where(self._to(br)[None] >= 0, 1, -1))
-                elif br is not None and (br >= 0).any():
+                elif has_boxes:
                     boxmap, nb, _ = _compact_boxes(self._to(br)[None].long(), self.box_instance)
                     edges = self._tile_edges((si, ti), img)
                     with torch.enable_grad():
