@@ -154,7 +154,7 @@ def main() -> None:
     for kv in args.set:
         key, value = kv.split("=", 1)
         default = getattr(TrainConfig, key)
-        extra[key] = type(default)(value) if default is not None else int(value)
+        extra[key] = type(default)(value) if default is not None else (float(value) if "." in value else int(value))
     for seed in args.seeds:
         train, test = load_dataset(args.dataset, seed, args.data)
         hybrid, full, corrupted = build_project(train, args.budget, seed, args.corrupt)
@@ -184,6 +184,8 @@ def main() -> None:
                 "commit": git_rev(),
             }
             if cfg.uses_dii:
+                record["dii_schedule"] = list(trainer.dii_schedule)
+                record["dii_lr"] = round(trainer.dii_lr, 4)
                 table = trainer.weights_table()
                 for kind in ("box", "scribble"):
                     bad = [

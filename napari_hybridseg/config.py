@@ -14,6 +14,14 @@ GRANULARITIES = ("object", "image")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DII_SPACES = ("centred", "weight", "weight+bias")
 DII_BOX_TARGETS = ("filled", "same")
+# How far, in sum of learning rates, the default DII learning rate lets a weight travel
+# over a run's scheduled updates (see TrainConfig.resolved_dii_lr).
+DII_TRAVEL = 1.2
+
+
+def poly_factor(step: int, total: int, power: float = 0.9) -> float:
+    """Polynomial learning-rate decay, ``(1 - step / total) ** power``, clipped at 0."""
+    return max(0.0, 1.0 - step / max(total, 1)) ** power
 
 
 @dataclass
@@ -48,6 +56,10 @@ class TrainConfig:
     dii_warmup, dii_interval
         Steps before the first weight update and between updates; ``None`` picks
         them from the epoch length (see :meth:`resolved_dii_schedule`).
+    dii_lr
+        Base learning rate of the weights (Adam, poly decay); ``None`` picks the
+        paper's 0.1, or more when the run has too few updates for a weight to reach 0
+        (see :meth:`resolved_dii_lr`).
     """
 
     method: str = "dii+dcr"
@@ -62,7 +74,7 @@ class TrainConfig:
     width: int = 16
     seed: int = 0
     device: str = "auto"
-    dii_lr: float = 0.1
+    dii_lr: float | None = None
     dii_warmup: int | None = None
     dii_interval: int | None = None
     dii_space: str = "centred"
@@ -105,6 +117,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < (1 if name == "dii_interval" else 0):
                 raise ConfigError(f"{name} must be positive; got {value}")
+        if self.dii_lr is not None and not self.dii_lr > 0:
+            raise ConfigError(f"dii_lr must be > 0; got {self.dii_lr}")
 
     @property
     def uses_dii(self) -> bool:
@@ -134,6 +148,20 @@ class TrainConfig:
         else:
             interval = max(amortised_interval, min(epoch, max(1, self.steps // 12)))
         return int(warmup), int(interval)
+
+    def resolved_dii_lr(self, warmup: int, interval: int) -> float:
+        """Base learning rate of the weights for the schedule ``(warmup, interval)``.
+
+        Adam moves a weight by at most about its learning rate per update, so the
+        poly-decayed rates of all scheduled updates bound how far a weight can travel.
+        The paper's 0.1 assumes hundreds of updates; a short run with a handful of them
+        would leave a wrong annotation stuck far above 0.  The default is therefore 0.1,
+        raised where needed until the updates can add up to ``DII_TRAVEL``.
+        """
+        if self.dii_lr is not None:
+            return float(self.dii_lr)
+        reach = sum(poly_factor(t, self.steps) for t in range(warmup, self.steps, max(1, interval)))
+        return 0.1 if reach <= 0 else max(0.1, DII_TRAVEL / reach)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from .config import poly_factor
+
 
 def classifier_grads(features: torch.Tensor, grad_logits: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
     """Per-instance gradients of the 1x1 classifier ``(weight, bias)``.
@@ -77,7 +79,7 @@ def flat_classifier_grad(classifier: torch.nn.Conv2d) -> torch.Tensor:
 
 def poly_lr(base: float, step: int, total: int, power: float = 0.9) -> float:
     """Polynomial decay used for the networks and the weights alike."""
-    return base * max(0.0, 1.0 - step / max(total, 1)) ** power
+    return base * poly_factor(step, total, power)
 
 
 class InstanceWeights:

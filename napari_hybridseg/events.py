@@ -14,7 +14,8 @@ class StartedEvent:
     start_step: int
     n_instances: int
     summary: dict
-    dii_schedule: tuple[int, int] | None = None
+    dii_schedule: tuple[int, int] | None = None  # (warm-up, interval) in steps
+    dii_lr: float | None = None
 
 
 @dataclass

@@ -104,7 +104,7 @@ class Trainer:
         self.opt = torch.optim.AdamW(
             [p for n in self.nets for p in n.parameters()], lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
         )
-        self.weights = InstanceWeights(len(self.tset.instances), self.cfg.dii_lr, self.device)
+        self.weights = InstanceWeights(len(self.tset.instances), device=self.device)
         self.rng = np.random.default_rng(self.cfg.seed)
         self._make_sampler()
         self.use_amp = self.device.type == "cuda"
@@ -120,14 +120,17 @@ class Trainer:
         )
         self.box_instance = torch.as_tensor(self.tset.box_instance, dtype=torch.long, device=self.device)
         self.dii_schedule = self.cfg.resolved_dii_schedule(self.sampler.steps_per_epoch(), self._amortised_interval())
+        self.dii_lr = self.cfg.resolved_dii_lr(*self.dii_schedule)
 
     def _amortised_interval(self) -> int:
         # One DII update is one forward pass over the weak set (per network); a training
         # step is about three passes (forward and backward) over a batch, six with DCR.
-        # Keep the updates near a tenth of the training time.
+        # Counted in passes, updates get a fifth of the training; counted in seconds
+        # (benchmarks/cost.py), that is about a tenth, since a step also pays for
+        # sampling, augmentation, CutMix and the optimiser.
         weak_px = sum(s.target.size for s in self.tset.weak)
         step_px = 3 * self.cfg.batch_size * self.cfg.patch_size**2 * (2 if self.cfg.uses_dcr else 1)
-        return max(1, int(np.ceil(10 * weak_px * len(self.nets) / step_px)))
+        return max(1, int(np.ceil(5 * weak_px * len(self.nets) / step_px)))
 
     def _init_from(self, path: str | Path) -> None:
         model = load_model(path)
@@ -220,7 +223,7 @@ class Trainer:
         old = {ins.key: (ins.signature, float(g)) for ins, g in zip(self.instances, self.weights.values().cpu())}
         self.tset = build_training_set(project, self.cfg)
         self._edge_cache.clear()
-        self.weights = InstanceWeights(len(self.tset.instances), self.cfg.dii_lr, self.device)
+        self.weights = InstanceWeights(len(self.tset.instances), device=self.device)
         self._carry_weights(old)
         self._apply_pins()
         self._make_sampler()
@@ -406,7 +409,7 @@ class Trainer:
             g_k = gradient_space(self.weak_gradients(net), 2, space, mean_feature)
             hyper -= g_k @ gradient_space(g_s[None], 2, space, mean_feature)[0]
         hyper /= len(self.nets)
-        self.weights.step(hyper, poly_lr(self.cfg.dii_lr, self.step, self.cfg.steps))
+        self.weights.step(hyper, poly_lr(self.dii_lr, self.step, self.cfg.steps))
         return hyper
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -513,6 +516,7 @@ class Trainer:
                 len(self.instances),
                 {"strong slices": len(self.tset.strong), "weak slices": len(self.tset.weak)},
                 self.dii_schedule if cfg.uses_dii else None,
+                self.dii_lr if cfg.uses_dii else None,
             )
             yield self.weights_event()
             t0 = time.perf_counter() - self.elapsed
