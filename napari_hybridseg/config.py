@@ -13,7 +13,7 @@ BOX_TARGETS = ("filled", "projection")
 GRANULARITIES = ("object", "image")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DII_SPACES = ("centred", "weight", "weight+bias")
-DII_BOX_TARGETS = ("filled", "same")
+DII_BOX_TARGETS = ("filled", "ellipse", "same")
 # How far, in sum of learning rates, the default DII learning rate lets a weight travel
 # over a run's scheduled updates (see TrainConfig.resolved_dii_lr).
 DII_TRAVEL = 1.2

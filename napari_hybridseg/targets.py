@@ -9,7 +9,10 @@ Every training slice gets:
   instance, so per-instance gradients are one scatter-add (see ``dii.py``);
 * ``boxrect`` (H, W) int32 (box-projection target only): the box whose
   projection and affinity terms a pixel takes part in (-1 elsewhere), indexing
-  ``box_instance``.
+  ``box_instance``;
+* ``boxcore`` (H, W) bool (box-projection target only): pixels inside the
+  ellipse inscribed in the box that owns them, which the ``ellipse`` weight
+  update reads as the box's claim of foreground.
 
 Weak targets follow ``docs``: a box is foreground inside (``filled``) or
 constrains the mask's projections (``projection``; its region, the box plus a
@@ -53,6 +56,7 @@ class TrainSlice:
     instance: np.ndarray  # (H, W) int32
     strong: bool
     boxrect: np.ndarray | None = None  # (H, W) int32
+    boxcore: np.ndarray | None = None  # (H, W) bool
     image_instances: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
@@ -110,6 +114,7 @@ def _weak_slice(
     instance = np.full((h, w), -1, np.int32)
     projection = cfg.box_target == "projection"
     boxrect = np.full((h, w), -1, np.int32) if projection else None
+    boxcore = np.zeros((h, w), bool) if projection else None
     per_image = cfg.granularity == "image"
     image_inst = reg.get(Instance(item.name, "image", "image")) if per_image else None
 
@@ -126,6 +131,7 @@ def _weak_slice(
             instance[region] = k
             covered[region] = True
             boxrect[rect] = reg.new_box(k)
+            boxcore[rect] = inscribed_ellipse(box.y1 - box.y0, box.x1 - box.x0)
         else:
             target[rect] = 1
             instance[rect] = k
@@ -143,7 +149,15 @@ def _weak_slice(
             stroke = scribbles == sid
             target[stroke] = 1
             instance[stroke] = inst(str(int(sid)), "scribble", _scribble_signature(stroke))
-    return TrainSlice(item.name, z, image, target, instance, False, boxrect)
+    return TrainSlice(item.name, z, image, target, instance, False, boxrect, boxcore)
+
+
+def inscribed_ellipse(h: int, w: int) -> np.ndarray:
+    """(h, w) bool: the pixels whose centres lie inside the ellipse inscribed in an
+    h x w rectangle (a tight box's claim for a convex, roughly elliptical object)."""
+    yy = (np.arange(h) + 0.5 - h / 2) / (h / 2)
+    xx = (np.arange(w) + 0.5 - w / 2) / (w / 2)
+    return yy[:, None] ** 2 + xx[None, :] ** 2 <= 1.0
 
 
 def build_training_set(project: Project, cfg: TrainConfig) -> TrainingSet:

@@ -328,7 +328,8 @@ class Trainer:
                 tgt = np.pad(s.target[sl], pad2, constant_values=-1)
                 ins = np.pad(s.instance[sl], pad2, constant_values=-1)
                 br = np.pad(s.boxrect[sl], pad2, constant_values=-1) if s.boxrect is not None else None
-                yield img, tgt, ins, br
+                core = np.pad(s.boxcore[sl], pad2) if s.boxcore is not None else None
+                yield img, tgt, ins, br, core
 
     @torch.no_grad()
     def _features(self, net: UNet, img: np.ndarray) -> torch.Tensor:
@@ -342,7 +343,7 @@ class Trainer:
         total = sum(int((s.target >= 0).sum()) for s in self.tset.strong)
         g, fsum = None, None
         for s in self.tset.strong:
-            for img, tgt, _, _ in self._tiles(s):
+            for img, tgt, *_ in self._tiles(s):
                 feats = self._features(net, img)
                 t = self._to(tgt)[None].long()
                 with torch.enable_grad():
@@ -375,7 +376,7 @@ class Trainer:
         n = len(self.instances)
         out = None
         for si, s in enumerate(self.tset.weak):
-            for ti, (img, tgt, ins, br) in enumerate(self._tiles(s)):
+            for ti, (img, tgt, ins, br, core) in enumerate(self._tiles(s)):
                 feats = self._features(net, img)
                 t = self._to(tgt)[None].long()
                 inst = self._to(ins)[None].long()
@@ -386,6 +387,10 @@ class Trainer:
                 if has_boxes and self.cfg.dii_box_target == "filled":
                     # what the box asserts: every pixel of it is object (the paper's target)
                     grad = grad + self._ce_logit_grad(z, torch.where(self._to(br)[None] >= 0, 1, -1))
+                elif has_boxes and self.cfg.dii_box_target == "ellipse":
+                    # the same claim without the corners, which a tight box around a
+                    # rounded object leaves to the background
+                    grad = grad + self._ce_logit_grad(z, torch.where(self._to(core)[None], 1, -1))
                 elif has_boxes:
                     boxmap, nb, _ = _compact_boxes(self._to(br)[None].long(), self.box_instance)
                     edges = self._tile_edges((si, ti), img)

@@ -6,10 +6,12 @@ import torch
 
 from napari_hybridseg.annotations import ImageAnnotations, Project
 from napari_hybridseg.config import TrainConfig
+from napari_hybridseg.errors import ConfigError
 from napari_hybridseg.dii import InstanceWeights, classifier_grads, flat_classifier_grad
 from napari_hybridseg.losses import affinity_edges, box_losses, pixel_ce
 from napari_hybridseg.networks import create_model
 from napari_hybridseg.synthetic import synth_image
+from napari_hybridseg.targets import inscribed_ellipse
 from napari_hybridseg.trainer import Trainer
 
 
@@ -178,7 +180,8 @@ def test_image_granularity_has_one_weight_per_weak_image(hand_project):
 
 
 @pytest.mark.parametrize(
-    "box_target, dii_box_target", [("filled", "same"), ("projection", "same"), ("projection", "filled")]
+    "box_target, dii_box_target",
+    [("filled", "same"), ("projection", "same"), ("projection", "filled"), ("projection", "ellipse")],
 )
 def test_trainer_weak_gradients_match_autograd(hand_project, box_target, dii_box_target):
     cfg = TrainConfig(
@@ -209,6 +212,9 @@ def test_trainer_weak_gradients_match_autograd(hand_project, box_target, dii_box
         loss = (pixel_ce(z, t) * (inst == k)).sum()
         if br is not None and dii_box_target == "filled":  # scored as if the box were its mask
             mine = (br >= 0) & (inst == k)
+            loss = loss + (pixel_ce(z, torch.where(mine, 1, -1))).sum()
+        elif br is not None and dii_box_target == "ellipse":  # as if its inscribed ellipse were
+            mine = torch.from_numpy(s.boxcore[None]) & (inst == k)
             loss = loss + (pixel_ce(z, torch.where(mine, 1, -1))).sum()
         elif br is not None:
             nb = int(br.max()) + 1
@@ -243,3 +249,27 @@ def test_gradient_spaces_match_autograd_of_their_parametrisation():
     pixel_ce(z2, target).sum().backward()
     assert torch.allclose(gradient_space(closed, 2, "centred", mu), w_c.grad.flatten()[None])
     assert gradient_space(closed, 2, "weight+bias").shape == (1, 8)
+
+
+def test_inscribed_ellipse_drops_the_corners_only():
+    core = inscribed_ellipse(20, 40)
+    assert core.shape == (20, 40)
+    assert core[10, 20] and core[10, 0] and core[10, 39] and core[0, 20] and core[19, 20]
+    assert not core[0, 0] and not core[19, 39] and not core[0, 39] and not core[19, 0]
+    assert abs(core.mean() - np.pi / 4) < 0.03  # an ellipse fills pi/4 of its box
+    assert inscribed_ellipse(1, 1).all() and inscribed_ellipse(1, 7).all()
+
+
+def test_default_dii_lr_lets_weights_reach_zero():
+    from napari_hybridseg.config import DII_TRAVEL, poly_factor
+
+    long_run = TrainConfig(steps=20_000)
+    assert long_run.resolved_dii_lr(1000, 50) == pytest.approx(0.1)  # the paper's rate
+    short = TrainConfig(steps=300)
+    lr = short.resolved_dii_lr(50, 41)
+    assert lr > 0.1
+    reach = sum(lr * poly_factor(t, 300) for t in range(50, 300, 41))
+    assert reach == pytest.approx(DII_TRAVEL)
+    assert TrainConfig(steps=300, dii_lr=0.05).resolved_dii_lr(50, 41) == 0.05
+    with pytest.raises(ConfigError, match="dii_lr"):
+        TrainConfig(dii_lr=0.0)
