@@ -26,7 +26,7 @@ from _common import OUT, git_rev, machine  # noqa: E402
 from label_efficiency import SHARED, build_project, load_dataset, roc_auc  # noqa: E402
 
 from napari_hybridseg import events as ev  # noqa: E402
-from napari_hybridseg.config import TrainConfig  # noqa: E402
+from napari_hybridseg.config import DII_BOX_TARGETS, TrainConfig  # noqa: E402
 from napari_hybridseg.dii import gradient_space  # noqa: E402
 from napari_hybridseg.trainer import Trainer  # noqa: E402
 
@@ -50,7 +50,7 @@ def main() -> None:
             raise RuntimeError(event.traceback)
     state = trainer.nets[0].state_dict()
     record = {"dataset": args.dataset, "budget": args.budget, "seed": args.seed, "steps": args.steps, "rows": []}
-    for box_score in ("filled", "same"):
+    for box_score in DII_BOX_TARGETS:
         scorer = Trainer(project, TrainConfig(**base, dii_box_target=box_score))
         net = scorer.nets[0]
         net.load_state_dict(state)

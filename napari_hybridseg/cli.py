@@ -60,8 +60,8 @@ def _add_train(sub) -> None:
         "--dii-box-target",
         choices=DII_BOX_TARGETS,
         default=d["dii_box_target"].default,
-        help="how DII judges a box: by the claim that its pixels are object (filled), or by the training "
-        "loss (same) (default: %(default)s)",
+        help="how DII judges a box: by the claim that its pixels are object (filled), that the ellipse "
+        "inscribed in it is (ellipse), or by the training loss (same) (default: %(default)s)",
     )
     p.add_argument(
         "--dii-warmup",
@@ -73,7 +73,14 @@ def _add_train(sub) -> None:
         "--dii-interval",
         type=int,
         default=None,
-        help="steps between weight updates (default: an epoch, longer if updates would cost over ~10%% of training)",
+        help="steps between weight updates (default: an epoch, longer if updates would take over ~10%% of the time)",
+    )
+    p.add_argument(
+        "--dii-lr",
+        type=float,
+        default=None,
+        help="base learning rate of the weights (default: 0.1, raised in short runs so that a weight can "
+        "fall from 1 to 0 over the scheduled updates)",
     )
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
@@ -104,6 +111,7 @@ def _train(args) -> int:
         lr=args.lr,
         dii_warmup=args.dii_warmup,
         dii_interval=args.dii_interval,
+        dii_lr=args.dii_lr,
         dii_box_target=args.dii_box_target,
         device=args.device,
         seed=args.seed,
@@ -123,6 +131,12 @@ def _train(args) -> int:
                 f"{event.summary['weak slices']} weak slice(s), {event.n_instances} weighted instance(s)",
                 file=sys.stderr,
             )
+            if event.dii_schedule is not None:
+                warmup, interval = event.dii_schedule
+                print(
+                    f"weights updated every {interval} steps from step {warmup}, learning rate {event.dii_lr:.3g}",
+                    file=sys.stderr,
+                )
             bar = tqdm(
                 total=event.steps,
                 initial=event.start_step,

@@ -48,7 +48,9 @@ class TrainConfig:
     dii_box_target
         Which box loss's gradient the weight update compares with the strong data:
         ``filled`` (default; every box pixel foreground, the paper's target) tests what a
-        box asserts, that its pixels are mostly object; ``same`` uses the loss the
+        box asserts, that its pixels are mostly object; ``ellipse`` tests the same claim
+        on the ellipse inscribed in the box only, leaving out the corners that a tight
+        box around a rounded object gives to the background; ``same`` uses the loss the
         networks train on.  With the projection target the two differ: a projection
         gradient only raises the most object-like pixel of each row and column of the
         box, which agrees with the strong data whether or not the box is right, so a

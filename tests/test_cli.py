@@ -65,17 +65,19 @@ def test_train_writes_run_folder(trained):
     assert json.loads((run / "config.json").read_text())["method"] == "dii+dcr"
 
 
-def test_train_options_reach_the_config(trained):
+def test_train_options_reach_the_config(trained, capsys):
     out = trained / "run_same"
     argv = ["train", str(trained / "p"), "--out", str(out), "--method", "dii", "--dii-box-target", "same", *TRAIN]
-    assert main([*argv, "--box-target", "projection", "--granularity", "image"]) == 0
+    assert main([*argv, "--box-target", "projection", "--granularity", "image", "--dii-lr", "0.25"]) == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert (cfg["method"], cfg["dii_box_target"], cfg["box_target"], cfg["granularity"]) == (
+    assert (cfg["method"], cfg["dii_box_target"], cfg["box_target"], cfg["granularity"], cfg["dii_lr"]) == (
         "dii",
         "same",
         "projection",
         "image",
+        0.25,
     )
+    assert "learning rate 0.25" in capsys.readouterr().err
 
 
 def test_resume_continues_to_more_steps(trained, capsys):
