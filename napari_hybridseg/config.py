@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -61,6 +62,10 @@ class TrainConfig:
         update; ``scaled-sgd`` divides each kind's hypergradients by their median
         magnitude and takes a plain step, so weights move in proportion to how much
         they disagree (see :func:`napari_hybridseg.dii.scale_by_group`).
+    lambda_cr, cr_rampup
+        Weight of the co-regularisation term, and the share of the run over which
+        it rises from 0 along ``exp(-5 (1 - t)^2)`` (the ramp-up of Laine and Aila,
+        ICLR 2017); 0, the default, applies ``lambda_cr`` from the first step.
     dii_warmup, dii_interval
         Steps before the first weight update and between updates; ``None`` picks
         them from the epoch length (see :meth:`resolved_dii_schedule`).
@@ -89,6 +94,7 @@ class TrainConfig:
     dii_box_target: str = "filled"
     dii_optimizer: str = "adam"
     lambda_cr: float = 1.0
+    cr_rampup: float = 0.0
     pairwise_weight: float = 1.0
     affinity_threshold: float = 0.3
     strong_per_batch: float = 0.25
@@ -121,6 +127,8 @@ class TrainConfig:
                 f"patch_size {self.patch_size} must be a multiple of 2**depth = {2**self.depth} "
                 f"and at least {2**self.depth * 4}"
             )
+        if not 0.0 <= self.cr_rampup <= 1.0:
+            raise ConfigError(f"cr_rampup must be in [0, 1]; got {self.cr_rampup}")
         if not 0.0 < self.strong_per_batch <= 1.0:
             raise ConfigError("strong_per_batch must be in (0, 1]")
         for name in ("dii_warmup", "dii_interval"):
@@ -172,6 +180,13 @@ class TrainConfig:
             return float(self.dii_lr)
         reach = sum(poly_factor(t, self.steps) for t in range(warmup, self.steps, max(1, interval)))
         return 0.1 if reach <= 0 else max(0.1, DII_TRAVEL / reach)
+
+    def cr_weight(self, step: int) -> float:
+        """``lambda_cr`` at ``step``, after the optional ramp-up."""
+        ramp = self.cr_rampup * self.steps
+        if ramp <= 0 or step >= ramp:
+            return self.lambda_cr
+        return self.lambda_cr * math.exp(-5.0 * (1.0 - step / ramp) ** 2)
 
     def to_dict(self) -> dict:
         return asdict(self)

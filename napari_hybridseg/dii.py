@@ -149,7 +149,8 @@ class InstanceWeights:
 
 
 def scale_by_group(hypergrad: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """Divide each group's hypergradients by their median magnitude.
+    """Divide each group's hypergradients by their median magnitude (the lower middle
+    value for an even count; zeros do not count).
 
     Adam moves every weight by about its learning rate whatever the size of its
     hypergradient, so a box that disagrees a little but steadily ends where a wrong

@@ -303,7 +303,7 @@ class Trainer:
                 mixed = [n(x_mix) for n in self.nets]
             cr = cross_pseudo_loss(mixed[0].float(), mixed[1].float(), pseudo_mix[0], pseudo_mix[1], w_mix)
             parts["cr"] = cr
-            loss = loss + cfg.lambda_cr * cr
+            loss = loss + cfg.cr_weight(self.step) * cr
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
