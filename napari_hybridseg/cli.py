@@ -61,7 +61,8 @@ def _add_train(sub) -> None:
         choices=DII_BOX_TARGETS,
         default=d["dii_box_target"].default,
         help="how DII judges a box: by the claim that its pixels are object (filled), that the ellipse "
-        "inscribed in it is (ellipse), or by the training loss (same) (default: %(default)s)",
+        "inscribed in it is (ellipse), that the object reaches each of its rows and columns (extent), or by "
+        "the training loss (same) (default: %(default)s)",
     )
     p.add_argument(
         "--dii-warmup",

@@ -14,7 +14,7 @@ BOX_TARGETS = ("filled", "projection")
 GRANULARITIES = ("object", "image")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DII_SPACES = ("centred", "weight", "weight+bias")
-DII_BOX_TARGETS = ("filled", "ellipse", "same")
+DII_BOX_TARGETS = ("filled", "ellipse", "extent", "same")
 DII_OPTIMIZERS = ("adam", "scaled-sgd")
 # How far, in sum of learning rates, the default DII learning rate lets a weight travel
 # over a run's scheduled updates (see TrainConfig.resolved_dii_lr).
@@ -52,7 +52,10 @@ class TrainConfig:
         ``filled`` (default; every box pixel foreground, the paper's target) tests what a
         box asserts, that its pixels are mostly object; ``ellipse`` tests the same claim
         on the ellipse inscribed in the box only, leaving out the corners that a tight
-        box around a rounded object gives to the background; ``same`` uses the loss the
+        box around a rounded object gives to the background; ``extent`` tests the claim
+        that the object reaches every row and column of the box (the projection
+        target's assumption, scored with a log loss; see
+        :func:`napari_hybridseg.losses.extent_claim_grad`); ``same`` uses the loss the
         networks train on.  With the projection target the two differ: a projection
         gradient only raises the most object-like pixel of each row and column of the
         box, which agrees with the strong data whether or not the box is right, so a

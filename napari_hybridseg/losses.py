@@ -118,3 +118,39 @@ def mean_gamma(gamma: torch.Tensor, members: list[torch.Tensor]) -> torch.Tensor
     for idx in members:
         out.append(gamma[idx].mean() if idx.numel() else gamma.new_ones(()))
     return torch.stack(out) if out else gamma.new_ones(0)
+
+
+def extent_claim_grad(logits: torch.Tensor, boxrect: torch.Tensor) -> torch.Tensor:
+    """Gradient w.r.t. ``logits`` of every box's claim that its object reaches each of
+    its rows and columns: the sum, over the rows and columns of every box, of
+    ``-log p_fg`` at the row's (column's) most object-like pixel in the box.
+
+    This is the box projection's assumption (Tian et al., BoxInst, CVPR 2021) with a
+    log loss: a row that the network confidently calls background carries a full unit
+    of gradient, where the Dice of the projections fades as the probability saturates.
+    A tight box around an object of any shape asks little; a box too large, moved off
+    its object or drawn on background asks for background pixels to become object.
+    Closed form: at each such pixel, softmax minus one-hot(foreground), once per row or
+    column it is the maximum of (tied maxima share it).  ``boxrect``: (B, H, W) long, box index or -1.
+    """
+    grad = torch.zeros_like(logits)
+    inside = boxrect >= 0
+    if not inside.any():
+        return grad
+    bi, ys, xs = torch.nonzero(inside, as_tuple=True)
+    box = boxrect[bi, ys, xs]
+    margin = (logits[:, 1] - logits[:, 0])[bi, ys, xs]  # argmax of p_fg = argmax of the log-odds
+    count = torch.zeros_like(margin)
+    span = max(logits.shape[-2:])
+    for coord in (ys, xs):
+        key = (bi * (int(box.max()) + 1) + box) * span + coord
+        _, group = torch.unique(key, return_inverse=True)
+        best = torch.full((int(group.max()) + 1,), float("-inf"), dtype=margin.dtype, device=margin.device)
+        best = best.scatter_reduce(0, group, margin, "amax")
+        is_max = (margin == best[group]).to(margin.dtype)
+        ties = torch.zeros_like(best).index_add_(0, group, is_max)
+        count += is_max / ties[group]  # tied maxima share the row's unit
+    p_bg = torch.softmax(logits[bi, :, ys, xs], dim=1)[:, 0]
+    grad[bi, 0, ys, xs] = p_bg * count
+    grad[bi, 1, ys, xs] = -p_bg * count
+    return grad

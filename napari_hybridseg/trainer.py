@@ -27,7 +27,7 @@ from .config import TrainConfig, resolve_device
 from .dcr import cross_pseudo_loss, cutmix_masks, mix
 from .dii import InstanceWeights, classifier_grads, gradient_space, poly_lr, scale_by_group
 from .errors import ConfigError, ModelFileError
-from .losses import affinity_edges, box_losses, pixel_ce
+from .losses import affinity_edges, box_losses, extent_claim_grad, pixel_ce
 from .modelfile import CHECKPOINT_FORMAT, VERSION, load_file, load_model, save_file, save_model
 from .networks import UNet, create_model
 from .predict import predict_slice
@@ -391,6 +391,8 @@ class Trainer:
                     # the same claim without the corners, which a tight box around a
                     # rounded object leaves to the background
                     grad = grad + self._ce_logit_grad(z, torch.where(self._to(core)[None], 1, -1))
+                elif has_boxes and self.cfg.dii_box_target == "extent":
+                    grad = grad + extent_claim_grad(z, self._to(br)[None].long())
                 elif has_boxes:
                     boxmap, nb, _ = _compact_boxes(self._to(br)[None].long(), self.box_instance)
                     edges = self._tile_edges((si, ti), img)

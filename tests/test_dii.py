@@ -8,7 +8,7 @@ from napari_hybridseg.annotations import ImageAnnotations, Project
 from napari_hybridseg.config import TrainConfig
 from napari_hybridseg.errors import ConfigError
 from napari_hybridseg.dii import InstanceWeights, classifier_grads, flat_classifier_grad, scale_by_group
-from napari_hybridseg.losses import affinity_edges, box_losses, pixel_ce
+from napari_hybridseg.losses import affinity_edges, box_losses, extent_claim_grad, pixel_ce
 from napari_hybridseg.networks import create_model
 from napari_hybridseg.synthetic import synth_image
 from napari_hybridseg.targets import inscribed_ellipse
@@ -201,9 +201,46 @@ def test_image_granularity_has_one_weight_per_weak_image(hand_project):
     ]
 
 
+def _extent_loss_reference(z: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """-log p_fg at the most object-like pixel of every row and column of one box."""
+    log_fg = torch.log_softmax(z, 0)[1]
+    loss = z.new_zeros(())
+    for axis in (0, 1):
+        for line in torch.nonzero(box.any(1 - axis))[:, 0].tolist():
+            sel = torch.zeros_like(box)
+            if axis == 0:
+                sel[line] = box[line]
+            else:
+                sel[:, line] = box[:, line]
+            loss = loss - log_fg[sel][(z[1] - z[0])[sel].argmax()]
+    return loss
+
+
+def test_extent_claim_asks_little_of_a_tight_box_and_much_of_a_loose_one():
+    z = torch.full((1, 2, 40, 40), 0.0)
+    z[0, 1] = -6.0  # confident background ...
+    z[0, 1, 10:20, 10:20] = 6.0  # ... around a confident object
+    tight = torch.full((1, 40, 40), -1, dtype=torch.long)
+    tight[0, 10:20, 10:20] = 0
+    loose = torch.full((1, 40, 40), -1, dtype=torch.long)
+    loose[0, 5:25, 5:25] = 0
+    g_tight = extent_claim_grad(z, tight).abs().sum()
+    g_loose = extent_claim_grad(z, loose).abs().sum()
+    # 20 rows and columns whose best pixel is already object: p_bg = sigmoid(-6) each, two classes
+    assert g_tight == pytest.approx(20 * 2 * torch.sigmoid(torch.tensor(-6.0)).item(), rel=1e-4)
+    # ten of the loose box's rows and ten of its columns hold no object: ~1 each
+    assert g_loose > 20 * 2 * 0.99
+
+
 @pytest.mark.parametrize(
     "box_target, dii_box_target",
-    [("filled", "same"), ("projection", "same"), ("projection", "filled"), ("projection", "ellipse")],
+    [
+        ("filled", "same"),
+        ("projection", "same"),
+        ("projection", "filled"),
+        ("projection", "ellipse"),
+        ("projection", "extent"),
+    ],
 )
 def test_trainer_weak_gradients_match_autograd(hand_project, box_target, dii_box_target):
     cfg = TrainConfig(
@@ -238,6 +275,9 @@ def test_trainer_weak_gradients_match_autograd(hand_project, box_target, dii_box
         elif br is not None and dii_box_target == "ellipse":  # as if its inscribed ellipse were
             mine = torch.from_numpy(s.boxcore[None]) & (inst == k)
             loss = loss + (pixel_ce(z, torch.where(mine, 1, -1))).sum()
+        elif br is not None and dii_box_target == "extent":
+            for b in torch.nonzero(tr.box_instance == k)[:, 0].tolist():
+                loss = loss + _extent_loss_reference(z[0], br[0] == b)
         elif br is not None:
             nb = int(br.max()) + 1
             per_box = box_losses(z, br, nb, edges, cfg.pairwise_weight)
