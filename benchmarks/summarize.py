@@ -48,6 +48,9 @@ def load(paths: list[Path]) -> dict[tuple, dict[tuple, dict[int, dict]]]:
             if r["method"] in ("dii", "dii+dcr") and r["box_target"] == "projection":
                 # records from before the option existed scored boxes by the training loss
                 options.setdefault("dii_box_target", r.get("dii_box_target", "same"))
+            if r["method"] in ("dii", "dii+dcr") and "dii_lr" not in r and "dii_interval" not in options:
+                # before b974d6a: updates amortised to a tenth by pass count, lr fixed at 0.1
+                options["schedule"] = "old"
             else:
                 options.pop("dii_box_target", None)
             opts = ",".join(f"{k}={v}" for k, v in sorted(options.items()))

@@ -15,7 +15,6 @@ GRANULARITIES = ("object", "image")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DII_SPACES = ("centred", "weight", "weight+bias")
 DII_BOX_TARGETS = ("filled", "ellipse", "extent", "same")
-DII_OPTIMIZERS = ("adam", "scaled-sgd")
 # How far, in sum of learning rates, the default DII learning rate lets a weight travel
 # over a run's scheduled updates (see TrainConfig.resolved_dii_lr).
 DII_TRAVEL = 1.2
@@ -60,11 +59,6 @@ class TrainConfig:
         gradient only raises the most object-like pixel of each row and column of the
         box, which agrees with the strong data whether or not the box is right, so a
         box 2-3x too large keeps its weight (see BENCHMARKS.md).
-    dii_optimizer
-        ``adam`` (the paper's) moves every weight by about its learning rate per
-        update; ``scaled-sgd`` divides each kind's hypergradients by their median
-        magnitude and takes a plain step, so weights move in proportion to how much
-        they disagree (see :func:`napari_hybridseg.dii.scale_by_group`).
     lambda_cr, cr_rampup
         Weight of the co-regularisation term, and the share of the run over which
         it rises from 0 along ``exp(-5 (1 - t)^2)`` (the ramp-up of Laine and Aila,
@@ -95,7 +89,6 @@ class TrainConfig:
     dii_interval: int | None = None
     dii_space: str = "centred"
     dii_box_target: str = "filled"
-    dii_optimizer: str = "adam"
     lambda_cr: float = 1.0
     cr_rampup: float = 0.0
     pairwise_weight: float = 1.0
@@ -119,7 +112,6 @@ class TrainConfig:
         choice("granularity", GRANULARITIES)
         choice("dii_space", DII_SPACES)
         choice("dii_box_target", DII_BOX_TARGETS)
-        choice("dii_optimizer", DII_OPTIMIZERS)
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N; got {self.device!r}")
         for name in ("steps", "batch_size", "width", "depth", "checkpoint_every", "log_every"):

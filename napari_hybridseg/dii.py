@@ -88,13 +88,10 @@ class InstanceWeights:
     Pinned instances (the user says "trust" or "ignore") keep their value.
     """
 
-    def __init__(self, n: int, lr: float = 0.1, device="cpu", optimizer: str = "adam") -> None:
+    def __init__(self, n: int, lr: float = 0.1, device="cpu") -> None:
         self.gamma = torch.nn.Parameter(torch.ones(n, device=device))
         self.base_lr = lr
-        if optimizer == "adam":
-            self.opt = torch.optim.Adam([self.gamma], lr=lr)
-        else:  # plain steps along hypergradients that the caller has scaled
-            self.opt = torch.optim.SGD([self.gamma], lr=lr)
+        self.opt = torch.optim.Adam([self.gamma], lr=lr)
         self.pinned: dict[int, float] = {}
         self.updates = 0
 
@@ -117,7 +114,7 @@ class InstanceWeights:
                 self.gamma[k] = v
 
     def step(self, hypergrad: torch.Tensor, lr: float) -> None:
-        """One optimiser step with ``hypergrad = dL_S/dgamma``, then clamp to [0, 1]."""
+        """One Adam step with ``hypergrad = dL_S/dgamma``, then clamp to [0, 1]."""
         for group in self.opt.param_groups:
             group["lr"] = lr
         grad = hypergrad.detach().to(self.gamma).clone()
@@ -147,22 +144,3 @@ class InstanceWeights:
         self.pinned = {int(k): float(v) for k, v in zip(state["pinned_index"].tolist(), state["pinned_value"].tolist())}
         self.updates = int(state["updates"])
 
-
-def scale_by_group(hypergrad: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """Divide each group's hypergradients by their median magnitude (the lower middle
-    value for an even count; zeros do not count).
-
-    Adam moves every weight by about its learning rate whatever the size of its
-    hypergradient, so a box that disagrees a little but steadily ends where a wrong
-    one does.  Scaled this way, a plain gradient step moves a typical instance of each
-    kind (box, scribble, background, image) by about the learning rate and the others
-    in proportion to how much more, or less, they disagree with the strong data.
-    """
-    out = hypergrad.clone()
-    for g in torch.unique(groups):
-        sel = groups == g
-        mag = hypergrad[sel].abs()
-        mag = mag[mag > 0]
-        if mag.numel():
-            out[sel] = hypergrad[sel] / mag.median()
-    return out

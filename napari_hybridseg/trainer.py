@@ -25,7 +25,7 @@ from .annotations import Project
 from .atomic import atomic_write_text
 from .config import TrainConfig, resolve_device
 from .dcr import cross_pseudo_loss, cutmix_masks, mix
-from .dii import InstanceWeights, classifier_grads, gradient_space, poly_lr, scale_by_group
+from .dii import InstanceWeights, classifier_grads, gradient_space, poly_lr
 from .errors import ConfigError, ModelFileError
 from .losses import affinity_edges, box_losses, extent_claim_grad, pixel_ce
 from .modelfile import CHECKPOINT_FORMAT, VERSION, load_file, load_model, save_file, save_model
@@ -104,7 +104,7 @@ class Trainer:
         self.opt = torch.optim.AdamW(
             [p for n in self.nets for p in n.parameters()], lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
         )
-        self.weights = InstanceWeights(len(self.tset.instances), device=self.device, optimizer=self.cfg.dii_optimizer)
+        self.weights = InstanceWeights(len(self.tset.instances), device=self.device)
         self.rng = np.random.default_rng(self.cfg.seed)
         self._make_sampler()
         self.use_amp = self.device.type == "cuda"
@@ -223,7 +223,7 @@ class Trainer:
         old = {ins.key: (ins.signature, float(g)) for ins, g in zip(self.instances, self.weights.values().cpu())}
         self.tset = build_training_set(project, self.cfg)
         self._edge_cache.clear()
-        self.weights = InstanceWeights(len(self.tset.instances), device=self.device, optimizer=self.cfg.dii_optimizer)
+        self.weights = InstanceWeights(len(self.tset.instances), device=self.device)
         self._carry_weights(old)
         self._apply_pins()
         self._make_sampler()
@@ -416,12 +416,7 @@ class Trainer:
             g_k = gradient_space(self.weak_gradients(net), 2, space, mean_feature)
             hyper -= g_k @ gradient_space(g_s[None], 2, space, mean_feature)[0]
         hyper /= len(self.nets)
-        step = hyper
-        if self.cfg.dii_optimizer == "scaled-sgd":
-            kinds = {k: i for i, k in enumerate(sorted({ins.kind for ins in self.instances}))}
-            groups = torch.tensor([kinds[ins.kind] for ins in self.instances], device=hyper.device)
-            step = scale_by_group(hyper, groups)
-        self.weights.step(step, poly_lr(self.dii_lr, self.step, self.cfg.steps))
+        self.weights.step(hyper, poly_lr(self.dii_lr, self.step, self.cfg.steps))
         return hyper
 
     # -- checkpoints ----------------------------------------------------------------------
