@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT, git_rev, machine  # noqa: E402
 
 from napari_hybridseg import events as ev  # noqa: E402
-from napari_hybridseg.config import TrainConfig  # noqa: E402
+from napari_hybridseg.config import DII_BOX_TARGETS, TrainConfig  # noqa: E402
 from napari_hybridseg.networks import create_model  # noqa: E402
 from napari_hybridseg.predict import predict_slice  # noqa: E402
 from napari_hybridseg.synthetic import make_project  # noqa: E402
@@ -93,7 +93,7 @@ def dii_dcr_vs_dcr(steps: int) -> dict:
 
 def dii_vs_inference(repeats: int) -> dict:
     out = {}
-    for box_score in ("filled", "same"):  # default, then boxes scored by the projection loss
+    for box_score in DII_BOX_TARGETS:
         tr = Trainer(_project(), TrainConfig(method="dii", steps=10_000, dii_box_target=box_score))
         for _ in range(5):
             tr.train_step(tr.sampler.sample())
