@@ -48,13 +48,14 @@ class TrainConfig:
         ``weight`` or ``weight+bias``.
     dii_box_target
         Which box loss's gradient the weight update compares with the strong data:
-        ``filled`` (default; every box pixel foreground, the paper's target) tests what a
-        box asserts, that its pixels are mostly object; ``ellipse`` tests the same claim
-        on the ellipse inscribed in the box only, leaving out the corners that a tight
-        box around a rounded object gives to the background; ``extent`` tests the claim
-        that the object reaches every row and column of the box (the projection
+        ``filled`` (every box pixel foreground, the paper's target) tests what a box
+        asserts, that its pixels are mostly object; ``ellipse`` (default) tests the same
+        claim on the ellipse inscribed in the box only, leaving out the corners that a
+        tight box around a rounded object gives to the background; ``extent`` tests the
+        claim that the object reaches every row and column of the box (the projection
         target's assumption, scored with a log loss; see
-        :func:`napari_hybridseg.losses.extent_claim_grad`); ``same`` uses the loss the
+        :func:`napari_hybridseg.losses.extent_claim_grad`), which holds for objects of
+        any shape, elongated and tilted ones included; ``same`` uses the loss the
         networks train on.  With the projection target the two differ: a projection
         gradient only raises the most object-like pixel of each row and column of the
         box, which agrees with the strong data whether or not the box is right, so a
@@ -88,7 +89,7 @@ class TrainConfig:
     dii_warmup: int | None = None
     dii_interval: int | None = None
     dii_space: str = "centred"
-    dii_box_target: str = "filled"
+    dii_box_target: str = "ellipse"
     lambda_cr: float = 1.0
     cr_rampup: float = 0.0
     pairwise_weight: float = 1.0
