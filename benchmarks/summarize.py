@@ -48,11 +48,11 @@ def load(paths: list[Path]) -> dict[tuple, dict[tuple, dict[int, dict]]]:
             if r["method"] in ("dii", "dii+dcr") and r["box_target"] == "projection":
                 # records from before the option existed scored boxes by the training loss
                 options.setdefault("dii_box_target", r.get("dii_box_target", "same"))
+            else:
+                options.pop("dii_box_target", None)
             if r["method"] in ("dii", "dii+dcr") and "dii_lr" not in r and "dii_interval" not in options:
                 # before b974d6a: updates amortised to a tenth by pass count, lr fixed at 0.1
                 options["schedule"] = "old"
-            else:
-                options.pop("dii_box_target", None)
             opts = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
             opts += f",corrupt={r['corrupt']}" if r.get("corrupt", 0.3) != 0.3 else ""
             key = (r["method"], "-" if r["method"] in ("full", "strong-only") else r["box_target"], opts.strip(","))
@@ -144,17 +144,16 @@ def plot(groups, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     settings = sorted(groups)
-    same, filled = "dii_box_target=same", "dii_box_target=filled"
     methods = [
         ("full", "-", "", "full"),
         ("strong-only", "-", "", "strong-only"),
         ("naive", "projection", "", "naive"),
         ("dcr", "projection", "", "dcr"),
-        ("dii", "projection", same, "dii, projection-scored"),
-        ("dii", "projection", filled, "dii"),
-        ("dii+dcr", "projection", same, "dii+dcr, projection-scored"),
-        ("dii+dcr", "projection", filled, "dii+dcr"),
-        ("dii+dcr", "filled", "", "dii+dcr, filled boxes"),
+        ("dii", "projection", "dii_box_target=extent", "dii, extent-scored"),
+        ("dii", "projection", "dii_box_target=filled", "dii, filled-scored"),
+        ("dii", "projection", DEFAULT[2], "dii"),
+        ("dii+dcr", "projection", "dii_box_target=filled,schedule=old", "dii+dcr, old schedule"),
+        (*DEFAULT, "dii+dcr"),
     ]
     cols = 2
     rows = -(-len(settings) // cols)

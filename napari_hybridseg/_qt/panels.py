@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..config import METHODS, TrainConfig
+from ..config import DII_BOX_TARGETS, METHODS, TrainConfig
 from .loss_plot import LossPlot
 
 
@@ -83,6 +83,17 @@ class TrainPanel(QGroupBox):
         self.method.addItems(list(METHODS))
         self.method.setCurrentText(d.method)
         self.method.setToolTip("dii+dcr: learned weights and two co-training networks (recommended)")
+        self.box_check = QComboBox()
+        self.box_check.addItems(list(DII_BOX_TARGETS))
+        self.box_check.setCurrentText(d.dii_box_target)
+        self.box_check.setToolTip(
+            "How the learned weights judge a box, against the full masks:\n"
+            "ellipse: the ellipse inscribed in the box is object (rounded objects: nuclei, cells, lesions)\n"
+            "extent: the object reaches every row and column of the box (elongated or tilted objects)\n"
+            "filled: the whole box is object (the paper's choice)\n"
+            "same: the loss the network learns the box from"
+        )
+        self.method.currentTextChanged.connect(lambda m: self.box_check.setEnabled(m in ("dii", "dii+dcr")))
         self.steps = QSpinBox()
         self.steps.setRange(10, 1_000_000)
         self.steps.setSingleStep(100)
@@ -112,6 +123,7 @@ class TrainPanel(QGroupBox):
         self.message.setWordWrap(True)
         form = QFormLayout()
         form.addRow("method", self.method)
+        form.addRow("boxes judged by", self.box_check)
         form.addRow("steps", self.steps)
         form.addRow("device", _row(self.device, self.device_label))
         lay = QVBoxLayout(self)

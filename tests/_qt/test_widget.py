@@ -77,6 +77,17 @@ def test_create_layers_tags_roles(annotated):
     assert roles == {"a": "strong", "b": "weak"}
 
 
+def test_box_check_reaches_the_config_and_only_applies_with_dii(annotated):
+    _, widget = annotated
+    assert widget.train.box_check.currentText() == "ellipse"
+    widget.train.box_check.setCurrentText("extent")
+    assert widget._config().dii_box_target == "extent"
+    widget.train.method.setCurrentText("dcr")
+    assert not widget.train.box_check.isEnabled()
+    widget.train.method.setCurrentText("dii")
+    assert widget.train.box_check.isEnabled()
+
+
 def test_new_object_picks_next_id(annotated):
     viewer, widget = annotated
     widget.annotate.image_combo.setCurrentText("b")
