@@ -143,4 +143,3 @@ class InstanceWeights:
         self.opt.load_state_dict(state["opt"])
         self.pinned = {int(k): float(v) for k, v in zip(state["pinned_index"].tolist(), state["pinned_value"].tolist())}
         self.updates = int(state["updates"])
-

@@ -6,8 +6,8 @@ import torch
 
 from napari_hybridseg.annotations import ImageAnnotations, Project
 from napari_hybridseg.config import TrainConfig
-from napari_hybridseg.errors import ConfigError
 from napari_hybridseg.dii import InstanceWeights, classifier_grads, flat_classifier_grad
+from napari_hybridseg.errors import ConfigError
 from napari_hybridseg.losses import affinity_edges, box_losses, extent_claim_grad, pixel_ce
 from napari_hybridseg.networks import create_model
 from napari_hybridseg.synthetic import synth_image
