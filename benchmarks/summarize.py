@@ -179,7 +179,9 @@ def plot(groups, path: Path) -> None:
         ax.set_title(f"{setting[0]}, {setting[1]}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.set_ylabel("Dice, mean ± sd over seeds", fontsize=8)
-    fig.tight_layout()
+    machines = sorted({r["machine"] for runs in groups.values() for rs in runs.values() for r in rs.values()})
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.text(0.01, 0.01, "measured on: " + "; ".join(machines), fontsize=7, color="#555555")
     fig.savefig(path, dpi=110)
 
 

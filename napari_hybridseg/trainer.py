@@ -126,8 +126,8 @@ class Trainer:
         # One DII update is one forward pass over the weak set (per network); a training
         # step is about three passes (forward and backward) over a batch, six with DCR.
         # Counted in passes, updates get a fifth of the training; counted in seconds
-        # (benchmarks/cost.py), that is about a tenth, since a step also pays for
-        # sampling, augmentation, CutMix and the optimiser.
+        # (benchmarks/cost.py) that came to 6%, since a step also pays for sampling,
+        # augmentation, CutMix and the optimiser.
         weak_px = sum(s.target.size for s in self.tset.weak)
         step_px = 3 * self.cfg.batch_size * self.cfg.patch_size**2 * (2 if self.cfg.uses_dcr else 1)
         return max(1, int(np.ceil(5 * weak_px * len(self.nets) / step_px)))
