@@ -10,6 +10,7 @@ from pathlib import Path
 from .errors import ConfigError
 
 METHODS = ("strong-only", "naive", "dii", "dcr", "dii+dcr")
+DII_METHODS = ("dii", "dii+dcr")
 BOX_TARGETS = ("filled", "projection")
 GRANULARITIES = ("object", "image")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -136,7 +137,7 @@ class TrainConfig:
 
     @property
     def uses_dii(self) -> bool:
-        return self.method in ("dii", "dii+dcr")
+        return self.method in DII_METHODS
 
     @property
     def uses_dcr(self) -> bool:

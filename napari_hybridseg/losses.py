@@ -142,8 +142,9 @@ def extent_claim_grad(logits: torch.Tensor, boxrect: torch.Tensor) -> torch.Tens
     margin = (logits[:, 1] - logits[:, 0])[bi, ys, xs]  # argmax of p_fg = argmax of the log-odds
     count = torch.zeros_like(margin)
     span = max(logits.shape[-2:])
+    box_key = bi * (int(box.max()) + 1) + box
     for coord in (ys, xs):
-        key = (bi * (int(box.max()) + 1) + box) * span + coord
+        key = box_key * span + coord
         _, group = torch.unique(key, return_inverse=True)
         best = torch.full((int(group.max()) + 1,), float("-inf"), dtype=margin.dtype, device=margin.device)
         best = best.scatter_reduce(0, group, margin, "amax")

@@ -10,9 +10,9 @@ Every training slice gets:
 * ``boxrect`` (H, W) int32 (box-projection target only): the box whose
   projection and affinity terms a pixel takes part in (-1 elsewhere), indexing
   ``box_instance``;
-* ``boxcore`` (H, W) bool (box-projection target only): pixels inside the
-  ellipse inscribed in the box that owns them, which the ``ellipse`` weight
-  update reads as the box's claim of foreground.
+* ``boxcore`` (H, W) bool (box-projection target with ``ellipse`` weight
+  updates only): pixels inside the ellipse inscribed in the box that owns them,
+  which that update reads as the box's claim of foreground.
 
 Weak targets follow ``docs``: a box is foreground inside (``filled``) or
 constrains the mask's projections (``projection``; its region, the box plus a
@@ -114,7 +114,8 @@ def _weak_slice(
     instance = np.full((h, w), -1, np.int32)
     projection = cfg.box_target == "projection"
     boxrect = np.full((h, w), -1, np.int32) if projection else None
-    boxcore = np.zeros((h, w), bool) if projection else None
+    ellipse = projection and cfg.uses_dii and cfg.dii_box_target == "ellipse"
+    boxcore = np.zeros((h, w), bool) if ellipse else None
     per_image = cfg.granularity == "image"
     image_inst = reg.get(Instance(item.name, "image", "image")) if per_image else None
 
@@ -131,7 +132,8 @@ def _weak_slice(
             instance[region] = k
             covered[region] = True
             boxrect[rect] = reg.new_box(k)
-            boxcore[rect] = inscribed_ellipse(box.y1 - box.y0, box.x1 - box.x0)
+            if boxcore is not None:
+                boxcore[rect] = inscribed_ellipse(box.y1 - box.y0, box.x1 - box.x0)
         else:
             target[rect] = 1
             instance[rect] = k

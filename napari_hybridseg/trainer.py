@@ -384,13 +384,12 @@ class Trainer:
                     z = net.classifier(feats)
                 grad = self._ce_logit_grad(z, t)
                 has_boxes = br is not None and (br >= 0).any()
-                if has_boxes and self.cfg.dii_box_target == "filled":
-                    # what the box asserts: every pixel of it is object (the paper's target)
-                    grad = grad + self._ce_logit_grad(z, torch.where(self._to(br)[None] >= 0, 1, -1))
-                elif has_boxes and self.cfg.dii_box_target == "ellipse":
-                    # the same claim without the corners, which a tight box around a
-                    # rounded object leaves to the background
-                    grad = grad + self._ce_logit_grad(z, torch.where(self._to(core)[None], 1, -1))
+                if has_boxes and self.cfg.dii_box_target in ("filled", "ellipse"):
+                    # what the box asserts: every pixel of it is object (the paper's target),
+                    # or, for "ellipse", every pixel but the corners that a tight box around
+                    # a rounded object leaves to the background
+                    claim = br >= 0 if self.cfg.dii_box_target == "filled" else core
+                    grad = grad + self._ce_logit_grad(z, torch.where(self._to(claim)[None], 1, -1))
                 elif has_boxes and self.cfg.dii_box_target == "extent":
                     grad = grad + extent_claim_grad(z, self._to(br)[None].long())
                 elif has_boxes:

@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..config import DII_BOX_TARGETS, METHODS, TrainConfig
+from ..config import DII_BOX_TARGETS, DII_METHODS, METHODS, TrainConfig
 from .loss_plot import LossPlot
 
 
@@ -93,7 +93,7 @@ class TrainPanel(QGroupBox):
             "filled: the whole box is object (the paper's choice)\n"
             "same: the loss the network learns the box from"
         )
-        self.method.currentTextChanged.connect(lambda m: self.box_check.setEnabled(m in ("dii", "dii+dcr")))
+        self.method.currentTextChanged.connect(lambda m: self.box_check.setEnabled(m in DII_METHODS))
         self.steps = QSpinBox()
         self.steps.setRange(10, 1_000_000)
         self.steps.setSingleStep(100)
