@@ -49,6 +49,7 @@ test: install gui-deps
 
 lint: install
 	$(PY) -m ruff check napari_hybridseg tests benchmarks
+	$(VENV)/bin/lint-imports
 
 run: install
 	$(VENV)/bin/napari-hybridseg demo

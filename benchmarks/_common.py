@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from napari_hybridseg.evaluate import dice_iou
-from napari_hybridseg.predict import predict_image
+from napari_hybridseg.inference import predict_image
 
 OUT = Path(__file__).resolve().parent / "_out"
 

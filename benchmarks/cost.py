@@ -24,12 +24,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT, git_rev, machine  # noqa: E402
 
-from napari_hybridseg import events as ev  # noqa: E402
+from napari_hybridseg import protocol as ev  # noqa: E402
 from napari_hybridseg.config import DII_BOX_TARGETS, TrainConfig  # noqa: E402
+from napari_hybridseg.inference import predict_array  # noqa: E402
 from napari_hybridseg.networks import create_model  # noqa: E402
-from napari_hybridseg.predict import predict_slice  # noqa: E402
 from napari_hybridseg.synthetic import make_project  # noqa: E402
-from napari_hybridseg.trainer import Trainer  # noqa: E402
+from napari_hybridseg.task import Task  # noqa: E402
+from napari_hybridseg.training import TrainingLoop  # noqa: E402
 
 
 def _project(n=10, size=256):
@@ -51,11 +52,11 @@ def step_vs_bare(repeats: int) -> dict:
     project = _project()
     out = {}
     for method in ("strong-only", "naive"):
-        tr = Trainer(project, TrainConfig(method=method, steps=10_000))
-        trainer_t = _median_time(lambda tr=tr: tr.train_step(tr.sampler.sample()), repeats)
-        net = create_model(1, tr.cfg.depth, tr.cfg.width, seed=1)
+        loop = TrainingLoop(project, TrainConfig(method=method, steps=10_000))
+        trainer_t = _median_time(loop.train_step, repeats)  # sampling and augmentation included
+        net = create_model(Task(), loop.config.depth, loop.config.width, seed=1)
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-        b = tr.sampler.sample()
+        b = loop.sampler.sample()
         x, t = torch.from_numpy(b.image), torch.from_numpy(b.target).clamp(min=0)
 
         def bare(net=net, opt=opt, x=x, t=t):
@@ -74,10 +75,10 @@ def dii_dcr_vs_dcr(steps: int) -> dict:
     project = _project()
     res = {}
     for method in ("dcr", "dii+dcr"):
-        tr = Trainer(project, TrainConfig(method=method, steps=steps))
+        loop = TrainingLoop(project, TrainConfig(method=method, steps=steps))
         updates = 0
         t = time.perf_counter()
-        for e in tr.run():
+        for e in loop.events():
             if isinstance(e, ev.WeightsEvent) and e.step > 0:
                 updates += 1
             if isinstance(e, ev.ErrorEvent):
@@ -85,7 +86,7 @@ def dii_dcr_vs_dcr(steps: int) -> dict:
         res[method] = {
             "seconds": round(time.perf_counter() - t, 2),
             "dii_updates": updates,
-            "schedule": list(tr.dii_schedule),
+            "schedule": list(loop.schedule.as_tuple()),
         }
     res["ratio"] = round(res["dii+dcr"]["seconds"] / res["dcr"]["seconds"], 3)
     return res
@@ -94,27 +95,27 @@ def dii_dcr_vs_dcr(steps: int) -> dict:
 def dii_vs_inference(repeats: int) -> dict:
     out = {}
     for box_score in DII_BOX_TARGETS:
-        tr = Trainer(_project(), TrainConfig(method="dii", steps=10_000, dii_box_target=box_score))
+        loop = TrainingLoop(_project(), TrainConfig(method="dii", steps=10_000, dii_box_target=box_score))
         for _ in range(5):
-            tr.train_step(tr.sampler.sample())
-        net = tr.nets[0]
+            loop.train_step()
+        net = loop.state.nets[0]
 
         @torch.no_grad()
-        def inference(net=net, tr=tr):
+        def inference(net=net, loop=loop):
             net.eval()
-            for s in tr.tset.weak:
-                for img, *_ in tr._tiles(s):
+            for s in loop.tset.weak:
+                for _, img, *_ in loop.scorer._tiles(s):
                     net(torch.from_numpy(np.ascontiguousarray(img[None])))
 
         inf_t = _median_time(inference, repeats, 1)
-        dii_t = _median_time(tr.dii_update, repeats, 1)
+        dii_t = _median_time(loop.dii_update, repeats, 1)
         key = f"dii_box_target={box_score}"
         out[key] = {"dii_update_s": round(dii_t, 4), "inference_s": round(inf_t, 4), "ratio": round(dii_t / inf_t, 3)}
     return out
 
 
 def sliding_vs_bare(size: int, repeats: int) -> dict:
-    nets = [create_model(1, 3, 16, seed=0).eval()]
+    nets = [create_model(Task(), 3, 16, seed=0).eval()]
     img = np.random.default_rng(0).random((1, size, size)).astype(np.float32)
     tile = 512
 
@@ -124,7 +125,7 @@ def sliding_vs_bare(size: int, repeats: int) -> dict:
             for x in range(0, size, tile):
                 nets[0](torch.from_numpy(img[None, :, y : y + tile, x : x + tile].copy()))
 
-    sw = _median_time(lambda: predict_slice(nets, img, tile=tile), repeats, 1)
+    sw = _median_time(lambda: predict_array(nets, img, tile=tile), repeats, 1)
     bt = _median_time(bare, repeats, 1)
     return {"image": f"{size}x{size}", "sliding_s": round(sw, 3), "bare_s": round(bt, 3), "ratio": round(sw / bt, 3)}
 
@@ -133,10 +134,10 @@ PEAK_TRAIN = """
 import resource, torch
 from napari_hybridseg.synthetic import make_project
 from napari_hybridseg.config import TrainConfig
-from napari_hybridseg.trainer import Trainer
+from napari_hybridseg.training import TrainingLoop
 p = make_project(None, n_images=10, strong_fraction=0.1, shape=(512, 512), seed=0)
-tr = Trainer(p, TrainConfig(method="dii+dcr", steps=STEPS, dii_warmup=5, dii_interval=10))
-for e in tr.run():
+loop = TrainingLoop(p, TrainConfig(method="dii+dcr", steps=STEPS, dii_warmup=5, dii_interval=10))
+for e in loop.events():
     pass
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
@@ -144,8 +145,9 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 PEAK_PREDICT = """
 import resource, numpy as np
 from napari_hybridseg.networks import create_model
-from napari_hybridseg.predict import predict_image
-nets = [create_model(1, 3, 16, seed=0), create_model(1, 3, 16, seed=1)]
+from napari_hybridseg.inference import predict_image
+from napari_hybridseg.task import Task
+nets = [create_model(Task(), 3, 16, seed=0), create_model(Task(), 3, 16, seed=1)]
 img = (np.random.default_rng(0).random((4096, 4096)) * 4000).astype(np.uint16)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 pred = predict_image(nets, img, "yx")

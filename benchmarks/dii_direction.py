@@ -23,12 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT, git_rev, machine  # noqa: E402
-from label_efficiency import SHARED, build_project, load_dataset, roc_auc  # noqa: E402
+from label_efficiency import SHARED, build_project, load_dataset, roc_auc, truth_of  # noqa: E402
 
-from napari_hybridseg import events as ev  # noqa: E402
+from napari_hybridseg import protocol as ev  # noqa: E402
 from napari_hybridseg.config import DII_BOX_TARGETS, TrainConfig  # noqa: E402
-from napari_hybridseg.dii import gradient_space  # noqa: E402
-from napari_hybridseg.trainer import Trainer  # noqa: E402
+from napari_hybridseg.training import TrainingLoop  # noqa: E402
+from napari_hybridseg.training.dii import gradient_space  # noqa: E402
 
 
 def main() -> None:
@@ -44,19 +44,19 @@ def main() -> None:
     train, _ = load_dataset(args.dataset, args.seed, SHARED)
     project, _, corrupted = build_project(train, args.budget, args.seed)
     base = dict(method="dii", box_target="projection", steps=args.steps, seed=args.seed, dii_warmup=10**9)
-    trainer = Trainer(project, TrainConfig(**base))
-    for event in trainer.run():
+    trained = TrainingLoop(project, TrainConfig(**base))
+    for event in trained.events():
         if isinstance(event, ev.ErrorEvent):
             raise RuntimeError(event.traceback)
-    state = trainer.nets[0].state_dict()
+    state = trained.state.nets[0].state_dict()
     record = {"dataset": args.dataset, "budget": args.budget, "seed": args.seed, "steps": args.steps, "rows": []}
     for box_score in DII_BOX_TARGETS:
-        scorer = Trainer(project, TrainConfig(**base, dii_box_target=box_score))
-        net = scorer.nets[0]
+        loop = TrainingLoop(project, TrainConfig(**base, dii_box_target=box_score))
+        net = loop.state.nets[0]
         net.load_state_dict(state)
-        g_s, mean_feature = scorer.strong_gradient(net)
-        g_k = scorer.weak_gradients(net)
-        table = scorer.weights_table()
+        g_s, mean_feature = loop.scorer.strong_gradient(net)
+        g_k = loop.scorer.weak_gradients(net)
+        table = loop.weights.table()
         for space in ("centred", "weight", "weight+bias"):
             weak = gradient_space(g_k, 2, space, mean_feature)
             hyper = -(weak @ gradient_space(g_s[None], 2, space, mean_feature)[0])
@@ -64,9 +64,9 @@ def main() -> None:
             lowered: dict[str, list[bool]] = {}
             bad, good = [], []
             for h, w in zip(hyper, table):
-                is_bad, how = corrupted.get((w.image, w.instance, w.kind), (False, "none"))
-                lowered.setdefault(f"{w.kind}:{how}", []).append(bool(h > 0))
-                if w.kind == "box":
+                is_bad, how, kind = truth_of(w, corrupted)
+                lowered.setdefault(f"{kind}:{how}", []).append(bool(h > 0))
+                if kind == "box":
                     (bad if is_bad else good).append(-float(h))
             row = {
                 "dii_box_target": box_score,

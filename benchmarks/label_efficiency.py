@@ -24,12 +24,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT, git_rev, machine, mean_dice  # noqa: E402
 
-from napari_hybridseg import events as ev  # noqa: E402
-from napari_hybridseg.annotations import ImageAnnotations, Project  # noqa: E402
+from napari_hybridseg import protocol as ev  # noqa: E402
+from napari_hybridseg.annotations import BACKGROUND_STROKE, ImageAnnotations, Project, parse_stroke_id  # noqa: E402
 from napari_hybridseg.config import TrainConfig  # noqa: E402
 from napari_hybridseg.images import read_image  # noqa: E402
 from napari_hybridseg.synthetic import simulate_weak_labels, synth_image  # noqa: E402
-from napari_hybridseg.trainer import Trainer  # noqa: E402
+from napari_hybridseg.training import TrainingLoop  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc007"
 # (method, box target); "full" is strong-only trained on every training image's mask
@@ -114,15 +114,28 @@ def roc_auc(scores_bad: list[float], scores_good: list[float]) -> float | None:
     return float(((bad < good).sum() + 0.5 * (bad == good).sum()) / (bad.size * good.size))
 
 
+def truth_of(w, corrupted) -> tuple[bool, str, str]:
+    """``(corrupted, how, kind)`` of a learned weight; a scribble stroke is judged by its
+    label's simulated stroke, and background strokes (never corrupted) form their own kind."""
+    if w.kind != "scribble":
+        bad, how = corrupted.get((w.image, w.instance, w.kind), (False, "none"))
+        return bad, how, w.kind
+    label, _ = parse_stroke_id(w.instance)
+    if label == BACKGROUND_STROKE:
+        return False, "none", "background stroke"
+    bad, how = corrupted.get((w.image, str(label), "scribble"), (False, "none"))
+    return bad, how, "scribble"
+
+
 def run_one(project, cfg, test):
-    trainer = Trainer(project, cfg)
+    loop = TrainingLoop(project, cfg)
     t0 = time.perf_counter()
-    for event in trainer.run():
+    for event in loop.events():
         if isinstance(event, ev.ErrorEvent):
             raise RuntimeError(event.traceback)
     seconds = time.perf_counter() - t0
-    dice = mean_dice(trainer.nets, [(img, "yx", lab) for _, img, lab in test])
-    return trainer, dice, seconds
+    dice = mean_dice(loop.state.nets, [(img, "yx", lab) for _, img, lab in test])
+    return loop, dice, seconds
 
 
 def main() -> None:
@@ -167,7 +180,7 @@ def main() -> None:
                 seed=seed,
                 **extra,
             )
-            trainer, dice, seconds = run_one(project, cfg, test)
+            loop, dice, seconds = run_one(project, cfg, test)
             record = {
                 "dataset": args.dataset,
                 "budget": args.budget,
@@ -183,28 +196,19 @@ def main() -> None:
                 "machine": machine(),
                 "commit": git_rev(),
             }
-            if cfg.uses_dii:
-                record["dii_schedule"] = list(trainer.dii_schedule)
-                record["dii_lr"] = round(trainer.dii_lr, 4)
-                table = trainer.weights_table()
+            if loop.method.learns_weights:
+                record["dii_schedule"] = list(loop.schedule.as_tuple())
+                record["dii_lr"] = round(loop.schedule.lr, 4)
+                judged = [(w, *truth_of(w, corrupted)) for w in loop.weights.table()]
                 for kind in ("box", "scribble"):
-                    bad = [
-                        w.weight
-                        for w in table
-                        if w.kind == kind and corrupted.get((w.image, w.instance, kind), (False,))[0]
-                    ]
-                    good = [
-                        w.weight
-                        for w in table
-                        if w.kind == kind and not corrupted.get((w.image, w.instance, kind), (False,))[0]
-                    ]
+                    bad = [w.weight for w, is_bad, _, k in judged if k == kind and is_bad]
+                    good = [w.weight for w, is_bad, _, k in judged if k == kind and not is_bad]
                     record[f"auc_{kind}"] = roc_auc(bad, good)
                     record[f"mean_weight_{kind}_clean"] = round(float(np.mean(good)), 3) if good else None
                     record[f"mean_weight_{kind}_corrupted"] = round(float(np.mean(bad)), 3) if bad else None
                 by_how: dict[str, list[float]] = {}
-                for w in table:
-                    how = corrupted.get((w.image, w.instance, w.kind), (False, w.kind))[1]
-                    by_how.setdefault(f"{w.kind}:{how}", []).append(w.weight)
+                for w, _, how, kind in judged:
+                    by_how.setdefault(f"{kind}:{how}", []).append(w.weight)
                 record["mean_weight_by_corruption"] = {k: round(float(np.mean(v)), 3) for k, v in by_how.items()}
             print(json.dumps(record), flush=True)
             with open(args.out, "a") as fh:

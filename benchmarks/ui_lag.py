@@ -77,17 +77,17 @@ def main() -> None:
     widget.train.method.setCurrentText(args.method)
     widget.train.every.setValue(args.every)
     t0 = time.perf_counter()
-    # starting (building the trainer) happens inside the measured window too
+    # starting (snapshot of the annotations, building the loop) happens inside the measured window too
     busy = measure(app, args.seconds, at_start=lambda: widget.start_training(steps=100_000))
     steps = widget.train.progress.value()
     widget.stop_training()
-    while widget.worker is not None:
+    while widget.session.busy:
         app.processEvents()
         time.sleep(0.01)
     result = {
         "machine": machine(),
         "commit": git_rev(),
-        "design": "trainer generator in a napari thread worker",
+        "design": "training loop in a thread runner; events polled on the GUI thread",
         "method": args.method,
         "preview_every": args.every,
         "idle": idle,

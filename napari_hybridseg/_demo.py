@@ -33,7 +33,7 @@ def run_demo(
     state = {"code": 0}
 
     def finish(event=None) -> None:
-        from . import events as ev
+        from . import protocol as ev
 
         if isinstance(event, ev.ErrorEvent):
             state["code"] = 1

@@ -23,7 +23,8 @@ def _err(message: str) -> int:
 
 
 def _add_train(sub) -> None:
-    from .config import BOX_TARGETS, DII_BOX_TARGETS, GRANULARITIES, METHODS, TrainConfig
+    from .config import BOX_TARGETS, DII_BOX_TARGETS, GRANULARITIES, TrainConfig
+    from .methods import METHODS
 
     d = TrainConfig.__dataclass_fields__
     p = sub.add_parser("train", help="train on a project folder", description="Train on a project folder.")
@@ -33,7 +34,7 @@ def _add_train(sub) -> None:
     )
     p.add_argument(
         "--method",
-        choices=METHODS,
+        choices=list(METHODS),
         default=d["method"].default,
         help="dii: learned weight per weak annotation; dcr: two networks teaching each other (default: %(default)s)",
     )
@@ -93,10 +94,10 @@ def _add_train(sub) -> None:
 def _train(args) -> int:
     from tqdm import tqdm
 
-    from . import events as ev
+    from . import protocol as ev
     from .annotations import Project
     from .config import TrainConfig
-    from .trainer import Trainer
+    from .training import TrainingLoop
 
     if args.resume and not (args.out / "checkpoint.pt").is_file():
         return _err(f"{args.out / 'checkpoint.pt'}: nothing to resume (file not found)")
@@ -118,14 +119,9 @@ def _train(args) -> int:
         seed=args.seed,
     )
     project = Project.load(args.project)
-    try:
-        trainer = Trainer(project, cfg, args.out, resume=args.resume, init_model=args.init_model)
-    except ValueError as exc:
-        if isinstance(exc, HybridSegError):
-            raise
-        return _err(f"{args.project}: {exc}")
+    loop = TrainingLoop(project, cfg, args.out, resume=args.resume, init_model=args.init_model)
     bar = None
-    for event in trainer.run():
+    for event in loop.events():
         if isinstance(event, ev.StartedEvent):
             print(
                 f"training {cfg.method} on {event.device}: {event.summary['strong slices']} strong and "
@@ -197,10 +193,10 @@ def _inputs(paths: list[Path]) -> list[Path]:
 def _predict(args) -> int:
     from tqdm import tqdm
 
-    from .config import resolve_device
+    from .devices import resolve_device
     from .images import read_image, spatial_axes, strip_suffix
+    from .inference import explain_empty, predict_image, save_prediction
     from .modelfile import load_model
-    from .predict import explain_empty, predict_image, save_prediction
 
     device = resolve_device(args.device)
     model = load_model(args.run).to(device)

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from .devices import DEVICES
 from .errors import ConfigError
+from .methods import METHODS
 
-METHODS = ("strong-only", "naive", "dii", "dcr", "dii+dcr")
-DII_METHODS = ("dii", "dii+dcr")
 BOX_TARGETS = ("filled", "projection")
 GRANULARITIES = ("object", "image")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 DII_SPACES = ("centred", "weight", "weight+bias")
 DII_BOX_TARGETS = ("filled", "ellipse", "extent", "same")
-# How far, in sum of learning rates, the default DII learning rate lets a weight travel
-# over a run's scheduled updates (see TrainConfig.resolved_dii_lr).
-DII_TRAVEL = 1.2
 
 
 def poly_factor(step: int, total: int, power: float = 0.9) -> float:
@@ -41,11 +36,11 @@ class TrainConfig:
         box, which place the object without teaching rectangles; ``filled``: the whole
         box is foreground (the paper's choice).
     granularity
-        ``object``: one weight per box, per foreground scribble and per weak image's
-        background; ``image``: one weight per weak image (the paper).
+        ``object``: one weight per box, per connected scribble stroke and per
+        boxed image's background; ``image``: one weight per weak image (the paper).
     dii_space
         Which classifier gradients the weight update compares (see
-        :func:`napari_hybridseg.dii.gradient_space`): ``centred`` (default),
+        :func:`napari_hybridseg.training.dii.gradient_space`): ``centred`` (default),
         ``weight`` or ``weight+bias``.
     dii_box_target
         Which box loss's gradient the weight update compares with the strong data:
@@ -67,11 +62,11 @@ class TrainConfig:
         ICLR 2017); 0, the default, applies ``lambda_cr`` from the first step.
     dii_warmup, dii_interval
         Steps before the first weight update and between updates; ``None`` picks
-        them from the epoch length (see :meth:`resolved_dii_schedule`).
+        them from the epoch length (see :func:`napari_hybridseg.training.schedule.plan_dii`).
     dii_lr
         Base learning rate of the weights (Adam, poly decay); ``None`` picks the
         paper's 0.1, or more when the run has too few updates for a weight to reach 0
-        (see :meth:`resolved_dii_lr`).
+        (see :func:`napari_hybridseg.training.schedule.dii_learning_rate`).
     """
 
     method: str = "dii+dcr"
@@ -109,7 +104,7 @@ class TrainConfig:
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 
-        choice("method", METHODS)
+        choice("method", tuple(METHODS))
         choice("box_target", BOX_TARGETS)
         choice("granularity", GRANULARITIES)
         choice("dii_space", DII_SPACES)
@@ -135,56 +130,6 @@ class TrainConfig:
         if self.dii_lr is not None and not self.dii_lr > 0:
             raise ConfigError(f"dii_lr must be > 0; got {self.dii_lr}")
 
-    @property
-    def uses_dii(self) -> bool:
-        return self.method in DII_METHODS
-
-    @property
-    def uses_dcr(self) -> bool:
-        return self.method in ("dcr", "dii+dcr")
-
-    @property
-    def uses_weak(self) -> bool:
-        return self.method != "strong-only"
-
-    def resolved_dii_schedule(self, steps_per_epoch: int, amortised_interval: int = 1) -> tuple[int, int]:
-        """``(warmup, interval)`` in steps.
-
-        By default the warm-up is two epochs and at least a sixth of the run; the
-        interval is one epoch, but never shorter than ``amortised_interval`` (the
-        trainer passes the interval at which one update over the whole weak set
-        costs about a tenth of the training in between), and at most 1/12 of the
-        run unless amortisation needs more.
-        """
-        epoch = max(1, steps_per_epoch)
-        warmup = self.dii_warmup if self.dii_warmup is not None else max(2 * epoch, self.steps // 6)
-        if self.dii_interval is not None:
-            interval = self.dii_interval
-        else:
-            interval = max(amortised_interval, min(epoch, max(1, self.steps // 12)))
-        return int(warmup), int(interval)
-
-    def resolved_dii_lr(self, warmup: int, interval: int) -> float:
-        """Base learning rate of the weights for the schedule ``(warmup, interval)``.
-
-        Adam moves a weight by at most about its learning rate per update, so the
-        poly-decayed rates of all scheduled updates bound how far a weight can travel.
-        The paper's 0.1 assumes hundreds of updates; a short run with a handful of them
-        would leave a wrong annotation stuck far above 0.  The default is therefore 0.1,
-        raised where needed until the updates can add up to ``DII_TRAVEL``.
-        """
-        if self.dii_lr is not None:
-            return float(self.dii_lr)
-        reach = sum(poly_factor(t, self.steps) for t in range(warmup, self.steps, max(1, interval)))
-        return 0.1 if reach <= 0 else max(0.1, DII_TRAVEL / reach)
-
-    def cr_weight(self, step: int) -> float:
-        """``lambda_cr`` at ``step``, after the optional ramp-up."""
-        ramp = self.cr_rampup * self.steps
-        if ramp <= 0 or step >= ramp:
-            return self.lambda_cr
-        return self.lambda_cr * math.exp(-5.0 * (1.0 - step / ramp) ** 2)
-
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -207,23 +152,3 @@ class TrainConfig:
             return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: not valid JSON ({exc.msg})") from None
-
-
-def resolve_device(name: str = "auto"):
-    """A ``torch.device`` for ``name``: ``auto`` tries CUDA, then MPS, then the CPU."""
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("device 'mps' requested but MPS is not available; use --device cpu or auto")
-    if name not in DEVICES and not name.startswith("cuda:"):
-        raise ConfigError(f"unknown device {name!r}; use one of {', '.join(DEVICES)}")
-    return torch.device(name)

@@ -7,7 +7,6 @@ through :mod:`napari_hybridseg.nifti` (affine kept).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,7 +194,3 @@ def spatial_axes(array: np.ndarray) -> str:
             return "yxc"
         return "zyx"
     raise ValueError(f"expected a 2D or 3D image, got shape {array.shape}")
-
-
-def dumps_meta(meta: ImageMeta) -> str:
-    return json.dumps(meta.to_layer_metadata())

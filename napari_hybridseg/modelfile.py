@@ -17,6 +17,7 @@ from .atomic import atomic_path
 from .config import TrainConfig
 from .errors import ModelFileError
 from .networks import UNet, create_model
+from .task import Task
 
 MODEL_FORMAT = "napari-hybridseg-model"
 CHECKPOINT_FORMAT = "napari-hybridseg-checkpoint"
@@ -54,9 +55,15 @@ def load_file(path: str | Path, expected: str) -> dict:
 
 @dataclass
 class LoadedModel:
+    """A trained model: its networks (in eval mode), training options and task."""
+
     nets: list[UNet]
     config: TrainConfig
-    in_channels: int
+    task: Task
+
+    @property
+    def in_channels(self) -> int:
+        return self.task.in_channels
 
     def to(self, device) -> LoadedModel:
         for n in self.nets:
@@ -64,28 +71,34 @@ class LoadedModel:
         return self
 
 
-def save_model(path: str | Path, nets: list[UNet], config: TrainConfig, in_channels: int) -> Path:
-    return save_file(
-        path,
-        {
-            "format": MODEL_FORMAT,
-            "version": VERSION,
-            "config": json.dumps(config.to_dict()),
-            "in_channels": int(in_channels),
-            "nets": [{k: v.detach().cpu() for k, v in n.state_dict().items()} for n in nets],
-        },
-    )
+def model_payload(states: list[dict], config: TrainConfig, task: Task) -> dict:
+    """A model file's content from the networks' (CPU) state dicts."""
+    return {
+        "format": MODEL_FORMAT,
+        "version": VERSION,
+        "config": json.dumps(config.to_dict()),
+        "in_channels": int(task.in_channels),
+        "task": json.dumps(task.to_dict()),
+        "nets": states,
+    }
+
+
+def save_model(path: str | Path, model: LoadedModel) -> Path:
+    states = [{k: v.detach().cpu() for k, v in n.state_dict().items()} for n in model.nets]
+    return save_file(path, model_payload(states, model.config, model.task))
 
 
 def load_model(path: str | Path) -> LoadedModel:
     data = load_file(path, MODEL_FORMAT)
     try:
         cfg = TrainConfig.from_dict(json.loads(data["config"]))
+        # files written before tasks were recorded are one class, 2D
+        task = Task.from_dict(json.loads(data["task"])) if "task" in data else Task(int(data["in_channels"]))
         nets = []
         for state in data["nets"]:
-            net = create_model(int(data["in_channels"]), cfg.depth, cfg.width)
+            net = create_model(task, cfg.depth, cfg.width)
             net.load_state_dict(state)
             nets.append(net.eval())
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise ModelFileError(f"{path}: damaged model file ({str(exc).splitlines()[0][:160]})") from None
-    return LoadedModel(nets, cfg, int(data["in_channels"]))
+    return LoadedModel(nets, cfg, task)

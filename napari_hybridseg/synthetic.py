@@ -6,7 +6,6 @@ Used by the sample data, the tests and the benchmarks.  Pure NumPy/scikit-image.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -257,12 +256,6 @@ def make_project(
         lines = ["image,instance,kind,corrupted,corruption"] + [",".join(map(str, r)) for r in rows]
         atomic_write_text(truth_dir / "corruptions.csv", "\n".join(lines) + "\n")
     return project
-
-
-def read_corruptions(path: str | Path) -> dict[tuple[str, str], bool]:
-    """Read ``corruptions.csv``: ``{(image, instance): corrupted}``."""
-    with open(path, newline="") as fh:
-        return {(r["image"], r["instance"]): r["corrupted"] == "1" for r in csv.DictReader(fh)}
 
 
 def synth_volume(rng: np.random.Generator, shape: tuple[int, int, int] = (16, 96, 96)) -> tuple[np.ndarray, np.ndarray]:

@@ -6,11 +6,25 @@ updates prediction and weight overlays.  Only the GUI thread calls it.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from ..annotations import ImageAnnotations, Project
-from ..bridge import META_KEY, annotations_from_layers, layer_name, role_of, weight_colors
+from ..annotations.model import read_only_copy
+from ..bridge import (
+    META_KEY,
+    annotations_from_layers,
+    layer_name,
+    role_of,
+    scribble_label_weights,
+    stroke_centre,
+    weight_colors,
+)
 from ..images import ImageMeta
+
+# read-only copies of image layers' data, made again only when a layer gets new data
+_FROZEN_IMAGES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def image_layers(viewer) -> list:
@@ -81,8 +95,18 @@ def _empty_to_none(item: ImageAnnotations) -> ImageAnnotations:
     return item
 
 
+def _frozen_image(layer) -> np.ndarray:
+    data = layer.data
+    cached = _FROZEN_IMAGES.get(layer)
+    if cached is None or cached[0] is not data:
+        cached = (data, read_only_copy(data))
+        _FROZEN_IMAGES[layer] = cached
+    return cached[1]
+
+
 def collect_project(viewer, root=None) -> Project:
-    """A :class:`Project` from every tagged image layer and its annotation layers.
+    """An immutable snapshot :class:`Project` of every tagged image layer and its
+    annotation layers: the user may keep painting while a trainer reads it.
 
     An empty masks layer does not make an image strong.  Boxes without an id get the
     next free one, written back into the layer so that weights stay attached.
@@ -92,7 +116,7 @@ def collect_project(viewer, root=None) -> Project:
     for image_layer in tagged_images(viewer):
         name = role_of(image_layer)[1]
         boxes_layer = find_layer(viewer, name, "boxes")
-        item = _empty_to_none(annotations_from_layers(image_layer, layers))
+        item = _empty_to_none(annotations_from_layers(image_layer, layers, _frozen_image(image_layer)))
         if boxes_layer is not None and len(boxes_layer.data):
             ids = [b.id for b in item.boxes]
             current = boxes_layer.features.get("id")
@@ -118,20 +142,20 @@ def show_weights(viewer, weights) -> None:
                 boxes.edge_color = weight_colors(shown)
                 boxes.text = {"string": "{weight:.2f}", "color": "white", "size": 8, "anchor": "upper_left"}
         scribbles = find_layer(viewer, image, "scribbles")
-        if scribbles is not None:
-            colors = {None: np.zeros(4), 0: np.zeros(4), 1: np.array([0.3, 0.5, 1.0, 1.0])}
-            for (kind, inst), value in values.items():
-                if kind == "scribble":
-                    colors[int(inst)] = weight_colors([value])[0]
-            if len(colors) > 3:
-                from napari.utils.colormaps import DirectLabelColormap
+        label_weights = scribble_label_weights(weights, image)
+        if scribbles is not None and label_weights:
+            # strokes drawn since the last weights arrive in light grey, not invisible
+            colors = {None: np.array([0.8, 0.8, 0.8, 1.0]), 0: np.zeros(4)}
+            for label, value in label_weights.items():
+                colors[label] = weight_colors([value])[0]
+            from napari.utils.colormaps import DirectLabelColormap
 
-                scribbles.colormap = DirectLabelColormap(color_dict=colors)
+            scribbles.colormap = DirectLabelColormap(color_dict=colors)
 
 
 def show_prediction(viewer, image: str, z, probability, uncertainty, threshold: float = 0.5) -> None:
     """Create or update ``<image> prediction``/``probability``/``disagreement`` for one slice."""
-    from ..predict import labels_from_probability
+    from ..inference import labels_from_probability
 
     src = find_layer(viewer, image, "image")
     if src is None:
@@ -187,10 +211,8 @@ def instance_location(viewer, image: str, kind: str, instance: str):
         return layer.data_to_world(corners.mean(0))
     if kind == "scribble":
         layer = find_layer(viewer, image, "scribbles")
-        if layer is None:
-            return None
-        pts = np.argwhere(np.asarray(layer.data) == int(instance))
-        return layer.data_to_world(pts.mean(0)) if len(pts) else None
+        centre = stroke_centre(np.asarray(layer.data), instance) if layer is not None else None
+        return layer.data_to_world(centre) if centre is not None else None
     layer = find_layer(viewer, image, "image")
     if layer is None:
         return None
@@ -208,3 +230,18 @@ def show_only(viewer, image: str) -> None:
             layer.visible = role not in ("probability", "disagreement")
         else:
             layer.visible = False
+
+
+def go_to(viewer, image: str, kind: str, instance: str) -> None:
+    """Show ``image`` only and centre the view (and slice) on one of its annotations."""
+    show_only(viewer, image)
+    where = instance_location(viewer, image, kind, instance)
+    if where is None:
+        return
+    where = np.asarray(where, float)
+    if where.size == 3:
+        step = list(viewer.dims.current_step)
+        layer = find_layer(viewer, image, "image")
+        step[0] = int(round(layer.world_to_data(where)[0])) if layer is not None else step[0]
+        viewer.dims.current_step = tuple(step)
+    viewer.camera.center = tuple(where[-2:])

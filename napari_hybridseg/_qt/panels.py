@@ -21,7 +21,9 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..config import DII_BOX_TARGETS, DII_METHODS, METHODS, TrainConfig
+from ..config import DII_BOX_TARGETS, TrainConfig
+from ..methods import METHODS
+from ..protocol import InstanceKey
 from .loss_plot import LossPlot
 
 
@@ -30,6 +32,13 @@ def _row(*widgets) -> QHBoxLayout:
     for w in widgets:
         row.addWidget(w)
     return row
+
+
+def _role_text(item) -> str:
+    """The role of an image; for a volume, which slices carry weak annotations."""
+    if not item.is_volume or item.role != "weak":
+        return item.role
+    return f"weak (slices {', '.join(str(z) for z in item.weak_slices())})"
 
 
 class AnnotatePanel(QGroupBox):
@@ -72,6 +81,20 @@ class AnnotatePanel(QGroupBox):
         lay.addLayout(_row(self.open_btn, self.save_btn, self.autosave))
         lay.addWidget(self.project_label)
 
+    def show_status(self, project) -> None:
+        """One row per image: its name, role (and annotated slices) and the exhaustive flag."""
+        table = self.status
+        table.blockSignals(True)
+        table.setRowCount(len(project))
+        for r, item in enumerate(project):
+            table.setItem(r, 0, QTableWidgetItem(item.name))
+            table.setItem(r, 1, QTableWidgetItem(_role_text(item)))
+            check = QTableWidgetItem()
+            check.setFlags(Qt.ItemIsUserCheckable | Qt.ItemIsEnabled)
+            check.setCheckState(Qt.Checked if item.exhaustive else Qt.Unchecked)
+            table.setItem(r, 2, check)
+        table.blockSignals(False)
+
 
 class TrainPanel(QGroupBox):
     """Method, steps, device; start, pause, stop; progress and the loss curve."""
@@ -82,7 +105,7 @@ class TrainPanel(QGroupBox):
         self.method = QComboBox()
         self.method.addItems(list(METHODS))
         self.method.setCurrentText(d.method)
-        self.method.setToolTip("dii+dcr: learned weights and two co-training networks (recommended)")
+        self.method.setToolTip("\n".join(f"{m.name}: {m.description}" for m in METHODS.values()))
         self.box_check = QComboBox()
         self.box_check.addItems(list(DII_BOX_TARGETS))
         self.box_check.setCurrentText(d.dii_box_target)
@@ -93,7 +116,7 @@ class TrainPanel(QGroupBox):
             "filled: the whole box is object (the paper's choice)\n"
             "same: the loss the network learns the box from"
         )
-        self.method.currentTextChanged.connect(lambda m: self.box_check.setEnabled(m in DII_METHODS))
+        self.method.currentTextChanged.connect(lambda m: self.box_check.setEnabled(METHODS[m].learns_weights))
         self.steps = QSpinBox()
         self.steps.setRange(10, 1_000_000)
         self.steps.setSingleStep(100)
@@ -146,7 +169,7 @@ class TrainPanel(QGroupBox):
 class WeightsPanel(QGroupBox):
     """The learned weight of every weak annotation, sortable; pin to trust or ignore."""
 
-    pin_requested = Signal(object, object)  # key (image, instance, kind), value or None
+    pin_requested = Signal(object, object)  # InstanceKey, value or None
 
     def __init__(self, parent=None) -> None:
         super().__init__("3. Annotation weights", parent)
@@ -174,7 +197,7 @@ class WeightsPanel(QGroupBox):
         if not rows:
             return None
         r = rows.pop()
-        return tuple(self.table.item(r, c).text() for c in (0, 1, 2))
+        return InstanceKey(*(self.table.item(r, c).text() for c in (0, 1, 2)))
 
     def _pin(self, value) -> None:
         key = self.selected_key()

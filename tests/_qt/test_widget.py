@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 
-from napari_hybridseg import events as ev
+from napari_hybridseg import protocol as ev
 from napari_hybridseg._qt import layers as L
 from napari_hybridseg._qt.widget import HybridSegWidget
 from napari_hybridseg.bridge import role_of, weight_colors
@@ -105,7 +105,7 @@ def test_train_live_shows_prediction_and_weights(annotated, qtbot, tmp_path):
         assert widget.start_training(steps=6)
     event = blocker.args[0]
     assert isinstance(event, ev.FinishedEvent) and event.step == 6
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT)
+    assert not widget.session.busy and widget.session.model is not None
     pred = viewer.layers["b prediction"]
     assert pred.data.shape == (64, 64) and role_of(pred) == ("prediction", "b")
     assert viewer.layers["b disagreement"].data.shape == (64, 64)
@@ -126,7 +126,8 @@ def test_train_live_shows_prediction_and_weights(annotated, qtbot, tmp_path):
     np.testing.assert_allclose(boxes.edge_color, weight_colors(expected), atol=1e-6)
     assert boxes.text.string.format == "{weight:.2f}"
     scr_colors = viewer.layers["b scribbles"].colormap.color_dict
-    np.testing.assert_allclose(scr_colors[2], weight_colors([rows[("b", "2", "scribble")]])[0], atol=1e-6)
+    (stroke,) = [k for k in rows if k[2] == "scribble" and k[1].startswith("2@")]
+    np.testing.assert_allclose(scr_colors[2], weight_colors([rows[stroke]])[0], atol=1e-6)
     assert widget.train.progress.value() == 6
     assert widget.train.loss_plot.series["total"]
     assert widget.next_panel.list.count() >= 1
@@ -149,14 +150,14 @@ def test_stop_mid_run(annotated, qtbot):
 
 def test_worker_error_becomes_notification_and_keeps_annotations(annotated, qtbot, monkeypatch):
     viewer, widget = annotated
-    from napari_hybridseg import trainer as trainer_mod
+    from napari_hybridseg.training import TrainingLoop
 
-    def boom(self, batch):
+    def boom(self):
         raise RuntimeError("simulated failure")
 
-    monkeypatch.setattr(trainer_mod.Trainer, "train_step", boom)
+    monkeypatch.setattr(TrainingLoop, "train_step", boom)
     errors = []
-    monkeypatch.setattr("napari_hybridseg._qt.widget._notify_error", errors.append)
+    monkeypatch.setattr("napari_hybridseg._qt.live_view.notify_error", errors.append)
     before = viewer.layers["b scribbles"].data.copy()
     with qtbot.waitSignal(widget.finished, timeout=TIMEOUT) as blocker:
         widget.start_training(steps=5)
@@ -173,7 +174,7 @@ def test_cannot_start_without_full_mask(make_napari_viewer, monkeypatch):
     widget.create_layers()
     viewer.layers["x boxes"].add_rectangles(np.array([[2, 2], [10, 10]]))
     errors = []
-    monkeypatch.setattr("napari_hybridseg._qt.widget._notify_error", errors.append)
+    monkeypatch.setattr("napari_hybridseg._qt.widget.notify_error", errors.append)
     assert widget.start_training(steps=3) is False
     assert "full mask" in errors[0]
 
@@ -184,7 +185,7 @@ def test_pin_and_go_to(annotated, qtbot):
     widget.pin(("b", "1", "box"), 0.0)
     with qtbot.waitSignal(widget.finished, timeout=TIMEOUT):
         widget.start_training(steps=4)
-    weights = {(w.image, w.instance, w.kind): w for w in widget.weights}
+    weights = {w.key: w for w in widget.live.weights}
     assert weights[("b", "1", "box")].weight == 0.0 and weights[("b", "1", "box")].pinned
     widget.go_to("b", "box", "2")
     corners = viewer.layers["b boxes"].data[1]
@@ -197,15 +198,14 @@ def test_export_round_trip_and_model_save_load(annotated, qtbot, tmp_path):
     widget.train.live.setChecked(False)
     with qtbot.waitSignal(widget.finished, timeout=TIMEOUT):
         widget.start_training(steps=3)
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT)
     written = widget.export_predictions(tmp_path / "out", "nii.gz")
     assert sorted(p.name for p in written) == ["a.nii.gz", "b.nii.gz"]
     back, _ = read_image(tmp_path / "out" / "b.nii.gz")
     assert back.shape == (64, 64)
     widget.save_model(tmp_path / "m.pt")
-    widget.nets = None
+    widget.session.model = None
     widget.load_model(tmp_path / "m.pt")
-    assert widget.nets is not None
+    assert widget.session.model is not None and widget.session.model_path == tmp_path / "m.pt"
     # and through napari's own File > Save Layers
     viewer.layers["b scribbles"].metadata["hybridseg"]["format"] = "tif"
     viewer.layers.selection = {viewer.layers["b scribbles"]}

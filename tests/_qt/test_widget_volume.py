@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_hybridseg import events as ev
+from napari_hybridseg import protocol as ev
 from napari_hybridseg._qt import layers as L
 from napari_hybridseg._qt.widget import HybridSegWidget
 from napari_hybridseg.synthetic import synth_volume

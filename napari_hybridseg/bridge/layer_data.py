@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .annotations import Box, ImageAnnotations, Project
-from .images import ImageMeta
+from ..annotations import Box, ImageAnnotations, Project
+from ..annotations.model import read_only_copy
+from ..images import ImageMeta
 
 META_KEY = "hybridseg"
 ROLE_SUFFIX = {"boxes": "boxes", "scribbles": "scribbles", "strong": "masks"}
@@ -154,58 +155,30 @@ def boxes_from_shapes(data, features=None) -> list[Box]:
     return boxes
 
 
-def annotations_from_layers(image_layer, layers) -> ImageAnnotations:
-    """Build an :class:`ImageAnnotations` from an image layer and its role-tagged layers."""
+def annotations_from_layers(image_layer, layers, image: np.ndarray | None = None) -> ImageAnnotations:
+    """A snapshot of one image and its role-tagged layers, as :class:`ImageAnnotations`.
+
+    Every array is a read-only copy, so the user may keep painting while another
+    thread trains on the snapshot.  ``image``: an already frozen copy of the image
+    layer's data to share (images are not painted, masks and scribbles are).
+    """
     tag = (image_layer.metadata or {}).get(META_KEY, {})
     name = tag.get("image") or image_layer.name
     meta = ImageMeta.from_layer_metadata(tag, getattr(image_layer, "scale", None))
     item = ImageAnnotations(
-        name=name, image=np.asarray(image_layer.data), meta=meta, exhaustive=tag.get("exhaustive", True)
+        name=name,
+        image=image if image is not None else read_only_copy(image_layer.data),
+        meta=meta,
+        exhaustive=tag.get("exhaustive", True),
     )
     for layer in layers:
         role, owner = role_of(layer)
         if owner != name:
             continue
         if role == "strong":
-            item.strong = np.asarray(layer.data)
+            item.strong = read_only_copy(layer.data)
         elif role == "scribbles":
-            item.scribbles = np.asarray(layer.data)
+            item.scribbles = read_only_copy(layer.data)
         elif role == "boxes":
             item.boxes = boxes_from_shapes(layer.data, getattr(layer, "features", None))
     return item
-
-
-# -- how weights look -------------------------------------------------------------------
-def weight_colors(weights) -> np.ndarray:
-    """RGBA colours for weights in [0, 1]: red (ignored) through yellow to green (trusted)."""
-    w = np.clip(np.asarray(weights, dtype=float), 0.0, 1.0)
-    red = np.where(w < 0.5, 1.0, 2.0 * (1.0 - w))
-    green = np.where(w < 0.5, 2.0 * w, 1.0)
-    return np.column_stack([red, green, np.zeros_like(w), np.ones_like(w)])
-
-
-def rank_next(weights, disagreement: dict[str, float] | None = None, top: int = 10) -> list[tuple[float, str, str]]:
-    """Where to annotate next: ``(score, image, reason)``, highest score first.
-
-    An image scores by the two networks' mean disagreement on it (where the model is
-    unsure) plus how far its least trusted annotation is below 1 (where the labels
-    look wrong).
-    """
-    disagreement = disagreement or {}
-    lowest: dict[str, tuple[float, str]] = {}
-    for w in weights:
-        if w.image not in lowest or w.weight < lowest[w.image][0]:
-            lowest[w.image] = (w.weight, f"{w.kind} {w.instance}")
-    names = set(lowest) | set(disagreement)
-    out = []
-    for name in names:
-        low, which = lowest.get(name, (1.0, ""))
-        unsure = disagreement.get(name, 0.0)
-        reasons = []
-        if unsure > 0:
-            reasons.append(f"disagreement {unsure:.3f}")
-        if low < 1.0:
-            reasons.append(f"lowest weight {low:.2f} ({which})")
-        out.append((float(unsure * 10 + (1.0 - low)), name, ", ".join(reasons) or "no signal yet"))
-    out.sort(key=lambda r: -r[0])
-    return out[:top]

@@ -1,0 +1,119 @@
+"""What the user sees of a run while it trains: progress, the loss curve, the learned
+weights (table, box and stroke colours), live predictions, and where to annotate next."""
+
+from __future__ import annotations
+
+import time
+
+from .. import protocol as P
+from ..bridge import rank_next
+from ..inference import explain_empty
+from . import layers as L
+
+PLOT_EVERY_S = 0.5  # redraw the loss curve and the status line at most this often
+
+
+def notify_error(message: str) -> None:
+    from napari.utils.notifications import show_error
+
+    show_error(message)
+
+
+def notify_info(message: str) -> None:
+    from napari.utils.notifications import show_info
+
+    show_info(message)
+
+
+class LiveView:
+    def __init__(self, viewer, train_panel, weights_panel, next_panel) -> None:
+        self.viewer = viewer
+        self.train = train_panel
+        self.weights_panel = weights_panel
+        self.next_panel = next_panel
+        self.weights: list[P.InstanceWeight] = []
+        self.disagreement: dict[str, float] = {}
+        self.total_steps = 0
+        self._progress = None
+        self._last_plot = 0.0
+
+    def started(self, steps: int, run_dir) -> None:
+        from napari.utils import progress
+
+        self.total_steps = steps
+        t = self.train
+        t.loss_plot.clear()
+        t.progress.setRange(0, steps)
+        t.progress.setValue(0)
+        t.set_running(True)
+        t.message.setText(f"starting; run folder: {run_dir}")
+        self._progress = progress(total=steps, desc="hybridseg training")
+
+    def on_event(self, event) -> None:
+        t = self.train
+        if isinstance(event, P.StartedEvent):
+            t.device_label.setText(f"using {event.device}")
+        elif isinstance(event, P.StepEvent):
+            t.progress.setValue(event.step)
+            if self._progress is not None:
+                self._progress.update(event.step - self._progress.n)
+            t.loss_plot.add(event.step, event.losses)
+            now = time.monotonic()
+            if now - self._last_plot > PLOT_EVERY_S:
+                self._last_plot = now
+                t.loss_plot.update()
+                t.message.setText(f"step {event.step}/{event.total}  loss {event.losses['total']:.4f}")
+        elif isinstance(event, P.WeightsEvent):
+            self.show_weights(event.weights)
+        elif isinstance(event, P.PreviewEvent):
+            self.show_preview(event)
+        elif isinstance(event, P.PausedEvent):
+            t.message.setText("paused" if event.paused else "running")
+        elif isinstance(event, P.AnnotationsUpdatedEvent) and event.problem:
+            t.message.setText(f"edits not used yet: {event.problem}")
+
+    def show_preview(self, event: P.PreviewEvent) -> None:
+        L.show_prediction(self.viewer, event.image, event.z, event.probability, event.uncertainty)
+        if event.uncertainty is not None:
+            self.disagreement[event.image] = float(event.uncertainty.mean())
+            self.rank()
+        why = explain_empty(event.probability)
+        if why and event.step >= self.total_steps:
+            self.train.message.setText(f"{event.image}: empty prediction: {why}")
+
+    def finished(self, event, model_path) -> None:
+        t = self.train
+        t.set_running(False)
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        t.loss_plot.update()
+        if isinstance(event, P.ErrorEvent):
+            notify_error(f"training failed: {event.message}")
+            t.message.setText(f"training failed at step {event.step}: {event.message}. Annotations are kept.")
+        else:
+            t.message.setText(
+                f"{'stopped' if event.stopped else 'finished'} at step {event.step} ({event.elapsed:.0f} s); "
+                f"model in {model_path}"
+            )
+
+    def pinned(self, key: P.InstanceKey, value: float | None) -> None:
+        """Show a pin at once, before the run (if any) confirms it."""
+        for w in self.weights:
+            if w.key == key:
+                w.pinned = value is not None
+                if value is not None:
+                    w.weight = float(value)
+        self.show_weights(self.weights)
+
+    def show_weights(self, weights) -> None:
+        self.weights = list(weights)
+        self.weights_panel.set_weights(self.weights)
+        L.show_weights(self.viewer, self.weights)
+        self.rank()
+
+    def rank(self) -> None:
+        lst = self.next_panel.list
+        lst.clear()
+        for _, name, reason in rank_next(self.weights, self.disagreement):
+            lst.addItem(f"{name}  ({reason})")

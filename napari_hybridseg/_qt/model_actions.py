@@ -1,0 +1,101 @@
+"""The current model in the widget: predict the visible image, export every image's
+mask, save and load model files.  Predictions run on the device chosen for training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtWidgets import QFileDialog
+
+from ..bridge import META_KEY, role_of
+from ..devices import resolve_device
+from ..errors import HybridSegError
+from ..images import ImageMeta, spatial_axes
+from ..inference import predict_image, save_prediction
+from . import layers as L
+from .live_view import notify_error, notify_info
+
+MODEL_FILTER = "napari-hybridseg model (*.pt)"
+
+
+class ModelActions:
+    def __init__(self, widget) -> None:
+        self.widget = widget
+        self.viewer = widget.viewer
+        self.session = widget.session
+        self._worker = None
+
+    def _model(self):
+        if self.session.model is None:
+            raise HybridSegError("train or load a model first")
+        return self.session.model
+
+    def _device(self):
+        return resolve_device(self.widget.train.device.currentText())
+
+    def predict_once(self) -> None:
+        """Predict the visible image (the visible slice of a volume) in a worker thread."""
+        from napari.qt.threading import create_worker
+
+        name = self.widget.current_name()
+        try:
+            model, device = self._model(), self._device()
+            if name is None:
+                raise HybridSegError("open an image and create its annotation layers first")
+        except HybridSegError as exc:
+            notify_error(str(exc))
+            return
+        data = np.asarray(L.find_layer(self.viewer, name, "image").data)
+        axes = spatial_axes(data)
+        z = int(self.viewer.dims.current_step[0]) if axes == "zyx" else None
+        worker = create_worker(predict_image, model.nets, data, axes, device=device, z=z, _start_thread=False)
+        worker.returned.connect(lambda p: L.show_prediction(self.viewer, name, z, p.probability, p.uncertainty))
+        worker.errored.connect(lambda exc: notify_error(f"prediction failed: {exc}"))
+        worker.start()
+        self._worker = worker
+
+    def export_predictions(self, folder, fmt: str = "same as image") -> list[Path]:
+        """Predict every image with the current model and write masks to ``folder``."""
+        model, device = self._model(), self._device()
+        written = []
+        for layer in L.tagged_images(self.viewer):
+            meta = ImageMeta.from_layer_metadata(layer.metadata.get(META_KEY, {}), layer.scale)
+            data = np.asarray(layer.data)
+            pred = predict_image(model.nets, data, spatial_axes(data), device=device)
+            written += save_prediction(pred, folder, role_of(layer)[1], meta, None if fmt == "same as image" else fmt)
+        return written
+
+    def save_model(self, path) -> Path:
+        self._model()
+        return self.session.save_model(path)
+
+    def load_model(self, path) -> None:
+        self.session.load_model(path)
+        self.widget.train.message.setText(f"loaded {path}")
+
+    # -- dialogs --------------------------------------------------------------------------
+    def export_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self.widget, "Export predictions to folder")
+        if folder:
+            try:
+                written = self.export_predictions(folder, self.widget.export.format.currentText())
+                notify_info(f"wrote {len(written)} mask(s) to {folder}")
+            except (HybridSegError, OSError, ValueError) as exc:
+                notify_error(str(exc))
+
+    def save_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self.widget, "Save model", "model.pt", MODEL_FILTER)
+        if path:
+            try:
+                self.save_model(path)
+            except (HybridSegError, OSError) as exc:
+                notify_error(str(exc))
+
+    def load_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self.widget, "Load model", "", MODEL_FILTER)
+        if path:
+            try:
+                self.load_model(path)
+            except (HybridSegError, OSError) as exc:
+                notify_error(str(exc))

@@ -1,0 +1,166 @@
+"""The GUI's training session: it owns the runner, the current model and the training state.
+
+Widgets never touch the engine: they call the session, and show what its
+signals carry.  Events are read from the runner on the GUI thread by a timer, so
+only the GUI thread ever touches layers.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+
+from qtpy.QtCore import QObject, QTimer, Signal
+
+from ..devices import resolve_device
+from ..modelfile import LoadedModel, load_model, save_model
+from ..protocol import (
+    FINAL_EVENTS,
+    ErrorEvent,
+    FinishedEvent,
+    InstanceKey,
+    Pause,
+    PausedEvent,
+    Pin,
+    RequestPreview,
+    Resume,
+    StartedEvent,
+    Stop,
+    UpdateProject,
+)
+from ..training import TrainingSpec
+from ..training.runners import ThreadRunner
+
+POLL_MS = 30
+
+
+class TrainingState(enum.Enum):
+    IDLE = "idle"
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+
+
+class Session(QObject):
+    """Signals: ``event_received`` (every engine event), ``state_changed`` (a :class:`TrainingState`),
+    ``finished`` (the run's last event, once the runner has ended and the model is loaded)."""
+
+    event_received = Signal(object)
+    state_changed = Signal(object)
+    finished = Signal(object)
+
+    def __init__(self, parent=None, runner_factory=ThreadRunner) -> None:
+        super().__init__(parent)
+        self.runner_factory = runner_factory
+        self.runner = None
+        self.state = TrainingState.IDLE
+        self.model: LoadedModel | None = None
+        self.model_path: Path | None = None
+        self.run_dir: Path | None = None
+        self.pins: dict[InstanceKey, float] = {}
+        self._final = None
+        self._timer = QTimer(self)
+        self._timer.setInterval(POLL_MS)
+        self._timer.timeout.connect(self._poll)
+
+    @property
+    def busy(self) -> bool:
+        return self.state is not TrainingState.IDLE
+
+    def _set_state(self, state: TrainingState) -> None:
+        if state is not self.state:
+            self.state = state
+            self.state_changed.emit(state)
+
+    # -- commands -------------------------------------------------------------------------
+    def start(self, project, config, run_dir: Path, init_model=None, preview: RequestPreview | None = None) -> None:
+        """Start training ``project`` (an immutable snapshot) in the background."""
+        if self.busy:
+            raise RuntimeError("a training run is already active")
+        resolve_device(config.device)  # an unusable device is refused here, in one line
+        self.run_dir = Path(run_dir)
+        spec = TrainingSpec(
+            project, config, str(run_dir), False, init_model and str(init_model), dict(self.pins), preview
+        )
+        # leave a core to napari's event loop
+        self.runner = self.runner_factory(spec, threads=max(1, (os.cpu_count() or 2) - 1))
+        self._final = None
+        self._set_state(TrainingState.STARTING)
+        self.runner.start()
+        self._timer.start()
+
+    def send(self, command) -> None:
+        if self.runner is not None and self.busy:
+            self.runner.send(command)
+
+    def stop(self) -> None:
+        if self.busy:
+            self._set_state(TrainingState.STOPPING)
+            self.send(Stop())
+
+    def pause(self, paused: bool) -> None:
+        self.send(Pause() if paused else Resume())
+
+    def pin(self, key, value: float | None) -> None:
+        """Remember the user's pin for every later run, and tell the running one."""
+        key = InstanceKey(*key)
+        if value is None:
+            self.pins.pop(key, None)
+        else:
+            self.pins[key] = float(value)
+        self.send(Pin(key, value))
+
+    def update_project(self, project) -> None:
+        self.send(UpdateProject(project))
+
+    def request_preview(self, request: RequestPreview | None) -> None:
+        self.send(request if request is not None else RequestPreview(None))
+
+    # -- the current model ----------------------------------------------------------------
+    def load_model(self, path) -> LoadedModel:
+        self.model = load_model(path)
+        self.model_path = Path(path)
+        return self.model
+
+    def save_model(self, path) -> Path:
+        if self.model is None:
+            raise ValueError("no model yet: train or load one first")
+        return save_model(path, self.model)
+
+    # -- events ---------------------------------------------------------------------------
+    def _poll(self) -> None:
+        runner = self.runner
+        if runner is None:
+            return
+        for event in runner.poll():
+            self._track(event)
+            self.event_received.emit(event)
+        if not runner.alive and not runner.outbox.qsize():
+            self._finish()
+
+    def _track(self, event) -> None:
+        if isinstance(event, StartedEvent) and self.state is TrainingState.STARTING:
+            self._set_state(TrainingState.RUNNING)
+        elif isinstance(event, PausedEvent) and self.state is not TrainingState.STOPPING:
+            self._set_state(TrainingState.PAUSED if event.paused else TrainingState.RUNNING)
+        elif isinstance(event, FINAL_EVENTS):
+            self._final = event
+            if isinstance(event, FinishedEvent) and event.run_dir:
+                self.load_model(Path(event.run_dir) / "model.pt")
+
+    def _finish(self) -> None:
+        self._timer.stop()
+        self.runner = None
+        final = self._final or ErrorEvent(0, "training ended without a result")
+        self._set_state(TrainingState.IDLE)
+        self.finished.emit(final)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop a running training and wait for it (on viewer close)."""
+        runner = self.runner
+        if runner is not None:
+            runner.send(Stop())
+            runner.join(timeout)
+        self._timer.stop()

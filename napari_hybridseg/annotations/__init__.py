@@ -1,0 +1,35 @@
+"""The annotation model: images with full masks, boxes and scribbles, and the project folder.
+
+No torch, no napari, no Qt.
+"""
+
+from .box_files import BOX_COLUMNS_2D, BOX_COLUMNS_3D, boxes_to_csv, parse_boxes_csv, read_boxes_csv
+from .model import (
+    BACKGROUND_STROKE,
+    FIRST_OBJECT_STROKE,
+    Box,
+    ImageAnnotations,
+    validate_annotations,
+    validate_image,
+)
+from .project import Project, save_image_annotations
+from .strokes import Stroke, parse_stroke_id, slice_strokes
+
+__all__ = [
+    "BACKGROUND_STROKE",
+    "BOX_COLUMNS_2D",
+    "BOX_COLUMNS_3D",
+    "FIRST_OBJECT_STROKE",
+    "Box",
+    "ImageAnnotations",
+    "Project",
+    "Stroke",
+    "boxes_to_csv",
+    "parse_boxes_csv",
+    "parse_stroke_id",
+    "read_boxes_csv",
+    "save_image_annotations",
+    "slice_strokes",
+    "validate_annotations",
+    "validate_image",
+]

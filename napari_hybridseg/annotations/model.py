@@ -1,0 +1,163 @@
+"""One image and what is drawn on it: full mask, boxes, scribbles; and their validation."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..errors import AnnotationError
+from ..images import ImageMeta, spatial_axes
+
+BACKGROUND_STROKE = 1
+FIRST_OBJECT_STROKE = 2
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box; ``y1``/``x1`` exclusive; ``z`` is the slice in a volume."""
+
+    id: int
+    y0: int
+    x0: int
+    y1: int
+    x1: int
+    z: int | None = None
+
+    @property
+    def area(self) -> int:
+        return max(0, self.y1 - self.y0) * max(0, self.x1 - self.x0)
+
+
+@dataclass
+class ImageAnnotations:
+    """One image and everything drawn on it."""
+
+    name: str
+    image: np.ndarray
+    meta: ImageMeta = field(default_factory=ImageMeta)
+    strong: np.ndarray | None = None
+    boxes: list[Box] = field(default_factory=list)
+    scribbles: np.ndarray | None = None
+    exhaustive: bool = True
+    axes: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.axes:
+            self.axes = spatial_axes(self.image)
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return self.image.shape[:2] if self.axes == "yxc" else self.image.shape
+
+    @property
+    def is_volume(self) -> bool:
+        return self.axes == "zyx"
+
+    @property
+    def n_channels(self) -> int:
+        return self.image.shape[-1] if self.axes == "yxc" else 1
+
+    @property
+    def has_scribbles(self) -> bool:
+        return self.scribbles is not None and bool(np.any(self.scribbles > 0))
+
+    def weak_slices(self) -> list[int]:
+        """Slices of a volume that carry boxes or scribbles, in order."""
+        zs = {b.z for b in self.boxes if b.z is not None}
+        if self.scribbles is not None and self.is_volume:
+            zs |= set(np.flatnonzero((self.scribbles > 0).any(axis=(1, 2))).tolist())
+        return sorted(zs)
+
+    @property
+    def role(self) -> str:
+        """``"strong"``, ``"weak"`` or ``"unlabelled"``."""
+        if self.strong is not None:
+            return "strong"
+        if self.boxes or self.has_scribbles:
+            return "weak"
+        return "unlabelled"
+
+    def frozen(self, image: np.ndarray | None = None) -> ImageAnnotations:
+        """A copy whose arrays are read-only copies (``image``: an already frozen image to share)."""
+        return replace(
+            self,
+            image=image if image is not None else read_only_copy(self.image),
+            strong=None if self.strong is None else read_only_copy(self.strong),
+            scribbles=None if self.scribbles is None else read_only_copy(self.scribbles),
+            boxes=list(self.boxes),
+        )
+
+
+def read_only_copy(arr) -> np.ndarray:
+    out = np.array(arr, copy=True)
+    out.flags.writeable = False
+    return out
+
+
+def label_array(arr: np.ndarray, where: str) -> np.ndarray:
+    """Check that a mask/scribble array holds non-negative integers; return it as int32."""
+    if arr.dtype == np.bool_:
+        return arr.astype(np.int32)
+    if np.issubdtype(arr.dtype, np.floating):
+        finite = np.isfinite(arr)
+        if not finite.all() or not np.array_equal(arr, np.round(arr)):
+            raise AnnotationError(f"{where}: values must be integers (found non-integer values)")
+    elif not np.issubdtype(arr.dtype, np.integer):
+        raise AnnotationError(f"{where}: values must be integers (found dtype {arr.dtype})")
+    if arr.size and arr.min() < 0:
+        raise AnnotationError(f"{where}: values must be >= 0 (found {arr.min()})")
+    return arr.astype(np.int32)
+
+
+def validate_image(arr: np.ndarray, where: str) -> None:
+    if arr.ndim not in (2, 3) or min(arr.shape) == 0:
+        raise AnnotationError(f"{where}: expected a 2D or 3D image, got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise AnnotationError(f"{where}: image has non-numeric dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise AnnotationError(f"{where}: image contains NaN or Inf values")
+
+
+def check_box(box: Box, shape: tuple[int, ...], where: str) -> Box:
+    """Refuse an inverted, empty or off-image box; clip one that extends past the image."""
+    if box.y1 < box.y0 or box.x1 < box.x0:
+        raise AnnotationError(f"{where}: box {box.id} is inverted (y1 < y0 or x1 < x0)")
+    if box.y1 == box.y0 or box.x1 == box.x0:
+        raise AnnotationError(f"{where}: box {box.id} is empty (zero height or width)")
+    h, w = shape[-2:]
+    if box.z is not None and not 0 <= box.z < shape[0]:
+        raise AnnotationError(f"{where}: box {box.id} is on slice {box.z}, outside 0..{shape[0] - 1}")
+    clipped = Box(box.id, max(box.y0, 0), max(box.x0, 0), min(box.y1, h), min(box.x1, w), box.z)
+    if clipped.y1 <= clipped.y0 or clipped.x1 <= clipped.x0:
+        raise AnnotationError(f"{where}: box {box.id} lies entirely outside the {h}x{w} image")
+    if clipped != box:
+        warnings.warn(f"{where}: box {box.id} extends past the image and was clipped", stacklevel=3)
+    return clipped
+
+
+def validate_annotations(item: ImageAnnotations, where: str | None = None) -> None:
+    """Validate one image's annotations in memory (the same rules as on disk)."""
+    where = where or item.name
+    validate_image(item.image, where)
+    shape = item.spatial_shape
+    for label, arr in (("mask", item.strong), ("scribbles", item.scribbles)):
+        if arr is None:
+            continue
+        if arr.shape != tuple(shape):
+            raise AnnotationError(f"{where} {label}: shape {arr.shape} differs from the image's {shape}")
+        label_array(arr, f"{where} {label}")
+    seen: set[int] = set()
+    checked = []
+    for box in item.boxes:
+        if box.id in seen:
+            raise AnnotationError(f"{where} boxes: duplicate box id {box.id}")
+        seen.add(box.id)
+        if (box.z is None) == item.is_volume:
+            raise AnnotationError(
+                f"{where} boxes: box {box.id} "
+                + ("needs a slice index z (the image is 3D)" if item.is_volume else "has a z but the image is 2D")
+            )
+        checked.append(check_box(box, shape, f"{where} boxes"))
+    item.boxes = checked

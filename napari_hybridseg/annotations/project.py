@@ -1,0 +1,204 @@
+"""A project folder: images with their full masks, boxes and scribbles.
+
+On disk (the contract shared by the CLI, the napari widget and scripts)::
+
+    PROJECT/images/NAME.(tif|tiff|png|nii|nii.gz)   2D (Y,X), 2D multichannel (Y,X,C) or 3D (Z,Y,X)
+    PROJECT/strong/NAME.(tif|tiff|nii|nii.gz)       full mask: 0 background, >0 foreground
+    PROJECT/boxes/NAME.csv                          id,y0,x0,y1,x1 (2D) or id,z,y0,x0,y1,x1 (3D)
+    PROJECT/scribbles/NAME.(tif|tiff|nii|nii.gz)    0 unlabelled, 1 background, k>=2 object k
+    PROJECT/project.json                            optional per-image flags ("exhaustive")
+
+Box coordinates are pixel indices with ``y1`` and ``x1`` exclusive.  Every write
+is atomic.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_write_text, compound_suffix
+from ..errors import AnnotationError
+from ..images import IMAGE_SUFFIXES, LABEL_SUFFIXES, read_image, strip_suffix, write_image
+from .box_files import boxes_to_csv, read_boxes_csv
+from .model import ImageAnnotations, label_array, validate_annotations, validate_image
+
+
+class Project:
+    """A set of images with their annotations, loaded from or saved to a project folder."""
+
+    def __init__(self, images: list[ImageAnnotations] | None = None, root: Path | None = None):
+        self.images: dict[str, ImageAnnotations] = {}
+        self.root = Path(root) if root is not None else None
+        for item in images or []:
+            self.add(item)
+
+    def add(self, item: ImageAnnotations) -> None:
+        validate_annotations(item)
+        self.images[item.name] = item
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __iter__(self):
+        return iter(self.images.values())
+
+    def __getitem__(self, name: str) -> ImageAnnotations:
+        return self.images[name]
+
+    def by_role(self, role: str) -> list[ImageAnnotations]:
+        return [a for a in self if a.role == role]
+
+    def summary(self) -> dict[str, int]:
+        counts = {"strong": 0, "weak": 0, "unlabelled": 0}
+        for a in self:
+            counts[a.role] += 1
+        return counts
+
+    def frozen(self) -> Project:
+        """An immutable snapshot: every array a read-only copy, safe to hand to another thread."""
+        snapshot = Project(root=self.root)
+        snapshot.images = {name: item.frozen() for name, item in self.images.items()}
+        return snapshot
+
+    # -- disk -------------------------------------------------------------------------
+    @classmethod
+    def load(cls, root: str | Path) -> Project:
+        """Load and validate a project folder; raise :class:`AnnotationError` on problems."""
+        root = Path(root)
+        if not root.is_dir():
+            raise AnnotationError(f"{root}: project folder not found")
+        images = _find_files(root / "images", IMAGE_SUFFIXES)
+        strong = _find_files(root / "strong", LABEL_SUFFIXES)
+        scribbles = _find_files(root / "scribbles", LABEL_SUFFIXES)
+        boxes = _find_files(root / "boxes", (".csv",))
+        for files in (strong, scribbles, boxes):
+            for name, path in files.items():
+                if name not in images:
+                    raise AnnotationError(f"{path}: no image {name!r} in {root / 'images'}")
+        if not images:
+            raise AnnotationError(f"{root}: empty project (no images in {root / 'images'})")
+        flags = _read_flags(root)
+        project = cls(root=root)
+        for name, path in images.items():
+            image, meta = read_image(path)
+            validate_image(image, str(path))
+            item = ImageAnnotations(name=name, image=image, meta=meta)
+            item.exhaustive = bool(flags.get(name, {}).get("exhaustive", True))
+            shape = item.spatial_shape
+            if name in strong:
+                item.strong = _read_label(strong[name], shape)
+            if name in scribbles:
+                item.scribbles = _read_label(scribbles[name], shape)
+            if name in boxes:
+                item.boxes = read_boxes_csv(boxes[name], shape)
+            project.images[name] = item
+        return project
+
+    def save(self, root: str | Path | None = None, names: list[str] | None = None) -> Path:
+        """Write the project (or only ``names``) to ``root`` atomically."""
+        root = Path(root) if root is not None else self.root
+        if root is None:
+            raise ValueError("no project folder given")
+        for name in names if names is not None else list(self.images):
+            save_image_annotations(root, self.images[name])
+        _write_flags(root, {n: {"exhaustive": a.exhaustive} for n, a in self.images.items()})
+        self.root = root
+        return root
+
+
+def _find_files(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if compound_suffix(path) in suffixes:
+            name = strip_suffix(path)
+            if name in found:
+                raise AnnotationError(f"{path}: two files for image {name!r} in {folder}")
+            found[name] = path
+    return found
+
+
+def _read_label(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    arr, _ = read_image(path)
+    if arr.shape != tuple(shape):
+        raise AnnotationError(f"{path}: shape {arr.shape} differs from its image's {tuple(shape)}")
+    return label_array(arr, str(path))
+
+
+def _read_flags(root: Path) -> dict:
+    path = root / "project.json"
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AnnotationError(f"{path}: not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+    images = data.get("images", {}) if isinstance(data, dict) else None
+    if not isinstance(images, dict):
+        raise AnnotationError(f'{path}: expected {{"images": {{NAME: {{...}}}}}}')
+    return images
+
+
+def _write_flags(root: Path, flags: dict) -> None:
+    path = root / "project.json"
+    data: dict = {}
+    if path.exists():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = {}
+    if not isinstance(data, dict):
+        data = {}
+    images = data.setdefault("images", {})
+    for name, value in flags.items():
+        images.setdefault(name, {}).update(value)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _existing(folder: Path, name: str, suffixes: tuple[str, ...]) -> Path | None:
+    for suffix in suffixes:
+        path = folder / f"{name}{suffix}"
+        if path.exists():
+            return path
+    return None
+
+
+def save_image_annotations(root: str | Path, item: ImageAnnotations) -> None:
+    """Write one image and its annotations into the project folder ``root``.
+
+    The image itself is written only when the folder has none for it yet.  An
+    annotation that is now empty has its file removed.
+    """
+    root = Path(root)
+    validate_annotations(item)
+    default_suffix = ".nii.gz" if item.meta.format.startswith("nii") else ".tif"
+    if _existing(root / "images", item.name, IMAGE_SUFFIXES) is None:
+        write_image(root / "images" / f"{item.name}{default_suffix}", item.image, item.meta)
+    for folder, arr in (("strong", item.strong), ("scribbles", item.scribbles)):
+        current = _existing(root / folder, item.name, LABEL_SUFFIXES)
+        keep = arr is not None and (folder == "strong" or bool(np.any(arr > 0)))
+        if keep:
+            target = current or root / folder / f"{item.name}{default_suffix}"
+            write_image(target, _compact_labels(arr), item.meta)
+        elif current is not None:
+            current.unlink()
+    box_path = root / "boxes" / f"{item.name}.csv"
+    if item.boxes:
+        atomic_write_text(box_path, boxes_to_csv(item.boxes, item.is_volume))
+    elif box_path.exists():
+        box_path.unlink()
+
+
+def _compact_labels(arr: np.ndarray) -> np.ndarray:
+    arr = np.asarray(arr)
+    top = int(arr.max()) if arr.size else 0
+    for dtype in (np.uint8, np.uint16, np.int32):
+        if top <= np.iinfo(dtype).max:
+            return arr.astype(dtype)
+    raise AnnotationError(f"label value {top} is too large")

@@ -1,0 +1,37 @@
+"""napari layer data <-> the annotation model, role tags, and how weights are shown.
+
+Works on plain layer-data tuples and duck-typed layers: imports neither napari nor Qt.
+"""
+
+from .layer_data import (
+    META_KEY,
+    ROLE_SUFFIX,
+    annotation_layer_data,
+    annotations_from_layers,
+    box_to_corners,
+    boxes_from_shapes,
+    corners_to_box,
+    image_metadata,
+    layer_name,
+    project_layer_data,
+    role_of,
+)
+from .weights_view import rank_next, scribble_label_weights, stroke_centre, weight_colors
+
+__all__ = [
+    "META_KEY",
+    "ROLE_SUFFIX",
+    "annotation_layer_data",
+    "annotations_from_layers",
+    "box_to_corners",
+    "boxes_from_shapes",
+    "corners_to_box",
+    "image_metadata",
+    "layer_name",
+    "project_layer_data",
+    "rank_next",
+    "role_of",
+    "scribble_label_weights",
+    "stroke_centre",
+    "weight_colors",
+]

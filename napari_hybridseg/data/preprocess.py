@@ -1,0 +1,64 @@
+"""Intensity normalisation and channel layout: the one preprocessing path.
+
+Training, the DII passes, live previews, prediction and export all go through
+:func:`normalize`, so a volume is scaled by the same whole-volume statistics
+whether the engine trains on it, the widget previews one of its slices, or the
+command line exports it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LOW_PERCENTILE = 1.0
+HIGH_PERCENTILE = 99.8
+PERCENTILE_SAMPLE = 2_000_000  # percentiles of 2M pixels suffice
+
+
+def _channels_first(image: np.ndarray, axes: str) -> np.ndarray:
+    """``(C, H, W)`` for ``yx``/``yxc``, ``(Z, C, H, W)`` for ``zyx`` (views, no copy)."""
+    arr = np.asarray(image)
+    if axes == "yx":
+        return arr[None]
+    if axes == "yxc":
+        return np.moveaxis(arr, -1, 0)
+    if axes == "zyx":
+        return arr[:, None]
+    raise ValueError(f"unknown axes {axes!r}")
+
+
+def intensity_ranges(image: np.ndarray, axes: str) -> list[tuple[float, float]]:
+    """``(low, scale)`` of every channel, from the whole image or volume."""
+    arr = _channels_first(image, axes)
+    out = []
+    for c in range(arr.shape[1 if axes == "zyx" else 0]):
+        ch = arr[:, c] if axes == "zyx" else arr[c]
+        sample = np.asarray(ch, dtype=np.float32).ravel()[:: max(1, ch.size // PERCENTILE_SAMPLE)]
+        lo, hi = np.percentile(sample, [LOW_PERCENTILE, HIGH_PERCENTILE])
+        scale = hi - lo if hi > lo else (float(np.asarray(ch, dtype=np.float32).std()) or 1.0)
+        out.append((float(lo), float(scale)))
+    return out
+
+
+def normalize(image: np.ndarray, axes: str, z: int | None = None) -> np.ndarray:
+    """Robust per-image, per-channel scaling to about [0, 1], channels first, float32.
+
+    Returns ``(C, H, W)`` for ``yx``/``yxc`` images, ``(Z, C, H, W)`` for ``zyx``
+    volumes, or ``(C, H, W)`` for slice ``z`` of a volume (scaled by the whole
+    volume's statistics).  Percentiles (1, 99.8) make it indifferent to dtype, camera
+    offsets and a few hot pixels: uint8, uint16 with an offset and float all land in
+    the same range.
+    """
+    ranges = intensity_ranges(image, axes)
+    arr = _channels_first(image, axes)
+    if z is not None:
+        if axes != "zyx":
+            raise ValueError(f"slice {z} requested of a {axes} image")
+        arr = arr[z]
+    arr = np.asarray(arr, dtype=np.float32)
+    out = np.empty(arr.shape, np.float32)
+    chan_axis = 1 if out.ndim == 4 else 0
+    for c, (lo, scale) in enumerate(ranges):
+        index = (slice(None), c) if chan_axis else (c,)
+        out[index] = (arr[index] - lo) / scale
+    return out

@@ -1,0 +1,208 @@
+"""Dense training targets and instance-id maps from strong and weak annotations.
+
+Every training sample (a 2D image, or one annotated slice of a volume) gets:
+
+* ``target`` int8: the class id of each pixel (0 background), -1 where the
+  cross-entropy term ignores it;
+* ``instance`` int32: the weak instance each supervised pixel belongs to (-1 for
+  strong or unsupervised pixels).  Each pixel belongs to at most one instance, so
+  per-instance gradients are one scatter-add (see ``training/dii.py``);
+* ``boxmap`` int32 (box-projection target only): the box whose projection and
+  affinity terms a pixel takes part in (-1 elsewhere), an index into
+  ``TrainingSet.box_instance`` and ``box_class``;
+* ``boxcore`` bool (box-projection target with ``ellipse`` weight updates only):
+  pixels inside the ellipse inscribed in the box that owns them, which that update
+  reads as the box's claim.
+
+A box is its class inside (``filled``) or constrains the mask's projections
+(``projection``; its region, the box plus a one-pixel ring for the affinity
+term, is ignored by the cross-entropy); pixels outside every box are background
+only in exhaustively boxed images; every connected scribble stroke labels its own
+pixels and is its own instance.  Where boxes overlap, the smaller box owns the
+overlap.  Images are taken in name order, so a project gives the same training
+set however it was assembled (folder, napari layers, script).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..annotations import BACKGROUND_STROKE, Box, ImageAnnotations, Project, slice_strokes
+from ..config import TrainConfig
+from ..errors import AnnotationError
+from ..methods import Method, get_method
+from ..protocol import InstanceKey
+from ..task import Task, task_for
+from .preprocess import normalize
+
+FOREGROUND = 1  # the class of boxes and object strokes in a project with one structure
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """A weak instance and the signature of its annotation (changes when it is edited)."""
+
+    key: InstanceKey
+    signature: str = ""
+
+
+@dataclass
+class TrainingSample:
+    name: str
+    z: int | None
+    image: np.ndarray  # (C, *spatial) float32, normalised
+    target: np.ndarray  # (*spatial) int8
+    instance: np.ndarray  # (*spatial) int32
+    strong: bool
+    boxmap: np.ndarray | None = None  # (*spatial) int32
+    boxcore: np.ndarray | None = None  # (*spatial) bool
+    image_instances: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return self.target.shape
+
+
+@dataclass
+class TrainingSet:
+    samples: list[TrainingSample]
+    instances: list[InstanceRecord]
+    box_instance: np.ndarray  # (n_boxes,) instance index of every box
+    box_class: np.ndarray  # (n_boxes,) class of every box
+    task: Task
+
+    @property
+    def strong(self) -> list[TrainingSample]:
+        return [s for s in self.samples if s.strong]
+
+    @property
+    def weak(self) -> list[TrainingSample]:
+        return [s for s in self.samples if not s.strong]
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self.instances: list[InstanceRecord] = []
+        self.index: dict[InstanceKey, int] = {}
+        self.box_instance: list[int] = []
+        self.box_class: list[int] = []
+
+    def get(self, key: InstanceKey, signature: str = "") -> int:
+        if key not in self.index:
+            self.index[key] = len(self.instances)
+            self.instances.append(InstanceRecord(key, signature))
+        return self.index[key]
+
+    def new_box(self, instance_index: int, cls: int) -> int:
+        self.box_instance.append(instance_index)
+        self.box_class.append(cls)
+        return len(self.box_instance) - 1
+
+
+def inscribed_ellipse(h: int, w: int) -> np.ndarray:
+    """(h, w) bool: the pixels whose centres lie inside the ellipse inscribed in an
+    h x w rectangle (a tight box's claim for a convex, roughly elliptical object)."""
+    yy = (np.arange(h) + 0.5 - h / 2) / (h / 2)
+    xx = (np.arange(w) + 0.5 - w / 2) / (w / 2)
+    return yy[:, None] ** 2 + xx[None, :] ** 2 <= 1.0
+
+
+def _stroke_class(label: int) -> int:
+    return 0 if label == BACKGROUND_STROKE else FOREGROUND
+
+
+def _weak_sample(
+    item: ImageAnnotations,
+    z: int | None,
+    image: np.ndarray,
+    boxes: list[Box],
+    scribbles: np.ndarray | None,
+    cfg: TrainConfig,
+    ellipse: bool,
+    reg: _Registry,
+) -> TrainingSample:
+    h, w = image.shape[-2:]
+    target = np.full((h, w), -1, np.int8)
+    instance = np.full((h, w), -1, np.int32)
+    projection = cfg.box_target == "projection"
+    boxmap = np.full((h, w), -1, np.int32) if projection else None
+    boxcore = np.zeros((h, w), bool) if projection and ellipse else None
+    image_inst = reg.get(InstanceKey(item.name, "image", "image")) if cfg.granularity == "image" else None
+
+    def inst(name: str, kind: str, sig: str = "") -> int:
+        return image_inst if image_inst is not None else reg.get(InstanceKey(item.name, name, kind), sig)
+
+    covered = np.zeros((h, w), bool)
+    for box in sorted(boxes, key=lambda b: -b.area):  # smaller boxes drawn last own overlaps
+        k = inst(str(box.id), "box", f"{box.z},{box.y0},{box.x0},{box.y1},{box.x1}")
+        rect = (slice(box.y0, box.y1), slice(box.x0, box.x1))
+        if projection:
+            region = (slice(max(box.y0 - 1, 0), box.y1 + 1), slice(max(box.x0 - 1, 0), box.x1 + 1))
+            target[region] = -1
+            instance[region] = k
+            covered[region] = True
+            boxmap[rect] = reg.new_box(k, FOREGROUND)
+            if boxcore is not None:
+                boxcore[rect] = inscribed_ellipse(box.y1 - box.y0, box.x1 - box.x0)
+        else:
+            target[rect] = FOREGROUND
+            instance[rect] = k
+            covered[rect] = True
+    if boxes and item.exhaustive:
+        bg = ~covered
+        target[bg] = 0
+        instance[bg] = inst("background", "background")
+    if scribbles is not None:
+        for stroke in slice_strokes(scribbles, z):
+            target.flat[stroke.pixels] = _stroke_class(stroke.label)
+            instance.flat[stroke.pixels] = inst(stroke.instance_id, "scribble", stroke.signature)
+    return TrainingSample(item.name, z, image, target, instance, False, boxmap, boxcore)
+
+
+def _strong_samples(item: ImageAnnotations, norm: np.ndarray) -> list[TrainingSample]:
+    fg = (item.strong > 0).astype(np.int8)
+    out = []
+    for z in range(norm.shape[0]) if item.is_volume else [None]:
+        img = norm[z] if z is not None else norm
+        tgt = fg[z] if z is not None else fg
+        out.append(TrainingSample(item.name, z, img, tgt, np.full(tgt.shape, -1, np.int32), True))
+    return out
+
+
+def build_training_set(project: Project, cfg: TrainConfig, method: Method | None = None) -> TrainingSet:
+    """Turn a project into training samples and the table of weak instances."""
+    method = method or get_method(cfg.method)
+    task = task_for(project)
+    ellipse = method.learns_weights and cfg.dii_box_target == "ellipse"
+    reg = _Registry()
+    samples: list[TrainingSample] = []
+    for name in sorted(project.images):
+        item = project[name]
+        role = item.role
+        if role == "unlabelled" or (role == "weak" and not method.uses_weak):
+            continue
+        norm = normalize(item.image, item.axes)
+        if role == "strong":
+            samples.extend(_strong_samples(item, norm))
+            continue
+        first = len(reg.instances)
+        own = []
+        for z in item.weak_slices() if item.is_volume else [None]:
+            boxes = [b for b in item.boxes if b.z == z]
+            scribbles = item.scribbles if z is None or item.scribbles is None else item.scribbles[z]
+            own.append(_weak_sample(item, z, norm if z is None else norm[z], boxes, scribbles, cfg, ellipse, reg))
+        mine = np.arange(first, len(reg.instances), dtype=np.int64)
+        for s in own:
+            s.image_instances = mine
+        samples.extend(own)
+    if not any(s.strong for s in samples):
+        raise AnnotationError("no image has a full mask: draw a full mask on at least one image (or a crop of one)")
+    return TrainingSet(
+        samples,
+        reg.instances,
+        np.asarray(reg.box_instance, np.int64),
+        np.asarray(reg.box_class, np.int64),
+        task,
+    )

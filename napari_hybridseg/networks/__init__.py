@@ -1,0 +1,23 @@
+"""Segmentation networks: one factory for every task (2D or 3D, any number of classes)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..task import Task
+from .unet import UNet
+
+__all__ = ["UNet", "create_model"]
+
+
+def create_model(task: Task, depth: int = 3, width: int = 16, seed: int | None = None) -> UNet:
+    """A U-Net for ``task``; ``seed`` fixes its initialisation (DCR's two networks use two seeds)."""
+
+    def build() -> UNet:
+        return UNet(task.in_channels, task.n_outputs, depth, width, task.spatial_dims)
+
+    if seed is None:
+        return build()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()

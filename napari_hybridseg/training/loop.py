@@ -1,0 +1,243 @@
+"""The training loop: takes commands, yields events, owns nothing else.
+
+``TrainingLoop.events(inbox)`` trains and yields the events of
+:mod:`napari_hybridseg.protocol`; between steps it reads the commands waiting in
+``inbox`` (anything with ``get()`` and ``get_nowait()``, such as a
+``queue.Queue`` or a ``multiprocessing`` queue).  The same loop therefore runs
+under the command line, in a thread next to napari, or in another process.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import protocol as P
+from ..config import TrainConfig
+from ..data.sampler import PatchSampler
+from ..data.targets import build_training_set
+from ..devices import resolve_device
+from ..errors import AnnotationError, ConfigError, ModelFileError
+from ..methods import get_method
+from .dii import DiiScorer
+from .preview import Previewer
+from .run_folder import RunFolder
+from .schedule import plan_dii, poly_lr
+from .state import TrainState
+from .step import StepContext, train_step
+from .weights import InstanceWeights
+
+
+@dataclass
+class TrainingSpec:
+    """Everything needed to start a run, as plain data: it can cross a process boundary."""
+
+    project: object
+    config: TrainConfig
+    run_dir: str | None = None
+    resume: bool = False
+    init_model: str | None = None
+    pins: dict = field(default_factory=dict)
+    preview: P.RequestPreview | None = None
+
+
+class TrainingLoop:
+    """Train one or two networks on a project's strong and weak annotations.
+
+    Parameters
+    ----------
+    project
+        The annotations (an immutable snapshot when other threads may edit them).
+    config
+        Training options.
+    run_dir
+        Where the model, ``config.json``, ``metrics.jsonl``, ``weights.csv`` and
+        checkpoints go; ``None`` keeps everything in memory.
+    resume
+        Continue from ``run_dir/checkpoint.pt`` (same networks, optimisers, weights
+        and random state; ``config.steps`` is the new total).
+    init_model
+        Start the networks from a saved model ("continue from the current model").
+    pins
+        ``{InstanceKey: value}``: weights the user fixed.
+    """
+
+    def __init__(self, project, config=None, run_dir=None, resume=False, init_model=None, pins=None) -> None:
+        self.config = config or TrainConfig()
+        self.method = get_method(self.config.method)
+        self.device = resolve_device(self.config.device)
+        self.run_folder = RunFolder(run_dir) if run_dir is not None else None
+        self.project = project
+        self.tset = build_training_set(project, self.config, self.method)
+        self.task = self.tset.task
+        self.state = TrainState.create(self.task, self.config, self.method, self.device, init_model)
+        self.weights = InstanceWeights(self.tset.instances, self.device, pins)
+        self.previewer = Previewer(project, self.task, self.config, self.device)
+        self._bind_training_set()
+        self._paused = self._stopped = False
+        if resume:
+            if self.run_folder is None:
+                raise ConfigError("resume needs a run folder")
+            self._restore()
+
+    @classmethod
+    def from_spec(cls, spec: TrainingSpec) -> TrainingLoop:
+        loop = cls(spec.project, spec.config, spec.run_dir, spec.resume, spec.init_model, spec.pins)
+        if spec.preview is not None:
+            loop.previewer.set_request(spec.preview)
+        return loop
+
+    def _bind_training_set(self) -> None:
+        cfg, tset = self.config, self.tset
+        self.sampler = PatchSampler(
+            tset, cfg.patch_size, cfg.batch_size, cfg.strong_per_batch, self.state.rng, cfg.augment
+        )
+        self.step_context = StepContext.build(cfg, self.method, tset, self.device)
+        self.scorer = DiiScorer(cfg, tset, len(self.weights), self.state.nets[0].size_multiple, self.device)
+        weak_pixels = sum(s.target.size for s in tset.weak)
+        patch_pixels = cfg.patch_size ** len(tset.samples[0].spatial_shape)
+        steps_per_epoch = self.sampler.steps_per_epoch()
+        self.schedule = plan_dii(cfg, self.method.n_networks, steps_per_epoch, weak_pixels, patch_pixels)
+
+    @property
+    def learns_weights(self) -> bool:
+        return self.method.learns_weights and len(self.weights) > 0
+
+    # -- the parts of a step --------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        """One optimisation step on a freshly sampled batch."""
+        return train_step(self.state, self.step_context, self.sampler.sample(), self.weights.values())
+
+    def dii_update(self):
+        """One weight update: ``grad(gamma_k) = -g_S . g_k``, averaged over the networks."""
+        hyper = self.scorer.hypergradient(self.state.nets)
+        self.weights.step(hyper, poly_lr(self.schedule.lr, self.state.step, self.config.steps))
+        return hyper
+
+    def weights_event(self) -> P.WeightsEvent:
+        return P.WeightsEvent(self.state.step, self.weights.table())
+
+    # -- commands -------------------------------------------------------------------------
+    def _apply(self, command) -> Iterator:
+        if isinstance(command, P.Pause):
+            self._paused = True
+        elif isinstance(command, P.Resume):
+            self._paused = False
+        elif isinstance(command, P.Stop):
+            self._stopped, self._paused = True, False
+        elif isinstance(command, P.UpdateProject):
+            yield self._update_project(command.project)
+            yield self.weights_event()
+        elif isinstance(command, P.Pin):
+            self.weights.pin(command.key, command.value)
+            yield self.weights_event()
+        elif isinstance(command, P.RequestPreview):
+            self.previewer.set_request(command)
+        else:
+            raise TypeError(f"unknown command {command!r}")
+
+    def _update_project(self, project) -> P.AnnotationsUpdatedEvent:
+        try:
+            tset = build_training_set(project, self.config, self.method)
+            if tset.task != self.task:
+                raise AnnotationError(f"the annotations now describe {tset.task}, the networks learn {self.task}")
+        except AnnotationError as exc:
+            return P.AnnotationsUpdatedEvent(self.state.step, len(self.weights), str(exc))
+        self.project, self.tset = project, tset
+        self.weights = self.weights.carried_to(tset.instances)
+        self.previewer.set_project(project)
+        self._bind_training_set()
+        return P.AnnotationsUpdatedEvent(self.state.step, len(self.weights))
+
+    def _drain(self, inbox) -> Iterator:
+        while inbox is not None:
+            try:
+                command = inbox.get_nowait()
+            except queue.Empty:
+                return
+            yield from self._apply(command)
+
+    def _wait_while_paused(self, inbox) -> Iterator:
+        yield P.PausedEvent(self.state.step, True)
+        while self._paused and not self._stopped:
+            yield from self._apply(inbox.get())
+        if not self._stopped:
+            yield P.PausedEvent(self.state.step, False)
+
+    # -- files ----------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        return self.run_folder.save_checkpoint(self.config, self.state.state_dict(), self.weights.state_dict())
+
+    def _restore(self) -> None:
+        path = self.run_folder.checkpoint
+        data = self.run_folder.load_checkpoint()
+        try:
+            self.state.load_state_dict(data)
+            self.weights.load_state_dict(data)
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise ModelFileError(
+                f"{path}: checkpoint does not match this run ({str(exc).splitlines()[0][:160]})"
+            ) from None
+
+    def _write_outputs(self) -> None:
+        self.save_checkpoint()
+        self.run_folder.save_model(self.state.network_states(), self.config, self.task)
+        self.run_folder.write_weights(self.weights.csv())
+
+    # -- the loop -------------------------------------------------------------------------
+    def events(self, inbox=None) -> Iterator:
+        """Train, yielding events; ends with :class:`FinishedEvent` or :class:`ErrorEvent`."""
+        try:
+            yield from self._events(inbox)
+        except Exception as exc:  # surfaced as an event; the last checkpoint stays on disk
+            yield P.ErrorEvent(self.state.step, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+
+    def _events(self, inbox) -> Iterator:
+        cfg, st, run = self.config, self.state, self.run_folder
+        if run is not None:
+            run.prepare(cfg, st.step)
+        yield P.StartedEvent(
+            str(self.device),
+            cfg.steps,
+            st.step,
+            len(self.weights),
+            {"strong slices": len(self.tset.strong), "weak slices": len(self.tset.weak)},
+            self.schedule.as_tuple() if self.learns_weights else None,
+            self.schedule.lr if self.learns_weights else None,
+        )
+        yield self.weights_event()
+        t0 = time.perf_counter() - st.elapsed
+        while st.step < cfg.steps:
+            yield from self._drain(inbox)
+            if self._paused and not self._stopped:
+                pause_start = time.perf_counter()
+                yield from self._wait_while_paused(inbox)
+                t0 += time.perf_counter() - pause_start
+            if self._stopped:
+                break
+            losses = self.train_step()
+            st.step += 1
+            st.elapsed = time.perf_counter() - t0
+            if self.learns_weights and self.schedule.due(st.step):
+                self.dii_update()
+                yield self.weights_event()
+                if run is not None:
+                    run.write_weights(self.weights.csv())
+            yield P.StepEvent(st.step, cfg.steps, losses, st.elapsed, losses["lr"])
+            if run is not None and (st.step % cfg.log_every == 0 or st.step == cfg.steps):
+                run.log(
+                    {"step": st.step, **{k: round(v, 6) for k, v in losses.items()}, "elapsed": round(st.elapsed, 3)}
+                )
+            if self.previewer.due(st.step):
+                preview = self.previewer.event(st.step, st.nets)
+                if preview is not None:
+                    yield preview
+            if run is not None and st.step % cfg.checkpoint_every == 0:
+                yield P.CheckpointEvent(st.step, str(self.save_checkpoint()))
+        if run is not None:
+            self._write_outputs()
+        yield P.FinishedEvent(st.step, str(run.root) if run else None, self._stopped, st.elapsed)

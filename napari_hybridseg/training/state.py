@@ -1,0 +1,98 @@
+"""Everything a training run changes as it goes, in one object with one ``state_dict``.
+
+The networks, their optimiser, the random state, the step counter and the
+clock.  The other parts of the engine are functions over it (and over the
+instance weights, which :mod:`.weights` owns).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig
+from ..devices import Precision, precision_for
+from ..errors import ModelFileError
+from ..methods import Method
+from ..modelfile import load_model
+from ..networks import UNet, create_model
+from ..task import Task
+
+
+@dataclass
+class TrainState:
+    nets: list[UNet]
+    opt: torch.optim.Optimizer
+    rng: np.random.Generator
+    device: torch.device
+    precision: Precision
+    step: int = 0
+    elapsed: float = 0.0
+
+    @classmethod
+    def create(
+        cls, task: Task, cfg: TrainConfig, method: Method, device: torch.device, init_model: str | Path | None = None
+    ) -> TrainState:
+        """Fresh networks (seeded; DCR's two from two seeds), or ones started from ``init_model``."""
+        torch.manual_seed(cfg.seed)
+        nets = [
+            create_model(task, cfg.depth, cfg.width, seed=cfg.seed * 1000 + k).to(device)
+            for k in range(method.n_networks)
+        ]
+        if init_model is not None:
+            _start_from(nets, task, cfg, init_model)
+        opt = torch.optim.AdamW([p for n in nets for p in n.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return cls(nets, opt, np.random.default_rng(cfg.seed), device, precision_for(device))
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+
+    def network_states(self) -> list[dict[str, torch.Tensor]]:
+        """CPU copies of every network's weights and buffers."""
+        return [{k: v.detach().cpu().clone() for k, v in n.state_dict().items()} for n in self.nets]
+
+    def state_dict(self) -> dict:
+        out = {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "nets": self.network_states(),
+            "opt": self.opt.state_dict(),
+            "numpy_rng": json.dumps(self.rng.bit_generator.state),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if self.precision.scaler is not None:
+            out["scaler"] = self.precision.scaler.state_dict()
+        return out
+
+    def load_state_dict(self, data: dict) -> None:
+        for net, state in zip(self.nets, data["nets"], strict=True):
+            net.load_state_dict(state)
+        self.opt.load_state_dict(data["opt"])
+        self.rng.bit_generator.state = json.loads(data["numpy_rng"])
+        torch.set_rng_state(data["torch_rng"])
+        if self.precision.scaler is not None and "scaler" in data:
+            self.precision.scaler.load_state_dict(data["scaler"])
+        self.step = int(data["step"])
+        self.elapsed = float(data.get("elapsed", 0.0))
+
+
+def _start_from(nets: list[UNet], task: Task, cfg: TrainConfig, path: str | Path) -> None:
+    model = load_model(path)
+    if model.task.in_channels != task.in_channels:
+        raise ModelFileError(
+            f"{path}: model expects {model.task.in_channels} channel(s), the images have {task.in_channels}"
+        )
+    if model.task != task:
+        raise ModelFileError(f"{path}: model was trained for {model.task}, this project is {task}")
+    if (model.config.depth, model.config.width) != (cfg.depth, cfg.width):
+        raise ModelFileError(
+            f"{path}: model has depth {model.config.depth}, width {model.config.width}; "
+            f"the run asks for {cfg.depth}, {cfg.width}"
+        )
+    for k, net in enumerate(nets):
+        net.load_state_dict(model.nets[k % len(model.nets)].state_dict())

@@ -1,0 +1,117 @@
+"""One optimisation step of the networks on a batch, for any method."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig
+from ..data.sampler import Batch
+from ..data.targets import TrainingSet
+from ..losses import affinity_edges, box_losses, pixel_ce
+from ..methods import Method
+from .dcr import co_regularisation, cr_weight
+from .schedule import poly_lr
+from .state import TrainState
+
+
+@dataclass
+class StepContext:
+    """What a step needs to know about the method and the training set, on the device."""
+
+    cfg: TrainConfig
+    method: Method
+    box_instance: torch.Tensor  # (n_boxes,) instance of every box of the training set
+    box_class: torch.Tensor  # (n_boxes,) class of every box
+    image_instances: list[torch.Tensor]  # per sample: the instances of its image
+
+    @classmethod
+    def build(cls, cfg: TrainConfig, method: Method, tset: TrainingSet, device) -> StepContext:
+        def to(a: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(a, dtype=torch.long, device=device)
+
+        return cls(
+            cfg, method, to(tset.box_instance), to(tset.box_class), [to(s.image_instances) for s in tset.samples]
+        )
+
+
+def crop_boxes(boxmap: torch.Tensor, box_instance: torch.Tensor, box_class: torch.Tensor):
+    """Number the boxes of a batch by (crop, box): the same box in two crops is two
+    terms, each with its own rows, columns and patch edges.
+
+    Returns ``(local map, n, instance per box, class per box)``; the local map is
+    ``(B, *P)`` with ids ``0..n-1`` (-1 outside boxes).
+    """
+    present = boxmap >= 0
+    if not present.any():
+        return boxmap, 0, box_instance[:0], box_class[:0]
+    n_global = len(box_instance)
+    crop = torch.arange(boxmap.shape[0], device=boxmap.device).view(-1, *([1] * (boxmap.ndim - 1)))
+    key = torch.where(present, crop * n_global + boxmap, -1)
+    # a lookup table instead of torch.unique: no sort of every box pixel
+    used = torch.nonzero(torch.bincount(key[present], minlength=boxmap.shape[0] * n_global))[:, 0]
+    table = torch.full((boxmap.shape[0] * n_global + 1,), -1, dtype=key.dtype, device=key.device)
+    table[used] = torch.arange(len(used), dtype=key.dtype, device=key.device)
+    local = table[key]  # -1 reads the spare last entry, -1
+    which = used % n_global
+    return local, int(used.numel()), box_instance[which], box_class[which]
+
+
+def pixel_weights(ctx: StepContext, batch: Batch, instance: torch.Tensor, gamma: torch.Tensor):
+    """Per-pixel weights ``(w_seg, w_cr)``: 1 on strong crops, the instance's weight on
+    weak pixels; for co-regularisation, weak pixels in no instance take the mean weight
+    of their image's instances (``w_cr`` is ``None`` without DCR)."""
+    strong = torch.as_tensor(batch.strong, device=gamma.device).view(-1, *([1] * (instance.ndim - 1)))
+    g_pix = torch.cat([gamma, gamma.new_ones(1)])[instance]  # -1 (no instance) reads the 1
+    ones = torch.ones_like(g_pix)
+    w_seg = torch.where(strong, ones, torch.where(instance >= 0, g_pix, torch.zeros_like(g_pix)))
+    if not ctx.method.co_regularises:
+        return w_seg, None
+    means = []
+    for i in batch.sample_index:
+        own = ctx.image_instances[int(i)]
+        means.append(gamma[own].mean() if own.numel() else gamma.new_ones(()))
+    mean_g = torch.stack(means).view(-1, *([1] * (instance.ndim - 1)))
+    w_cr = torch.where(strong, ones, torch.where(instance >= 0, g_pix, mean_g.expand_as(g_pix)))
+    valid = torch.as_tensor(batch.valid, device=gamma.device)
+    return w_seg, w_cr * valid
+
+
+def train_step(state: TrainState, ctx: StepContext, batch: Batch, gamma: torch.Tensor) -> dict[str, float]:
+    """One step on ``batch`` with instance weights ``gamma``; returns the loss terms and lr."""
+    cfg, dev = ctx.cfg, state.device
+    for n in state.nets:
+        n.train()
+    x = torch.from_numpy(batch.image).to(dev, non_blocking=True)
+    t = torch.from_numpy(batch.target).to(dev, non_blocking=True)
+    instance = torch.from_numpy(batch.instance).to(dev, non_blocking=True)
+    w_seg, w_cr = pixel_weights(ctx, batch, instance, gamma)
+    boxmap, n_boxes, box_inst, box_cls = crop_boxes(
+        torch.from_numpy(batch.boxmap).to(dev), ctx.box_instance, ctx.box_class
+    )
+    edges = affinity_edges(x, cfg.affinity_threshold) if n_boxes else None
+    n_sup = ((t >= 0) | (boxmap >= 0)).sum().clamp(min=1)
+    lr = poly_lr(cfg.lr, state.step, cfg.steps)
+    state.set_lr(lr)
+    with state.precision.autocast():
+        logits = [n(x) for n in state.nets]
+    seg = x.new_zeros(())
+    for z in logits:
+        z = z.float()
+        seg = seg + (w_seg * pixel_ce(z, t)).sum() / n_sup
+        if n_boxes:
+            per_box = box_losses(z, boxmap, n_boxes, edges, cfg.pairwise_weight, box_cls)
+            seg = seg + (gamma[box_inst] * per_box).sum() / n_sup
+    parts = {"seg": seg}
+    loss = seg
+    if ctx.method.co_regularises:
+        parts["cr"] = co_regularisation(state.nets, x, logits, w_cr, state.rng, state.precision)
+        loss = loss + cr_weight(cfg, state.step) * parts["cr"]
+    state.opt.zero_grad(set_to_none=True)
+    state.precision.backward_and_step(loss, state.opt)
+    parts["total"] = loss
+    out = {k: float(v.detach()) for k, v in parts.items()}
+    out["lr"] = lr
+    return out

@@ -1,0 +1,130 @@
+"""Targets and instance maps built from strong and weak annotations."""
+
+import numpy as np
+import pytest
+
+from napari_hybridseg.annotations import Box, ImageAnnotations, Project
+from napari_hybridseg.config import TrainConfig
+from napari_hybridseg.data.targets import build_training_set, inscribed_ellipse
+from napari_hybridseg.protocol import InstanceKey
+
+TINY = dict(batch_size=2, patch_size=32, width=4, depth=2)
+
+
+def _cfg(**kw):
+    return TrainConfig(**{**TINY, **kw})
+
+
+def _keys(tset):
+    return [r.key for r in tset.instances]
+
+
+def test_box_targets_filled_and_projection(hand_project):
+    filled = build_training_set(hand_project, _cfg(box_target="filled"))
+    w = filled.weak[0]
+    k1 = _keys(filled).index(InstanceKey("w", "1", "box"))
+    kb = _keys(filled).index(InstanceKey("w", "background", "background"))
+    assert (w.target[4:20, 4:20] == 1).all() and (w.instance[4:20, 4:20] == k1).all()
+    assert w.target[0, 0] == 0 and w.instance[0, 0] == kb
+    proj = build_training_set(hand_project, _cfg(box_target="projection")).weak[0]
+    assert (proj.target[3:21, 3:21] == -1).all()  # box and its ring: no cross-entropy
+    assert (proj.instance[3:21, 3:21] == k1).all()
+    assert (proj.boxmap[4:20, 4:20] >= 0).all() and proj.boxmap[3, 3] == -1
+    assert proj.target[0, 0] == 0
+
+
+def test_not_exhaustive_leaves_outside_ignored(hand_project):
+    hand_project["w"].exhaustive = False
+    w = build_training_set(hand_project, _cfg(box_target="filled")).weak[0]
+    assert w.target[0, 0] == -1 and w.instance[0, 0] == -1
+    assert all(r.key.kind == "box" for r in build_training_set(hand_project, _cfg()).instances)
+
+
+def test_overlapping_boxes_smaller_owns_overlap():
+    img = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    p = Project(
+        [
+            ImageAnnotations("s", img, strong=np.zeros((40, 40), np.uint8)),
+            ImageAnnotations("w", img, boxes=[Box(1, 0, 0, 30, 30), Box(2, 10, 10, 20, 20)]),
+        ]
+    )
+    ts = build_training_set(p, _cfg(box_target="filled"))
+    assert ts.weak[0].instance[15, 15] == _keys(ts).index(InstanceKey("w", "2", "box"))
+    assert ts.weak[0].instance[5, 5] == _keys(ts).index(InstanceKey("w", "1", "box"))
+
+
+def test_every_stroke_is_an_instance_with_its_own_target():
+    img = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    scr = np.zeros((32, 32), np.int32)
+    scr[2, 2:10] = 1
+    scr[20, 5:15] = 2
+    scr[26, 5:15] = 2  # a second stroke drawn with the same value
+    p = Project(
+        [ImageAnnotations("s", img, strong=np.ones((32, 32), np.uint8)), ImageAnnotations("w", img, scribbles=scr)]
+    )
+    ts = build_training_set(p, _cfg())
+    w = ts.weak[0]
+    assert (w.target[2, 2:10] == 0).all() and (w.target[20, 5:15] == 1).all() and (w.target[26, 5:15] == 1).all()
+    assert (w.target[scr == 0] == -1).all()
+    assert _keys(ts) == [InstanceKey("w", i, "scribble") for i in ("1@2:2", "2@20:5", "2@26:5")]
+    assert len({w.instance[2, 2], w.instance[20, 5], w.instance[26, 5]}) == 3
+
+
+def test_volume_scribbles_are_one_instance_per_stroke_and_slice():
+    """Each stroke on each slice of a volume has its own weight, with its own signature."""
+    rng = np.random.default_rng(0)
+    vol = rng.random((6, 32, 32)).astype(np.float32)
+    mask = np.zeros((6, 32, 32), np.uint8)
+    mask[:, 10:20, 10:20] = 1
+    scr = np.zeros((6, 32, 32), np.int32)
+    scr[1, 12, 12:18] = 2
+    scr[3, 14, 12:18] = 2
+    p = Project([ImageAnnotations("s", vol, strong=mask), ImageAnnotations("w", vol, scribbles=scr)])
+    ts = build_training_set(p, _cfg())
+    assert _keys(ts) == [InstanceKey("w", "2@1:12:12", "scribble"), InstanceKey("w", "2@3:14:12", "scribble")]
+    scr2 = scr.copy()
+    scr2[3, 15, 12:18] = 2  # the stroke on slice 3 is thickened
+    edited = build_training_set(
+        Project([ImageAnnotations("s", vol, strong=mask), ImageAnnotations("w", vol, scribbles=scr2)]), _cfg()
+    )
+    before = {r.key: r.signature for r in ts.instances}
+    after = {r.key: r.signature for r in edited.instances}
+    assert after[_keys(ts)[0]] == before[_keys(ts)[0]]
+    assert after[_keys(ts)[1]] != before[_keys(ts)[1]]
+
+
+def test_volume_trains_on_annotated_slices():
+    rng = np.random.default_rng(0)
+    vol = rng.random((6, 32, 32)).astype(np.float32)
+    mask = np.zeros((6, 32, 32), np.uint8)
+    mask[:, 10:20, 10:20] = 1
+    p = Project(
+        [
+            ImageAnnotations("s", vol, strong=mask),
+            ImageAnnotations("w", vol, boxes=[Box(1, 5, 5, 15, 15, z=2), Box(2, 5, 5, 15, 15, z=4)]),
+        ]
+    )
+    ts = build_training_set(p, _cfg())
+    assert len(ts.strong) == 6 and sorted(s.z for s in ts.weak) == [2, 4]
+
+
+def test_samples_follow_image_names_not_insertion_order(hand_project):
+    forward = build_training_set(hand_project, _cfg())
+    backward = build_training_set(Project(list(hand_project)[::-1]), _cfg())
+    assert [s.name for s in forward.samples] == [s.name for s in backward.samples] == ["s", "w"]
+    assert forward.instances == backward.instances
+
+
+def test_no_strong_data_is_an_error():
+    img = np.zeros((32, 32), np.float32)
+    with pytest.raises(ValueError, match="full mask"):
+        build_training_set(Project([ImageAnnotations("w", img, boxes=[Box(1, 0, 0, 5, 5)])]), _cfg())
+
+
+def test_inscribed_ellipse_drops_the_corners_only():
+    core = inscribed_ellipse(20, 40)
+    assert core.shape == (20, 40)
+    assert core[10, 20] and core[10, 0] and core[10, 39] and core[0, 20] and core[19, 20]
+    assert not core[0, 0] and not core[19, 39] and not core[0, 39] and not core[19, 0]
+    assert abs(core.mean() - np.pi / 4) < 0.03  # an ellipse fills pi/4 of its box
+    assert inscribed_ellipse(1, 1).all() and inscribed_ellipse(1, 7).all()

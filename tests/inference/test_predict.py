@@ -1,0 +1,99 @@
+"""Prediction: tiled equals whole, slices of volumes like their volume, model files are safe."""
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from napari_hybridseg.config import TrainConfig
+from napari_hybridseg.data.preprocess import normalize
+from napari_hybridseg.errors import ModelFileError
+from napari_hybridseg.inference import predict_array, predict_image
+from napari_hybridseg.modelfile import LoadedModel, load_model, save_model
+from napari_hybridseg.networks import create_model
+from napari_hybridseg.task import Task
+
+
+def test_sliding_window_matches_whole_image_forward():
+    net = create_model(Task(), depth=2, width=4, seed=0).eval()
+    img = np.random.default_rng(0).random((1, 200, 136)).astype(np.float32)
+    tiled = predict_array([net], img, tile=64, overlap=16).probability
+    with torch.no_grad():
+        whole = torch.softmax(net(torch.from_numpy(img[None])), 1)[0, 1].numpy()
+    assert tiled.shape == (200, 136)
+    # tiles see less context at their borders; blending keeps the difference small
+    assert np.abs(tiled - whole).mean() < 0.02
+
+
+def test_one_slice_of_a_volume_is_predicted_as_in_the_whole_volume():
+    nets = [create_model(Task(), 2, 4, seed=s).eval() for s in (0, 1)]
+    vol = np.random.default_rng(0).random((4, 24, 24)).astype(np.float32)
+    vol[2] *= 20
+    whole = predict_image(nets, vol, "zyx")
+    one = predict_image(nets, vol, "zyx", z=2)
+    np.testing.assert_allclose(one.probability, whole.probability[2], atol=1e-6)
+    np.testing.assert_allclose(one.uncertainty, whole.uncertainty[2], atol=1e-6)
+
+
+def test_3d_networks_predict_volumes_in_3d_tiles():
+    net = create_model(Task(1, 1, 3), 2, 4, seed=0).eval()
+    vol = np.random.default_rng(0).random((10, 20, 12)).astype(np.float32)
+    pred = predict_image([net], vol, "zyx")
+    with torch.no_grad():
+        x = torch.from_numpy(np.pad(normalize(vol, "zyx")[:, 0], ((0, 2), (0, 0), (0, 0)), mode="symmetric"))
+        whole = 1 - torch.softmax(net(x[None, None]), 1)[0, 0, :10].numpy()
+    assert pred.probability.shape == (10, 20, 12) and pred.uncertainty is None
+    np.testing.assert_allclose(pred.probability, whole, atol=1e-5)
+
+
+def test_model_file_round_trip_keeps_task_and_weights(tmp_path):
+    task = Task(2, 1, 2)
+    nets = [create_model(task, 2, 4, seed=3)]
+    path = save_model(tmp_path / "m.pt", LoadedModel(nets, TrainConfig(depth=2, width=4), task))
+    back = load_model(path)
+    assert back.task == task and back.in_channels == 2
+    for x, y in zip(nets[0].state_dict().values(), back.nets[0].state_dict().values()):
+        assert torch.equal(x, y)
+
+
+def test_model_files_without_a_task_read_as_one_class_2d(tmp_path):
+    net = create_model(Task(3), 2, 4, seed=0)
+    payload = {
+        "format": "napari-hybridseg-model",
+        "version": 1,
+        "config": json.dumps(TrainConfig(depth=2, width=4).to_dict()),
+        "in_channels": 3,
+        "nets": [net.state_dict()],
+    }
+    torch.save(payload, tmp_path / "old.pt")
+    assert load_model(tmp_path / "old.pt").task == Task(3, 1, 2)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED_BY_PICKLE",))
+
+
+def test_pickled_payload_is_refused_without_running(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "evil.pt"
+    with open(bad, "wb") as fh:
+        pickle.dump({"format": "napari-hybridseg-model", "x": _Payload()}, fh)
+    with pytest.raises(ModelFileError, match="evil.pt"):
+        load_model(bad)
+    torch.save({"format": "napari-hybridseg-model", "x": _Payload()}, tmp_path / "evil2.pt")
+    with pytest.raises(ModelFileError, match="evil2.pt"):
+        load_model(tmp_path / "evil2.pt")
+    assert not (tmp_path / "PWNED_BY_PICKLE").exists()
+
+
+def test_foreign_files_are_refused(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(ModelFileError, match="not a napari-hybridseg model"):
+        load_model(tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_bytes(b"hello")
+    with pytest.raises(ModelFileError, match="junk.pt"):
+        load_model(tmp_path / "junk.pt")

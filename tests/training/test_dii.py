@@ -1,0 +1,295 @@
+"""DII: closed-form per-instance classifier gradients, the direction of the update, the
+schedule and the weights' bookkeeping."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_hybridseg.annotations import ImageAnnotations, Project
+from napari_hybridseg.config import TrainConfig
+from napari_hybridseg.data.targets import InstanceRecord
+from napari_hybridseg.errors import ConfigError
+from napari_hybridseg.losses import affinity_edges, box_losses, pixel_ce
+from napari_hybridseg.networks import create_model
+from napari_hybridseg.protocol import InstanceKey
+from napari_hybridseg.synthetic import synth_image
+from napari_hybridseg.task import Task
+from napari_hybridseg.training import TrainingLoop
+from napari_hybridseg.training.dii import classifier_grads, gradient_space
+from napari_hybridseg.training.schedule import DII_TRAVEL, dii_learning_rate
+from napari_hybridseg.training.weights import InstanceWeights
+
+TINY = dict(steps=1, batch_size=2, patch_size=32, width=4, depth=2)
+
+
+def _net(task=None):
+    return create_model(task or Task(), depth=2, width=4, seed=0).double().eval()
+
+
+def flat_classifier_grad(classifier) -> torch.Tensor:
+    """Autograd's classifier gradient in the layout of ``classifier_grads``."""
+    return torch.cat([classifier.weight.grad.flatten(1), classifier.bias.grad[:, None]], dim=1).flatten()
+
+
+def _autograd_per_instance(net, x, loss_of_k, n):
+    rows = []
+    for k in range(n):
+        net.zero_grad()
+        loss_of_k(net(x), k).backward()
+        rows.append(flat_classifier_grad(net.classifier).clone())
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("task", [Task(), Task(1, 3, 2), Task(1, 1, 3)], ids=str)
+def test_closed_form_equals_autograd_for_cross_entropy(task):
+    torch.manual_seed(0)
+    net = _net(task)
+    shape = (2, *([8] * task.spatial_dims))
+    x = torch.randn(shape[0], 1, *shape[1:], dtype=torch.float64)
+    target = torch.randint(-1, task.n_outputs, shape)
+    inst = torch.randint(-1, 5, shape)
+    inst[target < 0] = -1
+
+    def loss_k(z, k):
+        return (pixel_ce(z, target) * (inst == k)).sum()
+
+    expected = _autograd_per_instance(net, x, loss_k, 5)
+    with torch.no_grad():
+        feats = net.features(x)
+    z = net.classifier(feats).detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(pixel_ce(z, target).sum(), z)
+    got = classifier_grads(feats, g, inst, 5)
+    assert (got - expected).norm() / expected.norm() < 1e-6
+
+
+def test_closed_form_equals_autograd_for_box_projection_and_affinity():
+    torch.manual_seed(1)
+    net = _net()
+    x = torch.rand(1, 1, 32, 32, dtype=torch.float64)
+    boxmap = torch.full((1, 32, 32), -1)
+    boxmap[0, 3:10, 4:12] = 0
+    boxmap[0, 14:25, 15:22] = 1
+    boxmap[0, 26:31, 2:9] = 2
+    region = torch.full_like(boxmap, -1)  # box plus its one-pixel ring, as in targets.py
+    for k in range(3):
+        ring = torch.nn.functional.max_pool2d((boxmap == k).double()[None], 3, 1, 1)[0] > 0
+        region[ring] = k
+    edges = affinity_edges(x, 0.3)
+
+    def loss_k(z, k):
+        return box_losses(z, boxmap, 3, edges, 1.0)[k]
+
+    expected = _autograd_per_instance(net, x, loss_k, 3)
+    with torch.no_grad():
+        feats = net.features(x)
+    z = net.classifier(feats).detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(box_losses(z, boxmap, 3, edges, 1.0).sum(), z)
+    got = classifier_grads(feats, g, region, 3)
+    assert expected.norm() > 0
+    assert (got - expected).norm() / expected.norm() < 1e-6
+
+
+def _extent_loss_reference(z: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """-log p_fg at the most object-like pixel of every row and column of one box."""
+    log_fg = torch.log_softmax(z, 0)[1]
+    loss = z.new_zeros(())
+    for axis in (0, 1):
+        for line in torch.nonzero(box.any(1 - axis))[:, 0].tolist():
+            sel = torch.zeros_like(box)
+            if axis == 0:
+                sel[line] = box[line]
+            else:
+                sel[:, line] = box[:, line]
+            loss = loss - log_fg[sel][(z[1] - z[0])[sel].argmax()]
+    return loss
+
+
+@pytest.mark.parametrize(
+    "box_target, dii_box_target",
+    [
+        ("filled", "same"),
+        ("projection", "same"),
+        ("projection", "filled"),
+        ("projection", "ellipse"),
+        ("projection", "extent"),
+    ],
+)
+def test_weak_gradients_match_autograd(hand_project, box_target, dii_box_target):
+    cfg = TrainConfig(method="dii", box_target=box_target, dii_box_target=dii_box_target, **TINY)
+    loop = TrainingLoop(hand_project, cfg)
+    net = loop.state.nets[0].double()
+    for s in loop.tset.samples:
+        s.image = s.image.astype(np.float64)
+    got = loop.scorer.weak_gradients(net)
+    s = loop.tset.weak[0]
+    x = torch.from_numpy(s.image[None])
+    t = torch.from_numpy(s.target[None]).long()
+    inst = torch.from_numpy(s.instance[None]).long()
+    br = torch.from_numpy(s.boxmap[None]).long() if s.boxmap is not None else None
+    edges = affinity_edges(x, cfg.affinity_threshold)
+    box_instance = torch.from_numpy(loop.tset.box_instance)
+
+    def loss_k(z, k):
+        loss = (pixel_ce(z, t) * (inst == k)).sum()
+        if br is not None and dii_box_target == "filled":  # scored as if the box were its mask
+            mine = (br >= 0) & (inst == k)
+            loss = loss + (pixel_ce(z, torch.where(mine, 1, -1))).sum()
+        elif br is not None and dii_box_target == "ellipse":  # as if its inscribed ellipse were
+            mine = torch.from_numpy(s.boxcore[None]) & (inst == k)
+            loss = loss + (pixel_ce(z, torch.where(mine, 1, -1))).sum()
+        elif br is not None and dii_box_target == "extent":
+            for b in torch.nonzero(box_instance == k)[:, 0].tolist():
+                loss = loss + _extent_loss_reference(z[0], br[0] == b)
+        elif br is not None:
+            nb = int(br.max()) + 1
+            per_box = box_losses(z, br, nb, edges, cfg.pairwise_weight)
+            loss = loss + per_box[box_instance[:nb] == k].sum()
+        return loss
+
+    net.eval()
+    expected = _autograd_per_instance(net, x, loss_k, len(loop.weights))
+    assert (got - expected).norm() / expected.norm() < 1e-6
+
+
+class _PointwiseNet(torch.nn.Module):
+    """Features that depend on each pixel alone, so that tiles cannot change them."""
+
+    n_outputs, n_features = 2, 4
+
+    def __init__(self):
+        super().__init__()
+        self.classifier = torch.nn.Conv2d(4, 2, 1).double()
+
+    def features(self, x):
+        return torch.cat([x, x**2, torch.sin(3 * x), torch.cos(5 * x)], 1)
+
+
+def test_each_pixel_counts_in_one_tile(hand_project, monkeypatch):
+    """Small tiles give the gradients of one whole-image tile (pixel-local terms)."""
+    from napari_hybridseg.training import dii
+
+    loop = TrainingLoop(hand_project, TrainConfig(method="dii", dii_box_target="ellipse", **TINY))
+    net = _PointwiseNet()
+    for s in loop.tset.samples:
+        s.image = s.image.astype(np.float64)
+    whole = loop.scorer.weak_gradients(net)
+    monkeypatch.setattr(dii, "DII_TILE", 24)  # 64 pixels: three tiles per axis, uneven cores
+    tiled = loop.scorer.weak_gradients(net)
+    assert whole.abs().sum() > 0
+    torch.testing.assert_close(tiled, whole, rtol=1e-9, atol=1e-9)
+
+
+def _direction_project():
+    rng = np.random.default_rng(4)
+    img_s, lab_s = synth_image(rng, (64, 64), n_objects=6)
+    img_w, lab_w = synth_image(rng, (64, 64), n_objects=6)
+    scr = np.zeros((64, 64), np.int32)
+    # a correct stroke inside each object ...
+    for i, obj in enumerate([o for o in np.unique(lab_w) if o > 0][:3]):
+        ys, xs = np.nonzero(lab_w == obj)
+        keep = slice(0, len(ys) // 2)
+        scr[ys[keep], xs[keep]] = 2 + i
+    # ... correct background strokes, and a "foreground" stroke on empty background that
+    # conflicts with the strong data
+    bg = np.argwhere(lab_w == 0)
+    pick = bg[np.linspace(0, len(bg) - 1, 200).astype(int)]
+    scr[pick[::5, 0], pick[::5, 1]] = 9
+    scr[pick[1::5, 0], pick[1::5, 1]] = 1
+    return Project([ImageAnnotations("s", img_s, strong=lab_s), ImageAnnotations("w", img_w, scribbles=scr)])
+
+
+def test_dii_lowers_conflicting_and_raises_agreeing_instances():
+    cfg = TrainConfig(method="dii", steps=1000, batch_size=4, patch_size=32, width=8, depth=2, dii_warmup=1000)
+    loop = TrainingLoop(_direction_project(), cfg)
+    for _ in range(40):  # warm up on the data so that g_S is meaningful
+        loop.train_step()
+        loop.state.step += 1
+    with torch.no_grad():
+        loop.weights.gamma.fill_(0.5)
+    for _ in range(3):
+        loop.dii_update()
+    by_label: dict[int, list[float]] = {}
+    for w in loop.weights.table():
+        by_label.setdefault(int(w.instance.split("@")[0]), []).append(w.weight)
+    assert np.mean(by_label[9]) < 0.5
+    assert all(np.mean(by_label[2 + i]) > 0.5 for i in range(3))
+
+
+def _records(n):
+    return [InstanceRecord(InstanceKey("a", str(i), "box"), f"sig{i}") for i in range(n)]
+
+
+def test_instance_weights_clamp_and_pin():
+    w = InstanceWeights(_records(3))
+    w.pin(("a", "2", "box"), 0.0)
+    for _ in range(5):
+        w.step(torch.tensor([1.0, -1.0, -1.0]), 0.5)
+    g = w.values()
+    assert 0 <= g[0] < 0.5 and g[1] == 1.0 and g[2] == 0.0
+    assert [x.pinned for x in w.table()] == [False, False, True]
+
+
+def test_weights_carry_over_by_key_and_signature_and_pins_wait_for_their_key():
+    w = InstanceWeights(_records(3), pins={InstanceKey("a", "9", "box"): 0.0})
+    with torch.no_grad():
+        w.gamma.copy_(torch.tensor([0.2, 0.3, 0.4]))
+    records = _records(3)
+    records[1] = InstanceRecord(records[1].key, "edited")
+    records.append(InstanceRecord(InstanceKey("a", "9", "box"), "new"))
+    new = w.carried_to(records[1:])
+    assert [round(x.weight, 3) for x in new.table()] == [1.0, 0.4, 0.0]
+    assert new.table()[-1].pinned
+
+
+def test_weights_round_trip_through_a_checkpoint():
+    w = InstanceWeights(_records(2), pins={InstanceKey("a", "1", "box"): 1.0})
+    w.step(torch.tensor([1.0, 1.0]), 0.3)
+    back = InstanceWeights(_records(2))
+    back.load_state_dict(w.state_dict())
+    assert torch.equal(back.values(), w.values()) and back.pins == w.pins and back.updates == 1
+
+
+def test_image_granularity_has_one_weight_per_weak_image(hand_project):
+    loop = TrainingLoop(hand_project, TrainConfig(granularity="image", **TINY))
+    assert loop.weights.keys == [InstanceKey("w", "image", "image")]
+    loop = TrainingLoop(hand_project, TrainConfig(granularity="object", **TINY))
+    assert sorted((k.instance, k.kind) for k in loop.weights.keys) == [
+        ("1", "box"),
+        ("2", "box"),
+        ("background", "background"),
+    ]
+
+
+def test_gradient_spaces_match_autograd_of_their_parametrisation():
+    torch.manual_seed(0)
+    feats = torch.rand(1, 3, 6, 6, dtype=torch.float64)
+    target = torch.randint(0, 2, (1, 6, 6))
+    w, b = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, dtype=torch.float64)
+    mu = feats.mean(dim=(0, 2, 3))
+    # raw layer z = W f + b
+    w_raw = w.clone().requires_grad_(True)
+    z = torch.einsum("cf,bfhw->bchw", w_raw, feats) + b[None, :, None, None]
+    z.retain_grad()
+    pixel_ce(z, target).sum().backward()
+    closed = classifier_grads(feats, z.grad, torch.zeros_like(target), 1)
+    assert torch.allclose(gradient_space(closed, 2, "weight"), w_raw.grad.flatten()[None])
+    # the same layer written as z = W (f - mu) + b', with b' = b + W mu
+    w_c = w.clone().requires_grad_(True)
+    z2 = torch.einsum("cf,bfhw->bchw", w_c, feats - mu[None, :, None, None]) + (b + w @ mu)[None, :, None, None]
+    assert torch.allclose(z2, z)
+    pixel_ce(z2, target).sum().backward()
+    assert torch.allclose(gradient_space(closed, 2, "centred", mu), w_c.grad.flatten()[None])
+    assert gradient_space(closed, 2, "weight+bias").shape == (1, 8)
+
+
+def test_default_dii_lr_lets_weights_reach_zero():
+    from napari_hybridseg.config import poly_factor
+
+    assert dii_learning_rate(TrainConfig(steps=20_000), 1000, 50) == pytest.approx(0.1)  # the paper's rate
+    short = TrainConfig(steps=300)
+    lr = dii_learning_rate(short, 50, 41)
+    assert lr > 0.1
+    assert sum(lr * poly_factor(t, 300) for t in range(50, 300, 41)) == pytest.approx(DII_TRAVEL)
+    assert dii_learning_rate(TrainConfig(steps=300, dii_lr=0.05), 50, 41) == 0.05
+    with pytest.raises(ConfigError, match="dii_lr"):
+        TrainConfig(dii_lr=0.0)

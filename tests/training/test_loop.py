@@ -1,0 +1,211 @@
+"""The training loop: every method, the run folder, commands, resume, previews, errors."""
+
+import json
+import queue
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_hybridseg import protocol as P
+from napari_hybridseg.annotations import Box, ImageAnnotations, Project
+from napari_hybridseg.config import TrainConfig
+from napari_hybridseg.errors import ConfigError
+from napari_hybridseg.modelfile import load_model
+from napari_hybridseg.protocol import InstanceKey
+from napari_hybridseg.training import TrainingLoop
+
+TINY = dict(batch_size=2, patch_size=32, width=4, depth=2)
+
+
+def _cfg(**kw):
+    return TrainConfig(**{**TINY, **kw})
+
+
+def _run(loop, inbox=None):
+    out = list(loop.events(inbox))
+    errors = [e for e in out if isinstance(e, P.ErrorEvent)]
+    assert not errors, errors[0].traceback
+    return out
+
+
+def _same_networks(a, b) -> bool:
+    return all(
+        torch.equal(x, y)
+        for na, nb in zip(a.state.nets, b.state.nets)
+        for x, y in zip(na.state_dict().values(), nb.state_dict().values())
+    )
+
+
+@pytest.mark.parametrize("method", ["strong-only", "naive", "dii", "dcr", "dii+dcr"])
+def test_every_method_runs_and_writes_the_run_folder(tiny_project, tmp_path, method):
+    run = tmp_path / "run"
+    cfg = _cfg(method=method, steps=4, dii_warmup=1, dii_interval=2, log_every=2)
+    out = _run(TrainingLoop(Project.load(tiny_project), cfg, run))
+    assert isinstance(out[0], P.StartedEvent) and isinstance(out[-1], P.FinishedEvent)
+    steps = [e for e in out if isinstance(e, P.StepEvent)]
+    assert [e.step for e in steps] == [1, 2, 3, 4]
+    assert all(np.isfinite(v) for e in steps for v in e.losses.values())
+    assert ("cr" in steps[0].losses) == (method in ("dcr", "dii+dcr"))
+    for name in ("model.pt", "config.json", "metrics.jsonl", "weights.csv", "checkpoint.pt"):
+        assert (run / name).is_file(), name
+    rows = (run / "weights.csv").read_text().splitlines()
+    assert rows[0] == "image,instance,kind,weight"
+    weights = [float(r.split(",")[3]) for r in rows[1:]]
+    assert all(0.0 <= w <= 1.0 for w in weights)
+    assert bool(weights) == (method != "strong-only")
+    if method in ("naive", "dcr"):
+        assert all(w == 1.0 for w in weights)
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [2, 4] and "elapsed" in metrics[0]
+    assert TrainConfig.load(run / "config.json") == cfg
+    model = load_model(run / "model.pt")
+    assert len(model.nets) == (2 if "dcr" in method else 1) and model.task.in_channels == 1
+
+
+def test_seeded_run_is_reproducible_and_resume_matches(tiny_project, tmp_path):
+    project = Project.load(tiny_project)
+    cfg = _cfg(method="dii+dcr", steps=6, dii_warmup=2, dii_interval=2, checkpoint_every=3)
+    a = TrainingLoop(project, cfg, tmp_path / "a")
+    _run(a)
+    b = TrainingLoop(project, cfg, tmp_path / "b")
+    _run(b)
+    assert _same_networks(a, b) and torch.equal(a.weights.values(), b.weights.values())
+    # interrupted after 3 steps, then resumed from the checkpoint in a new loop
+    c = TrainingLoop(project, cfg, tmp_path / "c")
+    for e in c.events():
+        if isinstance(e, P.CheckpointEvent):
+            break
+    assert c.state.step == 3
+    d = TrainingLoop(project, cfg, tmp_path / "c", resume=True)
+    assert d.state.step == 3
+    _run(d)
+    for x, z in zip(a.state.nets[0].state_dict().values(), d.state.nets[0].state_dict().values()):
+        assert torch.allclose(x.float(), z.float(), atol=1e-6)
+    assert torch.allclose(a.weights.values(), d.weights.values(), atol=1e-6)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))
+
+
+def test_previews_leave_the_training_bit_identical(hand_project):
+    """A preview predicts in eval mode from a copy of the networks: BatchNorm statistics
+    and weights end the same as in a run without previews."""
+    cfg = _cfg(method="dii+dcr", steps=5, dii_warmup=2, dii_interval=2)
+    plain = TrainingLoop(hand_project, cfg)
+    _run(plain)
+    watched = TrainingLoop(hand_project, cfg)
+    inbox = queue.Queue()
+    inbox.put(P.RequestPreview("w", every=1))
+    previews = [e for e in _run(watched, inbox) if isinstance(e, P.PreviewEvent)]
+    assert [p.step for p in previews] == [1, 2, 3, 4, 5]
+    assert _same_networks(plain, watched)
+    assert torch.equal(plain.weights.values(), watched.weights.values())
+
+
+def test_preview_events_and_unknown_images(hand_project):
+    loop = TrainingLoop(hand_project, _cfg(method="dcr", steps=4))
+    inbox = queue.Queue()
+    inbox.put(P.RequestPreview("w", every=2))
+    previews = [e for e in _run(loop, inbox) if isinstance(e, P.PreviewEvent)]
+    assert [p.step for p in previews] == [1, 2, 4]
+    assert previews[0].probability.shape == (64, 64) and previews[0].uncertainty.shape == (64, 64)
+    assert 0.0 <= previews[0].probability.min() and previews[0].probability.max() <= 1.0
+    inbox.put(P.RequestPreview("nope", every=1))
+    loop = TrainingLoop(hand_project, _cfg(method="dcr", steps=2))
+    assert not [e for e in _run(loop, inbox) if isinstance(e, P.PreviewEvent)]
+
+
+def test_pause_resume_and_stop_through_the_inbox(tiny_project):
+    loop = TrainingLoop(Project.load(tiny_project), _cfg(method="dii", steps=200))
+    inbox = queue.Queue()
+    seen = []
+    for e in loop.events(inbox):
+        seen.append(e)
+        if isinstance(e, P.StepEvent) and e.step == 2:
+            inbox.put(P.Pause())
+            threading.Timer(0.2, inbox.put, (P.Resume(),)).start()
+        if isinstance(e, P.PausedEvent) and not e.paused:
+            inbox.put(P.Stop())
+    assert [e.paused for e in seen if isinstance(e, P.PausedEvent)] == [True, False]
+    assert isinstance(seen[-1], P.FinishedEvent) and seen[-1].stopped and seen[-1].step < 200
+
+
+def test_update_annotations_mid_run_and_pins(hand_project):
+    loop = TrainingLoop(hand_project, _cfg(method="dii", steps=30, dii_warmup=1, dii_interval=1))
+    inbox = queue.Queue()
+    gen = loop.events(inbox)
+    for e in gen:
+        if isinstance(e, P.StepEvent) and e.step == 3:
+            break
+    before = {w.instance: w.weight for w in loop.weights.table()}
+    assert min(before.values()) < 1.0
+    inbox.put(P.Pin(InstanceKey("w", "1", "box"), 0.0))
+    edited = Project(
+        [
+            hand_project["s"],
+            ImageAnnotations(
+                "w", hand_project["w"].image, boxes=[Box(1, 4, 4, 20, 20), Box(3, 40, 2, 60, 20)]
+            ),  # box 2 removed, box 3 new
+        ]
+    )
+    inbox.put(P.UpdateProject(edited))
+    updates = []
+    for e in gen:
+        if isinstance(e, P.AnnotationsUpdatedEvent | P.WeightsEvent):
+            updates.append(e)
+        if isinstance(e, P.StepEvent):
+            break
+    assert any(isinstance(e, P.AnnotationsUpdatedEvent) and e.problem is None for e in updates)
+    at_update = updates[updates.index(next(e for e in updates if isinstance(e, P.AnnotationsUpdatedEvent))) + 1]
+    assert {w.instance: w.weight for w in at_update.weights}["3"] == 1.0  # new: starts trusted
+    after = {w.instance: w for w in loop.weights.table()}
+    assert set(after) == {"1", "3", "background"}
+    assert after["1"].weight == 0.0 and after["1"].pinned
+    assert after["background"].weight == pytest.approx(before["background"], abs=0.2)
+    for e in gen:
+        if isinstance(e, P.WeightsEvent) and e.step > 6:
+            break
+    assert {w.instance: w.weight for w in loop.weights.table()}["1"] == 0.0
+    inbox.put(P.Stop())
+    assert isinstance(list(gen)[-1], P.FinishedEvent)
+
+
+def test_unusable_update_is_refused_and_training_goes_on(hand_project):
+    loop = TrainingLoop(hand_project, _cfg(method="dii", steps=4))
+    inbox = queue.Queue()
+    inbox.put(P.UpdateProject(Project([hand_project["w"]])))  # the only full mask is gone
+    out = _run(loop, inbox)
+    (update,) = [e for e in out if isinstance(e, P.AnnotationsUpdatedEvent)]
+    assert "full mask" in update.problem
+    assert isinstance(out[-1], P.FinishedEvent) and out[-1].step == 4
+
+
+def test_error_becomes_event_and_keeps_checkpoint(tiny_project, tmp_path, monkeypatch):
+    loop = TrainingLoop(Project.load(tiny_project), _cfg(method="dii", steps=10, checkpoint_every=2), tmp_path / "r")
+    calls = {"n": 0}
+    original = loop.train_step
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("boom")
+        return original()
+
+    monkeypatch.setattr(loop, "train_step", flaky)
+    out = list(loop.events())
+    assert isinstance(out[-1], P.ErrorEvent) and "boom" in out[-1].message
+    assert (tmp_path / "r" / "checkpoint.pt").is_file()
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="method"):
+        TrainConfig(method="magic")
+    with pytest.raises(ConfigError, match="multiple of"):
+        TrainConfig(patch_size=100, depth=3)
+    with pytest.raises(ConfigError, match="device"):
+        TrainConfig(device="tpu")
+    with pytest.raises(ConfigError, match="resume needs a run folder"):
+        TrainingLoop(
+            Project([ImageAnnotations("s", np.ones((32, 32)), strong=np.ones((32, 32), int))]), _cfg(), resume=True
+        )
