@@ -153,8 +153,12 @@ def show_weights(viewer, weights) -> None:
             scribbles.colormap = DirectLabelColormap(color_dict=colors)
 
 
-def show_prediction(viewer, image: str, z, probability, uncertainty, threshold: float = 0.5) -> None:
-    """Create or update ``<image> prediction``/``probability``/``disagreement`` for one slice."""
+def show_prediction(viewer, image: str, z, probability, uncertainty, threshold: float = 0.5, all_layers=False) -> None:
+    """Create or update ``<image> prediction``/``probability``/``disagreement`` for one slice.
+
+    While training, one missing layer is added per call (adding a layer costs napari
+    0.1-0.2 s); ``all_layers`` adds them all at once, for one-off predictions.
+    """
     from ..inference import labels_from_probability
 
     src = find_layer(viewer, image, "image")
@@ -171,8 +175,8 @@ def show_prediction(viewer, image: str, z, probability, uncertainty, threshold: 
     created = False
     for role, data, kind in maps:
         layer = find_layer(viewer, image, role)
-        if layer is None and created:
-            continue  # adding a layer costs napari ~0.1 s: one per preview keeps the window responsive
+        if layer is None and created and not all_layers:
+            continue
         if layer is None:
             created = True
             full = np.zeros(spatial, data.dtype if kind == "image" else np.int32)

@@ -50,7 +50,9 @@ class ModelActions:
         axes = spatial_axes(data)
         z = int(self.viewer.dims.current_step[0]) if axes == "zyx" else None
         worker = create_worker(predict_image, model.nets, data, axes, device=device, z=z, _start_thread=False)
-        worker.returned.connect(lambda p: L.show_prediction(self.viewer, name, z, p.probability, p.uncertainty))
+        worker.returned.connect(
+            lambda p: L.show_prediction(self.viewer, name, z, p.probability, p.uncertainty, all_layers=True)
+        )
         worker.errored.connect(lambda exc: notify_error(f"prediction failed: {exc}"))
         worker.start()
         self._worker = worker

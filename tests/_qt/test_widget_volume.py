@@ -45,3 +45,51 @@ def test_volume_boxes_train_and_preview_slice(make_napari_viewer, qtbot):
     prob = viewer.layers["scan2 probability"].data
     # only the visible slice is predicted while live
     assert prob[z].any() and not prob[0].any()
+
+
+def _volume_with_a_model(make_napari_viewer):
+    from napari_hybridseg.config import TrainConfig
+    from napari_hybridseg.modelfile import LoadedModel
+    from napari_hybridseg.networks import create_model
+    from napari_hybridseg.task import Task
+
+    viewer = make_napari_viewer()
+    vol, _ = synth_volume(np.random.default_rng(1), (5, 32, 32))
+    vol[3] = vol[3] * 8 + 2  # one slice far brighter than the rest of the volume
+    viewer.add_image(vol, name="scan")
+    widget = HybridSegWidget(viewer)
+    widget.create_layers()
+    nets = [create_model(Task(), 2, 4, seed=s).eval() for s in (0, 1)]
+    widget.session.model = LoadedModel(nets, TrainConfig(depth=2, width=4), Task())
+    return viewer, widget, vol, nets
+
+
+def test_predict_once_scales_a_slice_like_its_volume(make_napari_viewer, qtbot):
+    """The visible slice is normalised with the whole volume's statistics, as in
+    training and export, not on its own."""
+    from napari_hybridseg.inference import predict_image
+
+    viewer, widget, vol, nets = _volume_with_a_model(make_napari_viewer)
+    viewer.dims.current_step = (3, 0, 0)
+    widget.predict_once()
+    qtbot.waitUntil(lambda: "scan probability" in viewer.layers and viewer.layers["scan probability"].data[3].any())
+    expected = predict_image(nets, vol, "zyx").probability[3]
+    np.testing.assert_allclose(viewer.layers["scan probability"].data[3], expected, atol=1e-5)
+
+
+def test_predictions_run_on_the_device_chosen_for_training(make_napari_viewer, monkeypatch, tmp_path):
+    from napari_hybridseg._qt import model_actions
+    from napari_hybridseg.inference import Prediction
+
+    viewer, widget, vol, _ = _volume_with_a_model(make_napari_viewer)
+    used = []
+
+    def fake_predict(nets, image, axes, device="cpu", **kwargs):
+        used.append(device)
+        return Prediction(np.zeros(image.shape, np.float32), None)
+
+    monkeypatch.setattr(model_actions, "resolve_device", lambda name: f"resolved {name}")
+    monkeypatch.setattr(model_actions, "predict_image", fake_predict)
+    widget.train.device.setCurrentText("cuda")
+    widget.export_predictions(tmp_path / "out")
+    assert used == ["resolved cuda"]

@@ -1,0 +1,94 @@
+"""The GUI's session: state, snapshots, the GUI and the command line training the same model."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from napari_hybridseg import protocol as P
+from napari_hybridseg._qt import layers as L
+from napari_hybridseg._qt.session import Session, TrainingState
+from napari_hybridseg._qt.widget import HybridSegWidget
+from napari_hybridseg.cli import main
+from napari_hybridseg.config import TrainConfig
+from napari_hybridseg.modelfile import load_model
+from napari_hybridseg.synthetic import make_project
+
+pytestmark = pytest.mark.gui
+TIMEOUT = 120_000
+SMALL = dict(batch_size=2, patch_size=32, width=4, depth=2, dii_warmup=1, dii_interval=2)
+
+
+def test_gui_and_cli_train_the_same_model(make_napari_viewer, qtbot, tmp_path):
+    """Same project, options and seed: the widget (live previews every step, annotations
+    read from layers, training in a thread) and the command line write identical models."""
+    root = tmp_path / "p"
+    make_project(root, n_images=3, strong_fraction=0.34, shape=(48, 48), seed=5)
+    viewer = make_napari_viewer()
+    widget = HybridSegWidget(viewer)
+    widget.open_project(root)
+    widget._config = lambda steps=None: TrainConfig(steps=steps, **SMALL)
+    widget.train.every.setValue(1)
+    widget.annotate.image_combo.setCurrentText("img001")
+    previews = []
+    widget.session.event_received.connect(lambda e: isinstance(e, P.PreviewEvent) and previews.append(e))
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT) as blocker:
+        assert widget.start_training(steps=5)
+    gui = blocker.args[0]
+    assert isinstance(gui, P.FinishedEvent) and len(previews) == 5
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))  # the GUI runner's thread count
+    try:
+        argv = ["--steps", "5", "--batch-size", "2", "--patch-size", "32", "--width", "4", "--depth", "2"]
+        argv += ["--dii-warmup", "1", "--dii-interval", "2", "--quiet"]
+        assert main(["train", str(root), "--out", str(tmp_path / "cli"), *argv]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    a, b = load_model(os.path.join(gui.run_dir, "model.pt")), load_model(tmp_path / "cli" / "model.pt")
+    assert a.config == b.config
+    for net_a, net_b in zip(a.nets, b.nets, strict=True):
+        for (name, x), y in zip(net_a.state_dict().items(), net_b.state_dict().values()):
+            assert torch.equal(x, y), name
+    assert (tmp_path / "cli" / "weights.csv").read_text() == open(os.path.join(gui.run_dir, "weights.csv")).read()
+
+
+def test_the_trainer_gets_a_snapshot_not_the_layers(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((32, 32)).astype(np.float32), name="x")
+    widget = HybridSegWidget(viewer)
+    widget.create_layers()
+    scribbles = viewer.layers["x scribbles"]
+    scribbles.data[3, 3:9] = 2
+    project = L.collect_project(viewer)
+    scribbles.data[3, 3:9] = 5  # the user keeps painting in place
+    assert (project["x"].scribbles[3, 3:9] == 2).all()
+    assert not project["x"].scribbles.flags.writeable and not project["x"].image.flags.writeable
+    assert L.collect_project(viewer)["x"].image is project["x"].image  # an unchanged image is not copied again
+
+
+def test_session_states_and_pause(make_napari_viewer, qtbot, tiny_project):
+    from napari_hybridseg.annotations import Project
+
+    session = Session()
+    states = []
+    session.state_changed.connect(states.append)
+    cfg = TrainConfig(method="dii", steps=100_000, **SMALL)
+    session.start(Project.load(tiny_project), cfg, tiny_project.parent / "run")
+    assert session.busy and session.state is TrainingState.STARTING
+    qtbot.waitUntil(lambda: session.state is TrainingState.RUNNING, timeout=TIMEOUT)
+    session.pause(True)
+    qtbot.waitUntil(lambda: session.state is TrainingState.PAUSED, timeout=TIMEOUT)
+    with pytest.raises(RuntimeError, match="already active"):
+        session.start(Project.load(tiny_project), cfg, tiny_project.parent / "run2")
+    with qtbot.waitSignal(session.finished, timeout=TIMEOUT) as blocker:
+        session.stop()
+    assert isinstance(blocker.args[0], P.FinishedEvent) and blocker.args[0].stopped
+    assert states == [
+        TrainingState.STARTING,
+        TrainingState.RUNNING,
+        TrainingState.PAUSED,
+        TrainingState.STOPPING,
+        TrainingState.IDLE,
+    ]
+    assert session.model is not None and session.model_path == tiny_project.parent / "run" / "model.pt"
