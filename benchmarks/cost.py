@@ -37,15 +37,19 @@ def _project(n=10, size=256):
     return make_project(None, n_images=n, strong_fraction=0.1, shape=(size, size), seed=0)
 
 
-def _median_time(fn, repeats: int, warmup: int = 2) -> float:
+def _median_times(fns: list, repeats: int, warmup: int = 2) -> list[float]:
+    """Median seconds of each function, calls interleaved (a, b, a, b, ...) so that a
+    change of machine load during the measurement affects both sides alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+        for fn, out in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return [float(np.median(t)) for t in times]
 
 
 def step_vs_bare(repeats: int) -> dict:
@@ -53,7 +57,6 @@ def step_vs_bare(repeats: int) -> dict:
     out = {}
     for method in ("strong-only", "naive"):
         loop = TrainingLoop(project, TrainConfig(method=method, steps=10_000))
-        trainer_t = _median_time(loop.train_step, repeats)  # sampling and augmentation included
         net = create_model(Task(), loop.config.depth, loop.config.width, seed=1)
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
         b = loop.sampler.sample()
@@ -65,7 +68,8 @@ def step_vs_bare(repeats: int) -> dict:
             loss.backward()
             opt.step()
 
-        bare_t = _median_time(bare, repeats)
+        # the trainer's step includes sampling and augmentation
+        trainer_t, bare_t = _median_times([loop.train_step, bare], repeats)
         ratio = round(trainer_t / bare_t, 3)
         out[method] = {"trainer_s": round(trainer_t, 4), "bare_s": round(bare_t, 4), "ratio": ratio}
     return out
@@ -107,8 +111,7 @@ def dii_vs_inference(repeats: int) -> dict:
                 for _, img, *_ in loop.scorer._tiles(s):
                     net(torch.from_numpy(np.ascontiguousarray(img[None])))
 
-        inf_t = _median_time(inference, repeats, 1)
-        dii_t = _median_time(loop.dii_update, repeats, 1)
+        dii_t, inf_t = _median_times([loop.dii_update, inference], repeats, 1)
         key = f"dii_box_target={box_score}"
         out[key] = {"dii_update_s": round(dii_t, 4), "inference_s": round(inf_t, 4), "ratio": round(dii_t / inf_t, 3)}
     return out
@@ -125,8 +128,7 @@ def sliding_vs_bare(size: int, repeats: int) -> dict:
             for x in range(0, size, tile):
                 nets[0](torch.from_numpy(img[None, :, y : y + tile, x : x + tile].copy()))
 
-    sw = _median_time(lambda: predict_array(nets, img, tile=tile), repeats, 1)
-    bt = _median_time(bare, repeats, 1)
+    sw, bt = _median_times([lambda: predict_array(nets, img, tile=tile), bare], repeats, 1)
     return {"image": f"{size}x{size}", "sliding_s": round(sw, 3), "bare_s": round(bt, 3), "ratio": round(sw / bt, 3)}
 
 

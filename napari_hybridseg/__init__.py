@@ -1,8 +1,8 @@
 """napari-hybridseg: train segmentation networks from boxes, scribbles and a few full masks.
 
-The compute modules (annotations, images, training, prediction) import neither
-napari nor Qt; the napari integration lives in ``_reader``, ``_writer``,
-``_sample_data`` and ``_qt``.
+The compute core (annotations, data, networks, losses, inference, training) imports
+neither napari nor Qt; the napari integration lives in ``_reader``, ``_writer``,
+``_sample_data``, ``_demo`` and ``_qt`` (contracts in pyproject.toml).
 """
 
 __version__ = "0.1.0"

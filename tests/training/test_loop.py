@@ -209,3 +209,33 @@ def test_config_validation():
         TrainingLoop(
             Project([ImageAnnotations("s", np.ones((32, 32)), strong=np.ones((32, 32), int))]), _cfg(), resume=True
         )
+
+
+def _holds_a_tensor(value) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_a_tensor(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds_a_tensor(v) for v in value)
+    if hasattr(value, "__dataclass_fields__"):
+        return any(_holds_a_tensor(getattr(value, f)) for f in value.__dataclass_fields__)
+    return False
+
+
+def test_commands_and_events_are_plain_data_that_cross_a_process_boundary(hand_project):
+    import pickle
+
+    commands = [P.Pause(), P.Resume(), P.Stop(), P.Pin(InstanceKey("w", "1", "box"), 0.0), P.RequestPreview("w", 1, 3)]
+    commands.append(P.UpdateProject(hand_project.frozen()))
+    inbox = queue.Queue()
+    inbox.put(P.RequestPreview("w", every=1))
+    events = _run(TrainingLoop(hand_project, _cfg(method="dii+dcr", steps=3, dii_warmup=1, dii_interval=1)), inbox)
+    kinds = {type(e) for e in events}
+    assert {P.StartedEvent, P.StepEvent, P.WeightsEvent, P.PreviewEvent, P.FinishedEvent} <= kinds
+    for item in commands + events:
+        assert not _holds_a_tensor(item), item
+        back = pickle.loads(pickle.dumps(item))
+        assert type(back) is type(item)
+    weights = next(e for e in events if isinstance(e, P.WeightsEvent)).weights
+    assert all(type(w.key) is InstanceKey and type(w.weight) is float for w in weights)
