@@ -32,6 +32,10 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ConfigError(f"unknown device {name!r}; use one of {', '.join(DEVICES)} or cuda:N")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
+    if name.startswith("cuda:"):
+        index = name.partition(":")[2]
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r}: this machine has CUDA devices 0..{torch.cuda.device_count() - 1}")
     if name == "mps" and not _mps_available():
         raise ConfigError("device 'mps' requested but MPS is not available; use --device cpu or auto")
     return torch.device(name)
@@ -60,11 +64,18 @@ class Precision:
         self.scaler.update()
 
 
+def has_native_bfloat16(device: torch.device) -> bool:
+    """Whether the CUDA card computes in bfloat16 itself (Ampere and newer), rather than
+    emulating it."""
+    with torch.cuda.device(device):
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+
+
 def precision_for(device: torch.device) -> Precision:
-    """bfloat16 on CUDA cards that support it, float16 with a scaler on older ones,
-    float32 on the CPU and MPS."""
+    """bfloat16 on CUDA cards that support it natively, float16 with a scaler on older
+    ones, float32 on the CPU and MPS."""
     if device.type != "cuda":
         return Precision(device.type)
-    if torch.cuda.is_bf16_supported():
+    if has_native_bfloat16(device):
         return Precision("cuda", torch.bfloat16)
     return Precision("cuda", torch.float16, torch.amp.GradScaler("cuda"))

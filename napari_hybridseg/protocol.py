@@ -86,9 +86,6 @@ class RequestPreview:
     every: int = 0
 
 
-COMMANDS = (Pause, Resume, Stop, UpdateProject, Pin, RequestPreview)
-
-
 # -- events -------------------------------------------------------------------------------
 @dataclass
 class StartedEvent:
@@ -158,6 +155,14 @@ class AnnotationsUpdatedEvent:
     step: int
     n_instances: int
     problem: str | None = None
+
+
+@dataclass
+class NoticeEvent:
+    """Something the user should know that does not stop training (one line)."""
+
+    step: int
+    message: str
 
 
 @dataclass

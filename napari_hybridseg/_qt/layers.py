@@ -104,9 +104,20 @@ def _frozen_image(layer) -> np.ndarray:
     return cached[1]
 
 
-def collect_project(viewer, root=None) -> Project:
-    """An immutable snapshot :class:`Project` of every tagged image layer and its
-    annotation layers: the user may keep painting while a trainer reads it.
+def visible_slice(viewer, layer) -> int | None:
+    """The slice of a volume layer in view, in the layer's own data coordinates."""
+    if layer.ndim != 3 or layer.rgb:
+        return None
+    z = int(round(float(layer.world_to_data(viewer.dims.point)[0])))
+    return min(max(z, 0), layer.data.shape[0] - 1)
+
+
+def collect_project(viewer, root=None, snapshot: bool = True) -> Project:
+    """A :class:`Project` of every tagged image layer and its annotation layers.
+
+    With ``snapshot`` (for training and saving) every array is a read-only copy, so the
+    user may keep painting while a trainer reads it; without, the layers' own arrays
+    (for a quick look, such as the status table).
 
     An empty masks layer does not make an image strong.  Boxes without an id get the
     next free one, written back into the layer so that weights stay attached.
@@ -116,7 +127,8 @@ def collect_project(viewer, root=None) -> Project:
     for image_layer in tagged_images(viewer):
         name = role_of(image_layer)[1]
         boxes_layer = find_layer(viewer, name, "boxes")
-        item = _empty_to_none(annotations_from_layers(image_layer, layers, _frozen_image(image_layer)))
+        image = _frozen_image(image_layer) if snapshot else np.asarray(image_layer.data)
+        item = _empty_to_none(annotations_from_layers(image_layer, layers, image, copy=snapshot))
         if boxes_layer is not None and len(boxes_layer.data):
             ids = [b.id for b in item.boxes]
             current = boxes_layer.features.get("id")

@@ -71,6 +71,8 @@ class LiveView:
             t.message.setText("paused" if event.paused else "running")
         elif isinstance(event, P.AnnotationsUpdatedEvent) and event.problem:
             t.message.setText(f"edits not used yet: {event.problem}")
+        elif isinstance(event, P.NoticeEvent):
+            t.message.setText(event.message)
 
     def show_preview(self, event: P.PreviewEvent) -> None:
         L.show_prediction(self.viewer, event.image, event.z, event.probability, event.uncertainty)

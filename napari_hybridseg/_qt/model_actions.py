@@ -46,9 +46,10 @@ class ModelActions:
         except HybridSegError as exc:
             notify_error(str(exc))
             return
-        data = np.asarray(L.find_layer(self.viewer, name, "image").data)
+        layer = L.find_layer(self.viewer, name, "image")
+        data = np.asarray(layer.data)
         axes = spatial_axes(data)
-        z = int(self.viewer.dims.current_step[0]) if axes == "zyx" else None
+        z = L.visible_slice(self.viewer, layer) if axes == "zyx" else None
         worker = create_worker(predict_image, model.nets, data, axes, device=device, z=z, _start_thread=False)
         worker.returned.connect(
             lambda p: L.show_prediction(self.viewer, name, z, p.probability, p.uncertainty, all_layers=True)

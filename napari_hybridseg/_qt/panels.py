@@ -81,6 +81,19 @@ class AnnotatePanel(QGroupBox):
         lay.addLayout(_row(self.open_btn, self.save_btn, self.autosave))
         lay.addWidget(self.project_label)
 
+    def set_layers(self, images: list[str], assignable: list[str]) -> None:
+        """The image layers to annotate (keeping the current choice) and the layers that can
+        be given a role."""
+        combo, current = self.image_combo, self.image_combo.currentText()
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItems(images)
+        if current:
+            combo.setCurrentText(current)
+        combo.blockSignals(False)
+        self.assign_layer.clear()
+        self.assign_layer.addItems(assignable)
+
     def show_status(self, project) -> None:
         """One row per image: its name, role (and annotated slices) and the exhaustive flag."""
         table = self.status

@@ -11,9 +11,10 @@ import enum
 import os
 from pathlib import Path
 
-from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtCore import QCoreApplication, QObject, QTimer, Signal
 
 from ..devices import resolve_device
+from ..errors import HybridSegError
 from ..modelfile import LoadedModel, load_model, save_model
 from ..protocol import (
     FINAL_EVENTS,
@@ -64,6 +65,9 @@ class Session(QObject):
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._poll)
+        app = QCoreApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.shutdown)
 
     @property
     def busy(self) -> bool:
@@ -134,21 +138,27 @@ class Session(QObject):
         runner = self.runner
         if runner is None:
             return
-        for event in runner.poll():
-            self._track(event)
+        events = [self._track(event) for event in runner.poll()]
+        for event in events:
             self.event_received.emit(event)
         if not runner.alive and not runner.outbox.qsize():
             self._finish()
 
-    def _track(self, event) -> None:
+    def _track(self, event):
+        """Follow the run's state; returns the event to show (the run's error if its model
+        cannot be read back)."""
         if isinstance(event, StartedEvent) and self.state is TrainingState.STARTING:
             self._set_state(TrainingState.RUNNING)
         elif isinstance(event, PausedEvent) and self.state is not TrainingState.STOPPING:
             self._set_state(TrainingState.PAUSED if event.paused else TrainingState.RUNNING)
         elif isinstance(event, FINAL_EVENTS):
-            self._final = event
             if isinstance(event, FinishedEvent) and event.run_dir:
-                self.load_model(Path(event.run_dir) / "model.pt")
+                try:
+                    self.load_model(Path(event.run_dir) / "model.pt")
+                except (HybridSegError, OSError) as exc:
+                    event = ErrorEvent(event.step, f"the trained model cannot be read back: {exc}")
+            self._final = event
+        return event
 
     def _finish(self) -> None:
         self._timer.stop()
@@ -157,10 +167,10 @@ class Session(QObject):
         self._set_state(TrainingState.IDLE)
         self.finished.emit(final)
 
-    def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop a running training and wait for it (on viewer close)."""
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop a running training and wait until it has written its checkpoint and model
+        (when napari quits)."""
         runner = self.runner
         if runner is not None:
             runner.send(Stop())
             runner.join(timeout)
-        self._timer.stop()

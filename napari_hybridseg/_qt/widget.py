@@ -96,16 +96,13 @@ class HybridSegWidget(QWidget):
 
     # -- layers and annotations -----------------------------------------------------------
     def _layers_changed(self, event=None) -> None:
-        combo, current = self.annotate.image_combo, self.annotate.image_combo.currentText()
-        combo.blockSignals(True)
-        combo.clear()
-        combo.addItems([layer.name for layer in L.image_layers(self.viewer) if role_of(layer)[0] in (None, "image")])
-        if current:
-            combo.setCurrentText(current)
-        combo.blockSignals(False)
-        self.annotate.assign_layer.clear()
-        self.annotate.assign_layer.addItems(
-            [layer.name for layer in self.viewer.layers if layer._type_string in ("labels", "shapes")]
+        tagged = {role_of(layer)[1] for layer in L.tagged_images(self.viewer)}
+        if tagged != getattr(self, "_tagged", tagged):
+            self._edited()  # an image tagged or removed: a running training hears of it
+        self._tagged = tagged
+        self.annotate.set_layers(
+            [layer.name for layer in L.image_layers(self.viewer) if role_of(layer)[0] in (None, "image")],
+            [layer.name for layer in self.viewer.layers if layer._type_string in ("labels", "shapes")],
         )
         for layer in self.viewer.layers:
             if role_of(layer)[0] in ("strong", "scribbles", "boxes") and id(layer) not in self._watched:
@@ -181,7 +178,7 @@ class HybridSegWidget(QWidget):
     def refresh_status(self, project=None) -> None:
         if project is None:
             try:
-                project = L.collect_project(self.viewer)
+                project = L.collect_project(self.viewer, snapshot=False)
             except (HybridSegError, ValueError):
                 return
         self.annotate.show_status(project)
@@ -248,8 +245,8 @@ class HybridSegWidget(QWidget):
             else:
                 run_dir = Path(tempfile.mkdtemp(prefix="hybridseg-run-"))
             init = self.session.model_path if self.train.continue_box.isChecked() else None
-            self.live.started(cfg.steps, run_dir)
             self.session.start(project, cfg, run_dir, init, self._preview_request())
+            self.live.started(cfg.steps, run_dir)
         except (HybridSegError, ValueError, OSError) as exc:
             notify_error(f"cannot start training: {exc}")
             self.train.message.setText(str(exc))
@@ -265,8 +262,7 @@ class HybridSegWidget(QWidget):
         layer = L.find_layer(self.viewer, name, "image")
         if layer is None:
             return None
-        z = int(self.viewer.dims.current_step[0]) if layer.ndim == 3 and not layer.rgb else None
-        return RequestPreview(name, z, self.train.every.value())
+        return RequestPreview(name, L.visible_slice(self.viewer, layer), self.train.every.value())
 
     def _request_preview(self) -> None:
         self.session.request_preview(self._preview_request())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -78,16 +78,6 @@ class ImageAnnotations:
         if self.boxes or self.has_scribbles:
             return "weak"
         return "unlabelled"
-
-    def frozen(self, image: np.ndarray | None = None) -> ImageAnnotations:
-        """A copy whose arrays are read-only copies (``image``: an already frozen image to share)."""
-        return replace(
-            self,
-            image=image if image is not None else read_only_copy(self.image),
-            strong=None if self.strong is None else read_only_copy(self.strong),
-            scribbles=None if self.scribbles is None else read_only_copy(self.scribbles),
-            boxes=list(self.boxes),
-        )
 
 
 def read_only_copy(arr) -> np.ndarray:

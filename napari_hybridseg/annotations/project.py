@@ -57,12 +57,6 @@ class Project:
             counts[a.role] += 1
         return counts
 
-    def frozen(self) -> Project:
-        """An immutable snapshot: every array a read-only copy, safe to hand to another thread."""
-        snapshot = Project(root=self.root)
-        snapshot.images = {name: item.frozen() for name, item in self.images.items()}
-        return snapshot
-
     # -- disk -------------------------------------------------------------------------
     @classmethod
     def load(cls, root: str | Path) -> Project:

@@ -155,19 +155,20 @@ def boxes_from_shapes(data, features=None) -> list[Box]:
     return boxes
 
 
-def annotations_from_layers(image_layer, layers, image: np.ndarray | None = None) -> ImageAnnotations:
-    """A snapshot of one image and its role-tagged layers, as :class:`ImageAnnotations`.
+def annotations_from_layers(image_layer, layers, image: np.ndarray | None = None, copy=True) -> ImageAnnotations:
+    """One image and its role-tagged layers, as :class:`ImageAnnotations`.
 
-    Every array is a read-only copy, so the user may keep painting while another
-    thread trains on the snapshot.  ``image``: an already frozen copy of the image
-    layer's data to share (images are not painted, masks and scribbles are).
+    With ``copy``, every array is a read-only copy, so the user may keep painting while
+    another thread trains on the snapshot.  ``image``: the image array to use (an
+    already frozen copy, say: images are not painted, masks and scribbles are).
     """
+    take = read_only_copy if copy else np.asarray
     tag = (image_layer.metadata or {}).get(META_KEY, {})
     name = tag.get("image") or image_layer.name
     meta = ImageMeta.from_layer_metadata(tag, getattr(image_layer, "scale", None))
     item = ImageAnnotations(
         name=name,
-        image=image if image is not None else read_only_copy(image_layer.data),
+        image=image if image is not None else take(image_layer.data),
         meta=meta,
         exhaustive=tag.get("exhaustive", True),
     )
@@ -176,9 +177,9 @@ def annotations_from_layers(image_layer, layers, image: np.ndarray | None = None
         if owner != name:
             continue
         if role == "strong":
-            item.strong = read_only_copy(layer.data)
+            item.strong = take(layer.data)
         elif role == "scribbles":
-            item.scribbles = read_only_copy(layer.data)
+            item.scribbles = take(layer.data)
         elif role == "boxes":
             item.boxes = boxes_from_shapes(layer.data, getattr(layer, "features", None))
     return item

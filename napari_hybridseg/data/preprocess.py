@@ -33,23 +33,24 @@ def intensity_ranges(image: np.ndarray, axes: str) -> list[tuple[float, float]]:
     out = []
     for c in range(arr.shape[1 if axes == "zyx" else 0]):
         ch = arr[:, c] if axes == "zyx" else arr[c]
-        sample = np.asarray(ch, dtype=np.float32).ravel()[:: max(1, ch.size // PERCENTILE_SAMPLE)]
+        sample = np.asarray(ch).ravel()[:: max(1, ch.size // PERCENTILE_SAMPLE)].astype(np.float32)
         lo, hi = np.percentile(sample, [LOW_PERCENTILE, HIGH_PERCENTILE])
-        scale = hi - lo if hi > lo else (float(np.asarray(ch, dtype=np.float32).std()) or 1.0)
+        scale = hi - lo if hi > lo else (float(sample.std()) or 1.0)
         out.append((float(lo), float(scale)))
     return out
 
 
-def normalize(image: np.ndarray, axes: str, z: int | None = None) -> np.ndarray:
+def normalize(image: np.ndarray, axes: str, z: int | None = None, ranges=None) -> np.ndarray:
     """Robust per-image, per-channel scaling to about [0, 1], channels first, float32.
 
     Returns ``(C, H, W)`` for ``yx``/``yxc`` images, ``(Z, C, H, W)`` for ``zyx``
     volumes, or ``(C, H, W)`` for slice ``z`` of a volume (scaled by the whole
     volume's statistics).  Percentiles (1, 99.8) make it indifferent to dtype, camera
     offsets and a few hot pixels: uint8, uint16 with an offset and float all land in
-    the same range.
+    the same range.  ``ranges``: the result of :func:`intensity_ranges` for this image,
+    when already known.
     """
-    ranges = intensity_ranges(image, axes)
+    ranges = ranges if ranges is not None else intensity_ranges(image, axes)
     arr = _channels_first(image, axes)
     if z is not None:
         if axes != "zyx":
@@ -60,5 +61,5 @@ def normalize(image: np.ndarray, axes: str, z: int | None = None) -> np.ndarray:
     chan_axis = 1 if out.ndim == 4 else 0
     for c, (lo, scale) in enumerate(ranges):
         index = (slice(None), c) if chan_axis else (c,)
-        out[index] = (arr[index] - lo) / scale
+        out[index] = (arr[index] - np.float64(lo)) / np.float64(scale)  # float64 arithmetic, float32 result
     return out

@@ -22,7 +22,7 @@ from ..networks import UNet
 
 @dataclass
 class Prediction:
-    probability: np.ndarray  # probability of any structure (1 - P(background)), mean of the networks
+    probability: np.ndarray  # probability of any structure (not background), mean of the networks
     uncertainty: np.ndarray | None  # |p1 - p2| between the two networks, if two
 
     def labels(self, threshold: float = 0.5) -> np.ndarray:
@@ -65,7 +65,7 @@ def predict_array(
         for k, net in enumerate(nets):
             with precision.autocast():
                 logits = net(x)
-            fg = (1.0 - torch.softmax(logits.float(), dim=1)[:, 0]).cpu().numpy()
+            fg = torch.softmax(logits.float(), dim=1)[:, 1:].sum(1).cpu().numpy()
             for t, p in zip(chunk, fg):
                 acc[(k, *t.window)] += p * win
         for t in chunk:
@@ -87,16 +87,21 @@ def predict_image(
 ) -> Prediction:
     """Predict a raw image (``yx``, ``yxc`` or ``zyx``), or only slice ``z`` of a volume.
 
-    A 2D network predicts a volume slice by slice; every slice is normalised with the
-    whole volume's statistics, as in training.
+    A 2D network predicts a volume slice by slice, a 3D network the whole volume (of
+    which slice ``z`` is then taken); every slice is normalised with the whole volume's
+    statistics, as in training.
     """
     for net in nets:
         net.eval().to(device)
-    if z is not None or axes != "zyx":
+    volume_net = nets[0].spatial_dims == 3 and axes == "zyx"
+    if not volume_net and (z is not None or axes != "zyx"):
         return predict_array(nets, normalize(image, axes, z), tile=tile, device=device)
     norm = normalize(image, axes)  # (Z, C, H, W)
-    if nets[0].spatial_dims == 3:
-        return predict_array(nets, np.ascontiguousarray(np.moveaxis(norm, 1, 0)), tile=tile, device=device)
+    if volume_net:
+        pred = predict_array(nets, np.ascontiguousarray(np.moveaxis(norm, 1, 0)), tile=tile, device=device)
+        if z is None:
+            return pred
+        return Prediction(pred.probability[z], None if pred.uncertainty is None else pred.uncertainty[z])
     probs, uncs = [], []
     for k in range(norm.shape[0]):
         pred = predict_array(nets, norm[k], tile=tile, device=device)

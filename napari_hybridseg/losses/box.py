@@ -28,6 +28,28 @@ def _shift(x: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
     return out
 
 
+def crop_boxes(boxmap: torch.Tensor, box_instance: torch.Tensor, box_class: torch.Tensor):
+    """Number the boxes of a batch by (crop, box): the same box in two crops is two
+    terms, each with its own rows, columns and patch edges.
+
+    Returns ``(local map, n, instance per box, class per box)``; the local map is
+    ``(B, *P)`` with ids ``0..n-1`` (-1 outside boxes).
+    """
+    present = boxmap >= 0
+    if not present.any():
+        return boxmap, 0, box_instance[:0], box_class[:0]
+    n_global = len(box_instance)
+    crop = torch.arange(boxmap.shape[0], device=boxmap.device).view(-1, *([1] * (boxmap.ndim - 1)))
+    key = torch.where(present, crop * n_global + boxmap, -1)
+    # a lookup table instead of torch.unique: no sort of every box pixel
+    used = torch.nonzero(torch.bincount(key[present], minlength=boxmap.shape[0] * n_global))[:, 0]
+    table = torch.full((boxmap.shape[0] * n_global + 1,), -1, dtype=key.dtype, device=key.device)
+    table[used] = torch.arange(len(used), dtype=key.dtype, device=key.device)
+    local = table[key]  # -1 reads the spare last entry, -1
+    which = used % n_global
+    return local, int(used.numel()), box_instance[which], box_class[which]
+
+
 def row_nanmedian(x: torch.Tensor) -> torch.Tensor:
     """Median of each row ignoring NaN; falls back to a sort where the device has no
     ``nanmedian`` kernel (MPS on older PyTorch)."""

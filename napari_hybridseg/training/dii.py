@@ -18,9 +18,9 @@ import torch
 from ..config import TrainConfig
 from ..data.targets import TrainingSample, TrainingSet
 from ..data.tiling import Tiling
-from ..losses import affinity_edges, box_losses, ce_logit_grad, extent_claim_grad
+from ..losses import affinity_edges, box_losses, ce_logit_grad, crop_boxes, extent_claim_grad
 
-DII_TILE = 1024  # pixels per axis of one no-grad pass
+DII_TILE = {2: 1024, 3: 128}  # pixels per axis of one no-grad pass, for 2D and 3D samples
 
 
 def classifier_grads(features: torch.Tensor, grad_logits: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
@@ -100,7 +100,7 @@ class DiiScorer:
     def _tiles(self, s: TrainingSample):
         """``(tile index, image, target, instance, boxmap, boxcore)`` windows of one
         sample; pixels outside the tile's core are unassigned (-1)."""
-        tiling = Tiling(s.spatial_shape, DII_TILE, 0, self.multiple)
+        tiling = Tiling(s.spatial_shape, DII_TILE[len(s.spatial_shape)], 0, self.multiple)
         image = tiling.pad(s.image)
         maps = [tiling.pad(a, -1) if a is not None else None for a in (s.target, s.instance, s.boxmap)]
         core = tiling.pad(s.boxcore, 0) if s.boxcore is not None else None
@@ -114,6 +114,7 @@ class DiiScorer:
     def _features(self, net, img: np.ndarray) -> torch.Tensor:
         return net.features(self._to(img[None]).to(net.classifier.weight.dtype))
 
+    @torch.no_grad()
     def strong_gradient(self, net) -> tuple[torch.Tensor, torch.Tensor]:
         """``g_S``, the gradient of the mean strong cross-entropy w.r.t. the classifier
         (weight and bias), and the mean strong feature."""
@@ -146,13 +147,14 @@ class DiiScorer:
         # "same": the loss the networks train on
         if (si, ti) not in self._edges:
             self._edges[(si, ti)] = affinity_edges(self._to(img)[None], self.cfg.affinity_threshold)
+        local, n_boxes, _, cls = crop_boxes(br, self.box_instance, self.box_class)
         with torch.enable_grad():
             zg = z.detach().requires_grad_(True)
-            n_boxes = len(self.box_instance)
-            loss = box_losses(zg, br, n_boxes, self._edges[(si, ti)], self.cfg.pairwise_weight, self.box_class).sum()
+            loss = box_losses(zg, local, n_boxes, self._edges[(si, ti)], self.cfg.pairwise_weight, cls).sum()
             (grad,) = torch.autograd.grad(loss, zg)
         return grad
 
+    @torch.no_grad()
     def weak_gradients(self, net) -> torch.Tensor:
         """``g_k`` for every weak instance: ``(n_instances, K * (F + 1))``, one forward per tile."""
         net.eval()
@@ -168,6 +170,7 @@ class DiiScorer:
                 out += classifier_grads(feats, grad, self._to(ins)[None].long(), self.n)
         return out
 
+    @torch.no_grad()
     def hypergradient(self, nets) -> torch.Tensor:
         """``dL_S/dgamma_k = -g_S . g_k`` for every weak instance, averaged over the networks."""
         hyper = torch.zeros(self.n, device=self.device)

@@ -168,6 +168,15 @@ class TrainingLoop:
         if not self._stopped:
             yield P.PausedEvent(self.state.step, False)
 
+    def _preview(self) -> Iterator:
+        """A preview, or a notice of why it failed: a preview never stops training."""
+        try:
+            event = self.previewer.event(self.state.step, self.state.nets)
+        except Exception as exc:
+            event = P.NoticeEvent(self.state.step, f"preview failed: {type(exc).__name__}: {exc}")
+        if event is not None:
+            yield event
+
     # -- files ----------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         return self.run_folder.save_checkpoint(self.config, self.state.state_dict(), self.weights.state_dict())
@@ -233,9 +242,7 @@ class TrainingLoop:
                     {"step": st.step, **{k: round(v, 6) for k, v in losses.items()}, "elapsed": round(st.elapsed, 3)}
                 )
             if self.previewer.due(st.step):
-                preview = self.previewer.event(st.step, st.nets)
-                if preview is not None:
-                    yield preview
+                yield from self._preview()
             if run is not None and st.step % cfg.checkpoint_every == 0:
                 yield P.CheckpointEvent(st.step, str(self.save_checkpoint()))
         if run is not None:

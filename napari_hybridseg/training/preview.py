@@ -7,19 +7,15 @@ updates nothing), so a run with previews trains exactly as one without.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 import torch
 
 from ..config import TrainConfig
-from ..data.preprocess import normalize
+from ..data.preprocess import intensity_ranges, normalize
 from ..inference import predict_array
 from ..networks import create_model
 from ..protocol import PreviewEvent, RequestPreview
 from ..task import Task
-
-CACHED_IMAGES = 4  # normalised preview slices kept between previews
 
 
 class Previewer:
@@ -31,11 +27,11 @@ class Previewer:
         self.request: RequestPreview | None = None
         self.pending = False
         self._nets: list = []
-        self._images: OrderedDict = OrderedDict()
+        self._ranges: dict[str, list] = {}  # intensity ranges per image: whole-volume statistics, once
 
     def set_project(self, project) -> None:
         self.project = project
-        self._images.clear()
+        self._ranges.clear()
 
     def set_request(self, request: RequestPreview) -> None:
         self.request = request if request.image is not None else None
@@ -47,39 +43,40 @@ class Previewer:
         every = self.request.every
         return self.pending or bool(every and step % every == 0)
 
-    def _image(self, name: str, z: int | None) -> np.ndarray | None:
-        """The normalised ``(C, H, W)`` slice to preview (whole-volume statistics)."""
-        if (name, z) in self._images:
-            self._images.move_to_end((name, z))
-            return self._images[(name, z)]
-        try:
-            item = self.project[name]
-        except KeyError:
-            return None
-        image = normalize(item.image, item.axes, z if item.is_volume else None)
-        self._images[(name, z)] = image
-        while len(self._images) > CACHED_IMAGES:
-            self._images.popitem(last=False)
-        return image
+    def _input(self, item, z: int | None) -> np.ndarray:
+        """The normalised network input: ``(C, H, W)``, or ``(C, Z, H, W)`` for 3D networks."""
+        if item.name not in self._ranges:
+            self._ranges[item.name] = intensity_ranges(item.image, item.axes)
+        ranges = self._ranges[item.name]
+        if self.task.spatial_dims == 3 and item.is_volume:
+            return np.ascontiguousarray(np.moveaxis(normalize(item.image, item.axes, ranges=ranges), 1, 0))
+        return normalize(item.image, item.axes, z if item.is_volume else None, ranges)
 
     def _snapshot(self, nets) -> list:
         """Eval-mode copies of ``nets`` with their current weights."""
         if len(self._nets) != len(nets):
-            self._nets = [create_model(self.task, self.cfg.depth, self.cfg.width).to(self.device).eval() for _ in nets]
+            # seeded, so that building them leaves the global random state alone
+            self._nets = [create_model(self.task, self.cfg.depth, self.cfg.width, seed=0) for _ in nets]
+            self._nets = [n.to(self.device).eval() for n in self._nets]
         for copy, net in zip(self._nets, nets):
             copy.load_state_dict(net.state_dict())
         return self._nets
 
     def event(self, step: int, nets) -> PreviewEvent | None:
-        """Predict the requested image with a snapshot of ``nets``."""
+        """Predict the requested image with a snapshot of ``nets``; ``None`` when the image
+        (or slice) is not in the project."""
         self.pending = False
         request = self.request
         if request is None or request.image not in self.project.images:
             return None
         item = self.project[request.image]
-        z = request.z if not item.is_volume or request.z is not None else item.spatial_shape[0] // 2
-        image = self._image(request.image, z if item.is_volume else None)
-        if image is None:
-            return None
-        pred = predict_array(self._snapshot(nets), image, device=self.device)
-        return PreviewEvent(step, request.image, z if item.is_volume else None, pred.probability, pred.uncertainty)
+        z = None
+        if item.is_volume:
+            z = request.z if request.z is not None else item.spatial_shape[0] // 2
+            if not 0 <= z < item.spatial_shape[0]:
+                return None
+        pred = predict_array(self._snapshot(nets), self._input(item, z), device=self.device)
+        if self.task.spatial_dims == 3 and item.is_volume:
+            unc = None if pred.uncertainty is None else pred.uncertainty[z]
+            return PreviewEvent(step, request.image, z, pred.probability[z], unc)
+        return PreviewEvent(step, request.image, z, pred.probability, pred.uncertainty)

@@ -36,10 +36,6 @@ class InstanceWeights:
     def __len__(self) -> int:
         return len(self.records)
 
-    @property
-    def keys(self) -> list[InstanceKey]:
-        return [r.key for r in self.records]
-
     def values(self) -> torch.Tensor:
         return self.gamma.detach()
 
@@ -114,7 +110,8 @@ class InstanceWeights:
     def load_state_dict(self, state: dict) -> None:
         """Restore a checkpoint; if the annotations changed since, carry weights over by key."""
         saved = [InstanceRecord(InstanceKey(*row[:3]), row[3]) for row in json.loads(state["instances"])]
-        self.pins = {InstanceKey(*p[:3]): float(p[3]) for p in json.loads(state.get("pins", "[]"))}
+        saved_pins = {InstanceKey(*p[:3]): float(p[3]) for p in json.loads(state.get("pins", "[]"))}
+        self.pins = {**saved_pins, **self.pins}  # pins given now win over the checkpoint's
         weights = state["weights"]
         if saved == self.records:
             with torch.no_grad():

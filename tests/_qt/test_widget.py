@@ -227,3 +227,17 @@ def test_widget_via_plugin_menu(make_napari_viewer):
     viewer = make_napari_viewer()
     dock, widget = viewer.window.add_plugin_dock_widget("napari-hybridseg", "Hybrid segmentation")
     assert isinstance(widget, HybridSegWidget)
+
+
+def test_an_image_tagged_while_training_is_previewed(annotated, qtbot):
+    viewer, widget = annotated
+    widget.train.every.setValue(1)
+    widget.annotate.image_combo.setCurrentText("a")
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT):
+        assert widget.start_training(steps=100_000)
+        qtbot.waitUntil(lambda: "a prediction" in viewer.layers, timeout=TIMEOUT)
+        viewer.add_image(np.random.default_rng(5).random((64, 64)).astype(np.float32), name="c")
+        widget.annotate.image_combo.setCurrentText("c")
+        widget.create_layers()
+        qtbot.waitUntil(lambda: "c prediction" in viewer.layers, timeout=TIMEOUT)
+        widget.stop_training()

@@ -1,9 +1,8 @@
 """Scribble strokes: every connected stroke on a slice is its own annotation, named stably."""
 
 import numpy as np
-import pytest
 
-from napari_hybridseg.annotations import Box, ImageAnnotations, Project, parse_stroke_id, slice_strokes
+from napari_hybridseg.annotations import parse_stroke_id, slice_strokes
 
 
 def test_each_connected_stroke_of_a_value_is_separate():
@@ -40,15 +39,3 @@ def test_identity_survives_edits_of_other_strokes_and_signature_tracks_its_own()
 def test_volume_strokes_carry_their_slice():
     (stroke,) = slice_strokes(np.pad(np.ones((2, 2), np.int32) * 4, 3), z=7)
     assert stroke.instance_id == "4@7:3:3" and parse_stroke_id(stroke.instance_id) == (4, (7, 3, 3))
-
-
-def test_frozen_project_is_a_read_only_copy():
-    image = np.random.default_rng(0).random((16, 16)).astype(np.float32)
-    scr = np.zeros((16, 16), np.int32)
-    item = ImageAnnotations("a", image, scribbles=scr, boxes=[Box(1, 1, 1, 5, 5)])
-    snap = Project([item]).frozen()
-    scr[3, 3] = 2
-    image[0, 0] = 99
-    assert snap["a"].scribbles[3, 3] == 0 and snap["a"].image[0, 0] != 99
-    with pytest.raises(ValueError):
-        snap["a"].scribbles[0, 0] = 1

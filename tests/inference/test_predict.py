@@ -47,6 +47,7 @@ def test_3d_networks_predict_volumes_in_3d_tiles():
         whole = 1 - torch.softmax(net(x[None, None]), 1)[0, 0, :10].numpy()
     assert pred.probability.shape == (10, 20, 12) and pred.uncertainty is None
     np.testing.assert_allclose(pred.probability, whole, atol=1e-5)
+    np.testing.assert_allclose(predict_image([net], vol, "zyx", z=4).probability, whole[4], atol=1e-5)
 
 
 def test_model_file_round_trip_keeps_task_and_weights(tmp_path):

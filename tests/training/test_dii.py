@@ -173,7 +173,7 @@ def test_each_pixel_counts_in_one_tile(hand_project, monkeypatch):
     for s in loop.tset.samples:
         s.image = s.image.astype(np.float64)
     whole = loop.scorer.weak_gradients(net)
-    monkeypatch.setattr(dii, "DII_TILE", 24)  # 64 pixels: three tiles per axis, uneven cores
+    monkeypatch.setitem(dii.DII_TILE, 2, 24)  # 64 pixels: three tiles per axis, uneven cores
     tiled = loop.scorer.weak_gradients(net)
     assert whole.abs().sum() > 0
     torch.testing.assert_close(tiled, whole, rtol=1e-9, atol=1e-9)
@@ -251,9 +251,9 @@ def test_weights_round_trip_through_a_checkpoint():
 
 def test_image_granularity_has_one_weight_per_weak_image(hand_project):
     loop = TrainingLoop(hand_project, TrainConfig(granularity="image", **TINY))
-    assert loop.weights.keys == [InstanceKey("w", "image", "image")]
+    assert [r.key for r in loop.weights.records] == [InstanceKey("w", "image", "image")]
     loop = TrainingLoop(hand_project, TrainConfig(granularity="object", **TINY))
-    assert sorted((k.instance, k.kind) for k in loop.weights.keys) == [
+    assert sorted((r.key.instance, r.key.kind) for r in loop.weights.records) == [
         ("1", "box"),
         ("2", "box"),
         ("background", "background"),
@@ -293,3 +293,10 @@ def test_default_dii_lr_lets_weights_reach_zero():
     assert dii_learning_rate(TrainConfig(steps=300, dii_lr=0.05), 50, 41) == 0.05
     with pytest.raises(ConfigError, match="dii_lr"):
         TrainConfig(dii_lr=0.0)
+
+
+def test_weight_updates_keep_no_autograd_graph(hand_project):
+    """The passes over the whole data set must not hold the graph of every tile."""
+    loop = TrainingLoop(hand_project, TrainConfig(method="dii+dcr", **TINY))
+    hyper = loop.scorer.hypergradient(loop.state.nets)
+    assert hyper.shape == (len(loop.weights),) and not hyper.requires_grad and hyper.grad_fn is None

@@ -227,7 +227,7 @@ def test_commands_and_events_are_plain_data_that_cross_a_process_boundary(hand_p
     import pickle
 
     commands = [P.Pause(), P.Resume(), P.Stop(), P.Pin(InstanceKey("w", "1", "box"), 0.0), P.RequestPreview("w", 1, 3)]
-    commands.append(P.UpdateProject(hand_project.frozen()))
+    commands.append(P.UpdateProject(hand_project))
     inbox = queue.Queue()
     inbox.put(P.RequestPreview("w", every=1))
     events = _run(TrainingLoop(hand_project, _cfg(method="dii+dcr", steps=3, dii_warmup=1, dii_interval=1)), inbox)
@@ -239,3 +239,50 @@ def test_commands_and_events_are_plain_data_that_cross_a_process_boundary(hand_p
         assert type(back) is type(item)
     weights = next(e for e in events if isinstance(e, P.WeightsEvent)).weights
     assert all(type(w.key) is InstanceKey and type(w.weight) is float for w in weights)
+
+
+def test_a_preview_never_stops_training(hand_project, monkeypatch):
+    from napari_hybridseg.training.preview import Previewer
+
+    vol = np.random.default_rng(0).random((4, 32, 32)).astype(np.float32)
+    project = Project([*hand_project, ImageAnnotations("v", vol)])
+    inbox = queue.Queue()
+    inbox.put(P.RequestPreview("v", z=10, every=1))  # a slice the volume does not have
+    out = _run(TrainingLoop(project, _cfg(method="dii", steps=2)), inbox)
+    assert not [e for e in out if isinstance(e, P.PreviewEvent)] and out[-1].step == 2
+
+    def broken(self, step, nets):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(Previewer, "event", broken)
+    inbox.put(P.RequestPreview("v", z=1, every=1))
+    out = _run(TrainingLoop(project, _cfg(method="dii", steps=2)), inbox)
+    notices = [e for e in out if isinstance(e, P.NoticeEvent)]
+    assert len(notices) == 2 and "out of memory" in notices[0].message and out[-1].step == 2
+
+
+def test_volume_previews_scale_the_slice_like_the_volume(hand_project):
+    from napari_hybridseg.inference import predict_image
+
+    vol = np.random.default_rng(0).random((4, 64, 64)).astype(np.float32)
+    vol[1] *= 30
+    project = Project([*hand_project, ImageAnnotations("v", vol)])
+    loop = TrainingLoop(project, _cfg(method="dcr", steps=1))
+    inbox = queue.Queue()
+    inbox.put(P.RequestPreview("v", z=1, every=1))
+    (preview,) = [e for e in _run(loop, inbox) if isinstance(e, P.PreviewEvent)]
+    expected = predict_image(loop.state.nets, vol, "zyx")
+    assert preview.z == 1
+    np.testing.assert_allclose(preview.probability, expected.probability[1], atol=1e-5)
+
+
+def test_pins_given_to_a_resumed_run_win(tiny_project, tmp_path):
+    project = Project.load(tiny_project)
+    cfg = _cfg(method="dii", steps=2)
+    first = TrainingLoop(project, cfg, tmp_path / "r", pins={InstanceKey("img002", "1", "box"): 0.0})
+    _run(first)
+    key = first.weights.records[0].key
+    again = TrainingLoop(project, _cfg(method="dii", steps=3), tmp_path / "r", resume=True, pins={key: 0.25})
+    pins = {w.key: (w.weight, w.pinned) for w in again.weights.table()}
+    assert pins[key] == (0.25, True)
+    assert again.weights.pins[InstanceKey("img002", "1", "box")] == 0.0
