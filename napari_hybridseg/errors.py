@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class HybridSegError(Exception):
     """Base class: the message names the file or layer and the problem, on one line."""
@@ -21,3 +23,10 @@ class ModelFileError(HybridSegError, ValueError):
 
 class ConfigError(HybridSegError, ValueError):
     """A training or prediction option is invalid."""
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of an error from a library, for a one-line message: without any
+    bytes of the file it may quote (a file's content never reaches the screen)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return re.sub(r"[:,]?\s*\w*=?b(['\"]).*?(\1|$)", "", text).strip()[:200] or type(exc).__name__

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write, compound_suffix
-from .errors import ImageReadError
+from .errors import ImageReadError, reason
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".nii", ".nii.gz")
 LABEL_SUFFIXES = (".tif", ".tiff", ".nii", ".nii.gz")
@@ -128,8 +128,7 @@ def read_image(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
     except ImageReadError:
         raise
     except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImageReadError(f"{path}: cannot read image ({reason})") from None
+        raise ImageReadError(f"{path}: cannot read image ({reason(exc)})") from None
 
 
 def _write_tiff(path: Path, array: np.ndarray, meta: ImageMeta) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageReadError
+from .errors import ImageReadError, reason
 
 
 def read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
@@ -34,7 +34,7 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, .
         img = nib.load(str(path))
         data = np.asarray(img.dataobj)
     except Exception as exc:  # nibabel raises many types for damaged files
-        raise ImageReadError(f"{path}: cannot read NIfTI file ({exc})") from None
+        raise ImageReadError(f"{path}: cannot read NIfTI file ({reason(exc)})") from None
     zooms = tuple(float(z) for z in img.header.get_zooms()[: data.ndim])
     if data.ndim == 3 and data.shape[2] == 1:
         data = data[:, :, 0]

@@ -97,3 +97,14 @@ def test_spatial_axes_and_names():
     assert spatial_axes(np.zeros((5, 12, 12))) == "zyx"
     assert strip_suffix("a/b/scan.nii.gz") == "scan"
     assert strip_suffix("cell.TIF") == "cell"
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png", ".nii.gz", ".nii"])
+def test_an_unreadable_file_is_named_without_printing_its_content(tmp_path, suffix):
+    path = tmp_path / f"notes{suffix}"
+    path.write_bytes(b"password=hunter2 and other private notes " * 10)
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+    assert "hunter2" not in message and "pass" not in message

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from ..errors import AnnotationError
-from .model import Box, check_box
+from .model import Box, check_box, warn_clipped
 
 BOX_COLUMNS_2D = ["id", "y0", "x0", "y1", "x1"]
 BOX_COLUMNS_3D = ["id", "z", "y0", "x0", "y1", "x1"]
@@ -16,7 +16,11 @@ BOX_COLUMNS_3D = ["id", "z", "y0", "x0", "y1", "x1"]
 
 def read_boxes_csv(path: Path, shape: tuple[int, ...]) -> list[Box]:
     """Read and validate a box file for an image of spatial ``shape``."""
-    return parse_boxes_csv(path.read_text(encoding="utf-8-sig"), shape, str(path))
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") from None
+    return parse_boxes_csv(text, shape, str(path))
 
 
 def parse_boxes_csv(text: str, shape: tuple[int, ...], where: str) -> list[Box]:
@@ -32,6 +36,7 @@ def parse_boxes_csv(text: str, shape: tuple[int, ...], where: str) -> list[Box]:
             + (" (the image is 3D)" if volume else " (the image is 2D)")
         )
     boxes: list[Box] = []
+    raw: list[Box] = []
     seen: set[int] = set()
     for lineno, row in enumerate(rows[1:], start=2):
         if len(row) != len(expected):
@@ -46,7 +51,9 @@ def parse_boxes_csv(text: str, shape: tuple[int, ...], where: str) -> list[Box]:
         if box.id in seen:
             raise AnnotationError(f"{where}:{lineno}: duplicate box id {box.id}")
         seen.add(box.id)
+        raw.append(box)
         boxes.append(check_box(box, shape, f"{where}:{lineno}"))
+    warn_clipped(where, raw, boxes)
     return boxes
 
 

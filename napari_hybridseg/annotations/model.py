@@ -86,8 +86,12 @@ def read_only_copy(arr) -> np.ndarray:
     return out
 
 
+LABEL_MAX = np.iinfo(np.int32).max
+
+
 def label_array(arr: np.ndarray, where: str) -> np.ndarray:
-    """Check that a mask/scribble array holds non-negative integers; return it as int32."""
+    """Check that a mask/scribble array holds integers in ``0..2**31 - 1`` (any dtype);
+    return it as int32."""
     if arr.dtype == np.bool_:
         return arr.astype(np.int32)
     if np.issubdtype(arr.dtype, np.floating):
@@ -98,6 +102,9 @@ def label_array(arr: np.ndarray, where: str) -> np.ndarray:
         raise AnnotationError(f"{where}: values must be integers (found dtype {arr.dtype})")
     if arr.size and arr.min() < 0:
         raise AnnotationError(f"{where}: values must be >= 0 (found {arr.min()})")
+    if arr.size and arr.max() > LABEL_MAX:
+        top = int(arr.max())
+        raise AnnotationError(f"{where}: label value {top} is too large (labels must be at most {LABEL_MAX})")
     return arr.astype(np.int32)
 
 
@@ -111,7 +118,8 @@ def validate_image(arr: np.ndarray, where: str) -> None:
 
 
 def check_box(box: Box, shape: tuple[int, ...], where: str) -> Box:
-    """Refuse an inverted, empty or off-image box; clip one that extends past the image."""
+    """Refuse an inverted, empty or off-image box; clip one that extends past the image
+    (the caller says so: see :func:`warn_clipped`)."""
     if box.y1 < box.y0 or box.x1 < box.x0:
         raise AnnotationError(f"{where}: box {box.id} is inverted (y1 < y0 or x1 < x0)")
     if box.y1 == box.y0 or box.x1 == box.x0:
@@ -122,9 +130,17 @@ def check_box(box: Box, shape: tuple[int, ...], where: str) -> Box:
     clipped = Box(box.id, max(box.y0, 0), max(box.x0, 0), min(box.y1, h), min(box.x1, w), box.z)
     if clipped.y1 <= clipped.y0 or clipped.x1 <= clipped.x0:
         raise AnnotationError(f"{where}: box {box.id} lies entirely outside the {h}x{w} image")
-    if clipped != box:
-        warnings.warn(f"{where}: box {box.id} extends past the image and was clipped", stacklevel=3)
     return clipped
+
+
+def warn_clipped(where: str, before: list[Box], after: list[Box]) -> None:
+    """One warning for all the boxes of a file or layer that were clipped."""
+    ids = [b.id for b, c in zip(before, after) if b != c]
+    if len(ids) == 1:
+        warnings.warn(f"{where}: box {ids[0]} extends past the image and was clipped", stacklevel=3)
+    elif ids:
+        shown = ", ".join(map(str, ids[:5])) + (", ..." if len(ids) > 5 else "")
+        warnings.warn(f"{where}: {len(ids)} boxes extend past the image and were clipped (ids {shown})", stacklevel=3)
 
 
 def validate_annotations(item: ImageAnnotations, where: str | None = None) -> None:
@@ -139,7 +155,7 @@ def validate_annotations(item: ImageAnnotations, where: str | None = None) -> No
             raise AnnotationError(f"{where} {label}: shape {arr.shape} differs from the image's {shape}")
         label_array(arr, f"{where} {label}")
     seen: set[int] = set()
-    checked = []
+    checked: list[Box] = []
     for box in item.boxes:
         if box.id in seen:
             raise AnnotationError(f"{where} boxes: duplicate box id {box.id}")
@@ -150,4 +166,5 @@ def validate_annotations(item: ImageAnnotations, where: str | None = None) -> No
                 + ("needs a slice index z (the image is 3D)" if item.is_volume else "has a z but the image is 2D")
             )
         checked.append(check_box(box, shape, f"{where} boxes"))
+    warn_clipped(f"{where} boxes", item.boxes, checked)
     item.boxes = checked

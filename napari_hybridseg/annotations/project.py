@@ -64,10 +64,10 @@ class Project:
         root = Path(root)
         if not root.is_dir():
             raise AnnotationError(f"{root}: project folder not found")
-        images = _find_files(root / "images", IMAGE_SUFFIXES)
-        strong = _find_files(root / "strong", LABEL_SUFFIXES)
-        scribbles = _find_files(root / "scribbles", LABEL_SUFFIXES)
-        boxes = _find_files(root / "boxes", (".csv",))
+        images = _find_files(root, "images", IMAGE_SUFFIXES)
+        strong = _find_files(root, "strong", LABEL_SUFFIXES)
+        scribbles = _find_files(root, "scribbles", LABEL_SUFFIXES)
+        boxes = _find_files(root, "boxes", (".csv",))
         for files in (strong, scribbles, boxes):
             for name, path in files.items():
                 if name not in images:
@@ -103,14 +103,20 @@ class Project:
         return root
 
 
-def _find_files(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+def _find_files(root: Path, folder_name: str, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """The files of one project folder by image name.  A link may point anywhere inside
+    the project; one that leaves it is refused (and not read)."""
     found: dict[str, Path] = {}
+    folder = root / folder_name
     if not folder.is_dir():
         return found
+    inside = root.resolve()
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith(".") or compound_suffix(path) not in suffixes:
             continue
-        if compound_suffix(path) in suffixes:
+        if path.is_symlink() and not path.resolve().is_relative_to(inside):
+            raise AnnotationError(f"{path}: links outside the project; copy the file into {folder}")
+        if path.is_file():
             name = strip_suffix(path)
             if name in found:
                 raise AnnotationError(f"{path}: two files for image {name!r} in {folder}")
@@ -126,6 +132,7 @@ def _read_label(path: Path, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _read_flags(root: Path) -> dict:
+    """``project.json``'s per-image flags, each checked: one line names what is wrong."""
     path = root / "project.json"
     if not path.exists():
         return {}
@@ -133,9 +140,20 @@ def _read_flags(root: Path) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AnnotationError(f"{path}: not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+    except RecursionError:
+        raise AnnotationError(f"{path}: not valid JSON (nested too deeply)") from None
     images = data.get("images", {}) if isinstance(data, dict) else None
     if not isinstance(images, dict):
         raise AnnotationError(f'{path}: expected {{"images": {{NAME: {{...}}}}}}')
+    for name, entry in images.items():
+        if not isinstance(entry, dict):
+            raise AnnotationError(
+                f'{path}: the entry for image {name!r} must be an object, like {{"exhaustive": true}}'
+            )
+        if "exhaustive" in entry and not isinstance(entry["exhaustive"], bool):
+            raise AnnotationError(
+                f"{path}: image {name!r}: exhaustive must be true or false, not {json.dumps(entry['exhaustive'])}"
+            )
     return images
 
 

@@ -166,3 +166,78 @@ def test_in_memory_validation():
         Project([ImageAnnotations("x", img, strong=np.zeros((8, 8), np.uint8))])
     assert ImageAnnotations("x", img).role == "unlabelled"
     assert ImageAnnotations("x", np.zeros((16, 16, 3))).n_channels == 3
+
+
+@pytest.mark.parametrize(
+    "folder, values, dtype",
+    [("strong", [0, 2**31], np.uint32), ("scribbles", [0, 2**32 + 1], np.int64), ("strong", [0, 2**40], np.float64)],
+)
+def test_labels_that_do_not_fit_are_refused_not_wrapped(tmp_path, folder, values, dtype):
+    root = _project(tmp_path)
+    (root / folder).mkdir()
+    arr = np.zeros((32, 40), dtype)
+    arr[1, 1] = values[1]
+    tifffile.imwrite(root / folder / "a.tif", arr)
+    with pytest.raises(AnnotationError, match=f"{folder}/a.tif: label value {values[1]} is too large"):
+        Project.load(root)
+
+
+def test_labels_of_any_integer_dtype_that_fit_are_read(tmp_path):
+    root = _project(tmp_path)
+    (root / "strong").mkdir()
+    arr = np.zeros((32, 40), np.uint64)
+    arr[2:5, 2:5] = 2**31 - 1
+    tifffile.imwrite(root / "strong" / "a.tif", arr)
+    assert Project.load(root)["a"].strong.max() == 2**31 - 1
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"images": {"a": {"exhaustive": "false"}}}', "exhaustive must be true or false"),
+        ('{"images": {"a": {"exhaustive": NaN}}}', "exhaustive must be true or false"),
+        ('{"images": {"a": "exhaustive"}}', "entry for image 'a' must be an object"),
+        ('{"images": {"a": []}}', "entry for image 'a' must be an object"),
+        ('{"images": []}', 'expected {"images"'),
+        ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
+        ('{"images": {"a": {"exhaustive": false}}}\xff', "not valid JSON"),
+    ],
+)
+def test_project_json_is_validated_in_one_line(tmp_path, text, message):
+    root = _project(tmp_path)
+    (root / "project.json").write_bytes(text.encode("utf-8", "surrogateescape") if "\xff" not in text else b"\xff")
+    with pytest.raises(AnnotationError, match=message) as info:
+        Project.load(root)
+    assert "project.json" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_box_file_that_is_not_utf8_is_named(tmp_path):
+    root = _project(tmp_path, boxes=None)
+    (root / "boxes").mkdir()
+    (root / "boxes" / "a.csv").write_bytes(b"id,y0,x0,y1,x1\n1,2,3,10,12\n\xff\xfe")
+    with pytest.raises(AnnotationError, match="a.csv: not UTF-8 text"):
+        Project.load(root)
+
+
+def test_many_clipped_boxes_give_one_warning(tmp_path):
+    rows = "".join(f"{i},-1,0,5,5\n" for i in range(1, 2001))
+    root = _project(tmp_path, boxes="id,y0,x0,y1,x1\n" + rows)
+    with pytest.warns(UserWarning) as caught:
+        Project.load(root)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "2000 boxes extend past the image and were clipped" in messages[0]
+    assert "a.csv" in messages[0]
+
+
+def test_links_that_leave_the_project_are_refused_without_reading_them(tmp_path):
+    root = _project(tmp_path)
+    secret = tmp_path / "secret.tif"
+    secret.write_bytes(b"top secret, not an image")
+    (root / "images" / "b.tif").symlink_to(secret)
+    with pytest.raises(AnnotationError, match="b.tif: links outside the project") as info:
+        Project.load(root)
+    assert "secret," not in str(info.value)
+    inside = root / "images" / "c.tif"
+    inside.symlink_to(root / "images" / "a.tif")  # a link that stays inside is fine
+    (root / "images" / "b.tif").unlink()
+    assert set(Project.load(root).images) == {"a", "c"}
