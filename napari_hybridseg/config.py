@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -14,6 +15,25 @@ BOX_TARGETS = ("filled", "projection")
 GRANULARITIES = ("object", "image")
 DII_SPACES = ("centred", "weight", "weight+bias")
 DII_BOX_TARGETS = ("filled", "ellipse", "extent", "same")
+
+
+# Plausible ranges: anything outside is a typo, and some values would exhaust memory
+# before a single step.
+BOUNDS = {
+    "steps": (1, 10**8),
+    "batch_size": (1, 512),
+    "patch_size": (8, 1024),
+    "width": (1, 256),
+    "depth": (1, 7),
+    "lr": (1e-12, 1e38),
+    "weight_decay": (0, 1e3),
+    "lambda_cr": (0, 1e3),
+    "pairwise_weight": (0, 1e3),
+    "affinity_threshold": (0, 1),
+    "checkpoint_every": (1, 10**8),
+    "log_every": (1, 10**8),
+}
+MAX_CHANNELS = 4096
 
 
 def poly_factor(step: int, total: int, power: float = 0.9) -> float:
@@ -111,9 +131,15 @@ class TrainConfig:
         choice("dii_box_target", DII_BOX_TARGETS)
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N; got {self.device!r}")
-        for name in ("steps", "batch_size", "width", "depth", "checkpoint_every", "log_every"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)}")
+        for name, (low, high) in BOUNDS.items():
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and low <= value <= high):
+                raise ConfigError(f"{name} must be between {low:g} and {high:g}; got {value!r}")
+        if self.width * 2**self.depth > MAX_CHANNELS:
+            raise ConfigError(
+                f"width * 2**depth must be at most {MAX_CHANNELS} (the deepest layer's channels); "
+                f"got {self.width} * 2**{self.depth}"
+            )
         if self.patch_size % (2**self.depth) or self.patch_size < 2**self.depth * 4:
             raise ConfigError(
                 f"patch_size {self.patch_size} must be a multiple of 2**depth = {2**self.depth} "
@@ -127,7 +153,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < (1 if name == "dii_interval" else 0):
                 raise ConfigError(f"{name} must be positive; got {value}")
-        if self.dii_lr is not None and not self.dii_lr > 0:
+        if self.dii_lr is not None and not (math.isfinite(self.dii_lr) and self.dii_lr > 0):
             raise ConfigError(f"dii_lr must be > 0; got {self.dii_lr}")
 
     def to_dict(self) -> dict:

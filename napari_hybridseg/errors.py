@@ -25,6 +25,14 @@ class ConfigError(HybridSegError, ValueError):
     """A training or prediction option is invalid."""
 
 
+class OutputError(HybridSegError, ValueError):
+    """Writing where asked would replace something the user made."""
+
+
+class DivergedError(HybridSegError, ArithmeticError):
+    """Training produced a non-finite loss or weight."""
+
+
 def reason(exc: BaseException) -> str:
     """The first line of an error from a library, for a one-line message: without any
     bytes of the file it may quote (a file's content never reaches the screen)."""

@@ -15,6 +15,7 @@ import numpy as np
 
 from .atomic import atomic_write, compound_suffix
 from .errors import ImageReadError, reason
+from .limits import check_declared_size
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".nii", ".nii.gz")
 LABEL_SUFFIXES = (".tif", ".tiff", ".nii", ".nii.gz")
@@ -71,6 +72,9 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, ImageMeta]:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
+        if not tif.series:
+            raise ImageReadError(f"{path}: the TIFF file holds no image")
+        check_declared_size(path, tif.series[0].shape)
         data = tif.asarray()
         spacing = None
         shaped = tif.shaped_metadata
@@ -91,9 +95,17 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, ImageMeta]:
 
 
 def _read_png(path: Path) -> tuple[np.ndarray, ImageMeta]:
-    from skimage import io as skio
+    from PIL import Image
 
-    return np.asarray(skio.imread(path)), ImageMeta(format="png")
+    bomb_check, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our own limit applies instead
+    try:
+        with Image.open(path) as im:
+            check_declared_size(path, (im.height, im.width, len(im.getbands())))
+            if im.mode == "P":  # a palette image: its colours, not the palette's indices
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            return np.asarray(im), ImageMeta(format="png")
+    finally:
+        Image.MAX_IMAGE_PIXELS = bomb_check
 
 
 def _read_nii(path: Path) -> tuple[np.ndarray, ImageMeta]:

@@ -15,7 +15,7 @@ import torch
 
 from .atomic import atomic_path
 from .config import TrainConfig
-from .errors import ModelFileError
+from .errors import ModelFileError, reason
 from .networks import UNet, create_model
 from .task import Task
 
@@ -88,17 +88,35 @@ def save_model(path: str | Path, model: LoadedModel) -> Path:
     return save_file(path, model_payload(states, model.config, model.task))
 
 
+def _expected_shapes(task: Task, cfg: TrainConfig) -> dict[str, tuple]:
+    """Every tensor's shape in the network the config describes, without allocating it."""
+    with torch.device("meta"):
+        net = UNet(task.in_channels, task.n_outputs, cfg.depth, cfg.width, task.spatial_dims)
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
 def load_model(path: str | Path) -> LoadedModel:
+    """Read a model file: its config, task and weights are checked against each other
+    before a network is built, so a small file cannot make it allocate a huge one."""
     data = load_file(path, MODEL_FORMAT)
     try:
         cfg = TrainConfig.from_dict(json.loads(data["config"]))
         # files written before tasks were recorded are one class, 2D
         task = Task.from_dict(json.loads(data["task"])) if "task" in data else Task(int(data["in_channels"]))
+        states = data["nets"]
+        if not isinstance(states, list) or not 1 <= len(states) <= 2:
+            raise ModelFileError(f"{path}: holds no networks (or more than two)")
+        expected = _expected_shapes(task, cfg)
+        for state in states:
+            if not isinstance(state, dict) or {k: tuple(v.shape) for k, v in state.items()} != expected:
+                raise ModelFileError(f"{path}: the weights do not match the network its config describes")
         nets = []
-        for state in data["nets"]:
+        for state in states:
             net = create_model(task, cfg.depth, cfg.width)
             net.load_state_dict(state)
             nets.append(net.eval())
-    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        raise ModelFileError(f"{path}: damaged model file ({str(exc).splitlines()[0][:160]})") from None
+    except ModelFileError:
+        raise
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
+        raise ModelFileError(f"{path}: damaged model file ({reason(exc)})") from None
     return LoadedModel(nets, cfg, task)

@@ -18,11 +18,13 @@ was, so a mask predicted for a scan lines up with the scan in any viewer.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ImageReadError, reason
+from .limits import check_declared_size
 
 
 def read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
@@ -32,15 +34,20 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, .
     path = Path(path)
     try:
         img = nib.load(str(path))
-        data = np.asarray(img.dataobj)
+        shape = tuple(img.header.get_data_shape())
     except Exception as exc:  # nibabel raises many types for damaged files
         raise ImageReadError(f"{path}: cannot read NIfTI file ({reason(exc)})") from None
-    zooms = tuple(float(z) for z in img.header.get_zooms()[: data.ndim])
-    if data.ndim == 3 and data.shape[2] == 1:
-        data = data[:, :, 0]
-        zooms = zooms[:2]
-    if data.ndim not in (2, 3):
-        raise ImageReadError(f"{path}: NIfTI with {data.ndim} dimensions is not supported (2D or 3D only)")
+    check_declared_size(path, shape)
+    # trailing axes of one (x, y, z, 1), as written by many tools, are not dimensions
+    while len(shape) > 2 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) not in (2, 3):
+        raise ImageReadError(f"{path}: NIfTI with {len(shape)} dimensions is not supported (2D or 3D only)")
+    try:
+        data = np.asarray(img.dataobj).reshape(shape)
+    except Exception as exc:
+        raise ImageReadError(f"{path}: cannot read NIfTI file ({reason(exc)})") from None
+    zooms = tuple(float(z) for z in img.header.get_zooms()[: len(shape)])
     return np.ascontiguousarray(data.T), np.asarray(img.affine, dtype=float), zooms[::-1]
 
 
@@ -63,11 +70,17 @@ def write_nifti(
     if data.dtype == np.int64:
         # NIfTI readers widely support int32; label ids never need 64 bits here
         data = data.astype(np.int32)
+    if affine is not None and abs(np.linalg.det(np.asarray(affine, float)[:3, :3])) < 1e-12:
+        warnings.warn(
+            f"{Path(path).name}: the image's affine is not invertible; written with one from the voxel spacing",
+            stacklevel=3,
+        )
+        affine = None
     if affine is None:
         affine = np.eye(4)
         if spacing is not None:
             for axis, step in enumerate(reversed(tuple(spacing))):
-                affine[axis, axis] = float(step)
+                affine[axis, axis] = float(step) if step and np.isfinite(step) else 1.0
     img = nib.Nifti1Image(np.ascontiguousarray(data.T), np.asarray(affine, dtype=float))
     img.header.set_data_dtype(data.dtype)
     nib.save(img, str(path))

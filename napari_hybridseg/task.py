@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass
 
 from .errors import AnnotationError, ConfigError
 
+MAX_CHANNELS = 64
+MAX_CLASSES = 255
+
 
 @dataclass(frozen=True)
 class Task:
@@ -30,8 +33,10 @@ class Task:
     spatial_dims: int = 2
 
     def __post_init__(self) -> None:
-        if self.in_channels < 1 or self.n_classes < 1:
-            raise ConfigError(f"a task needs >= 1 channel and >= 1 class; got {self}")
+        if not 1 <= self.in_channels <= MAX_CHANNELS:
+            raise ConfigError(f"in_channels must be between 1 and {MAX_CHANNELS}; got {self.in_channels}")
+        if not 1 <= self.n_classes <= MAX_CLASSES:
+            raise ConfigError(f"n_classes must be between 1 and {MAX_CLASSES}; got {self.n_classes}")
         if self.spatial_dims not in (2, 3):
             raise ConfigError(f"spatial_dims must be 2 or 3; got {self.spatial_dims}")
 

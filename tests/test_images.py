@@ -108,3 +108,41 @@ def test_an_unreadable_file_is_named_without_printing_its_content(tmp_path, suff
     message = str(info.value)
     assert message.startswith(str(path)) and "\n" not in message
     assert "hunter2" not in message and "pass" not in message
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png", ".nii.gz"])
+def test_images_larger_than_the_limit_are_refused_before_reading(tmp_path, monkeypatch, suffix):
+    from napari_hybridseg.limits import ENV
+
+    path = tmp_path / f"big{suffix}"
+    write_image(path, np.zeros((64, 80), np.uint8)) if suffix != ".png" else _png(path, np.zeros((64, 80), np.uint8))
+    monkeypatch.setenv(ENV, "5000")
+    with pytest.raises(ImageReadError, match=r"big.*declares (64 x 80|80 x 64)( x 1)? = 5,120 values.*--max-voxels"):
+        read_image(path)
+    monkeypatch.setenv(ENV, "6000")
+    assert read_image(path)[0].shape == (64, 80)
+
+
+def _png(path, arr):
+    from PIL import Image
+
+    Image.fromarray(arr).save(path)
+
+
+def test_nifti_with_a_trailing_axis_of_one_is_a_volume(tmp_path):
+    data = np.random.default_rng(0).random((10, 12, 5, 1)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([0.5, 0.5, 2.0, 1.0])), tmp_path / "v.nii.gz")
+    arr, meta = read_image(tmp_path / "v.nii.gz")
+    assert arr.shape == (5, 12, 10) and meta.spacing == (2.0, 0.5, 0.5)
+
+
+def test_a_singular_affine_is_replaced_with_a_warning_not_a_failure(tmp_path):
+    img = nib.Nifti1Image(np.ones((6, 7, 3), np.float32), np.eye(4))
+    img.header.set_sform(np.zeros((4, 4)), code=1)  # as some converters write it
+    img.header.set_qform(None, code=0)
+    nib.save(nib.Nifti1Image(np.ones((6, 7, 3), np.float32), None, img.header), tmp_path / "z.nii.gz")
+    arr, meta = read_image(tmp_path / "z.nii.gz")
+    with pytest.warns(UserWarning, match="affine is not invertible"):
+        write_image(tmp_path / "mask.nii.gz", (arr > 0).astype(np.uint8), meta)
+    back, _ = read_image(tmp_path / "mask.nii.gz")
+    np.testing.assert_array_equal(back, arr > 0)

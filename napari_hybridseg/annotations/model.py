@@ -109,8 +109,13 @@ def label_array(arr: np.ndarray, where: str) -> np.ndarray:
 
 
 def validate_image(arr: np.ndarray, where: str) -> None:
-    if arr.ndim not in (2, 3) or min(arr.shape) == 0:
-        raise AnnotationError(f"{where}: expected a 2D or 3D image, got shape {arr.shape}")
+    """One line naming ``where`` and what is wrong: dimensions, emptiness, dtype, NaN."""
+    if arr.ndim not in (2, 3):
+        raise AnnotationError(f"{where}: a {arr.ndim}D image is not supported (shape {arr.shape}); expected 2D or 3D")
+    if min(arr.shape) == 0:
+        raise AnnotationError(f"{where}: the image is empty (shape {arr.shape})")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise AnnotationError(f"{where}: complex values are not supported (dtype {arr.dtype}); save the magnitude")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise AnnotationError(f"{where}: image has non-numeric dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():

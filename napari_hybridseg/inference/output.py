@@ -6,8 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images import ImageMeta, label_suffix_for, write_image
+from ..atomic import compound_suffix
+from ..errors import OutputError
+from ..images import ImageMeta, label_suffix_for, strip_suffix, write_image
 from .predict import Prediction
+
+PROJECT_FOLDERS = ("images", "strong", "scribbles", "boxes")
 
 
 def labels_from_probability(probability: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -16,6 +20,46 @@ def labels_from_probability(probability: np.ndarray, threshold: float = 0.5) -> 
 
     lab = label(probability > threshold, connectivity=1)
     return lab.astype(np.uint16 if lab.max() < 65536 else np.int32)
+
+
+def output_names(name: str, suffix: str, probability: bool, uncertainty: bool) -> list[str]:
+    """The files :func:`save_prediction` writes for image ``name``."""
+    names = [f"{name}{suffix}"]
+    names += [f"{name}_prob{suffix}"] if probability else []
+    names += [f"{name}_uncertainty{suffix}"] if uncertainty else []
+    return names
+
+
+def check_output_folder(out: Path, inputs: list[Path]) -> None:
+    """Refuse an output folder that is an input, or part of a project's annotations."""
+    target = Path(out).resolve()
+    for folder in (target, *target.parents):
+        if folder.name in PROJECT_FOLDERS and (folder.parent / "images").is_dir():
+            raise OutputError(
+                f"{out}: lies in the project folder {folder.parent}'s {folder.name}/, where predictions would "
+                "replace your images or annotations; choose another --out"
+            )
+    for given in inputs:
+        if given.is_dir() and given.resolve() == target:
+            raise OutputError(f"{out}: is an input folder; predictions would replace its images, choose another --out")
+
+
+def plan_outputs(files: list[Path], out: Path, fmt: str | None, probability=False, uncertainty=False):
+    """``{input: [output paths]}``; two inputs whose outputs would share a file are an error
+    naming both (nothing is written)."""
+    owner: dict[Path, Path] = {}
+    plan: dict[Path, list[Path]] = {}
+    for path in files:
+        suffix = f".{fmt.lstrip('.')}" if fmt else (".nii.gz" if compound_suffix(path).startswith(".nii") else ".tif")
+        plan[path] = [Path(out) / n for n in output_names(strip_suffix(path), suffix, probability, uncertainty)]
+        for target in plan[path]:
+            if target in owner:
+                raise OutputError(
+                    f"{owner[target]} and {path} would both be written to {target}; rename one, or predict them "
+                    "into separate folders"
+                )
+            owner[target] = path
+    return plan
 
 
 def save_prediction(
@@ -36,14 +80,11 @@ def save_prediction(
     folder = Path(folder)
     suffix = f".{fmt.lstrip('.')}" if fmt else label_suffix_for(meta)
     out_meta = ImageMeta(spacing=meta.spacing, affine=meta.affine, format=suffix.lstrip("."))
-    written = [write_image(folder / f"{name}{suffix}", pred.labels(threshold), out_meta)]
-    if probability:
-        written.append(write_image(folder / f"{name}_prob{suffix}", pred.probability.astype(np.float32), out_meta))
-    if uncertainty and pred.uncertainty is not None:
-        written.append(
-            write_image(folder / f"{name}_uncertainty{suffix}", pred.uncertainty.astype(np.float32), out_meta)
-        )
-    return written
+    maps = [pred.labels(threshold)]
+    maps += [pred.probability.astype(np.float32)] if probability else []
+    maps += [pred.uncertainty.astype(np.float32)] if uncertainty and pred.uncertainty is not None else []
+    names = output_names(name, suffix, probability, uncertainty and pred.uncertainty is not None)
+    return [write_image(folder / n, m, out_meta) for n, m in zip(names, maps, strict=True)]
 
 
 def explain_empty(probability: np.ndarray, threshold: float = 0.5) -> str | None:

@@ -21,14 +21,14 @@ from ..config import TrainConfig
 from ..data.sampler import PatchSampler
 from ..data.targets import build_training_set
 from ..devices import resolve_device
-from ..errors import AnnotationError, ConfigError, ModelFileError
+from ..errors import AnnotationError, ConfigError, DivergedError, HybridSegError, ModelFileError
 from ..methods import get_method
 from .dii import DiiScorer
 from .preview import Previewer
 from .run_folder import RunFolder
 from .schedule import plan_dii, poly_lr
 from .state import TrainState
-from .step import StepContext, train_step
+from .step import StepContext, all_finite, train_step
 from .weights import InstanceWeights
 
 
@@ -193,6 +193,8 @@ class TrainingLoop:
             ) from None
 
     def _write_outputs(self) -> None:
+        if not all_finite(self.state.nets):  # never replace a good model with a broken one
+            raise DivergedError(f"step {self.state.step}: the weights are not finite; nothing was written")
         self.save_checkpoint()
         self.run_folder.save_model(self.state.network_states(), self.config, self.task)
         self.run_folder.write_weights(self.weights.csv())
@@ -203,7 +205,11 @@ class TrainingLoop:
         try:
             yield from self._events(inbox)
         except Exception as exc:  # surfaced as an event; the last checkpoint stays on disk
-            yield P.ErrorEvent(self.state.step, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            message = str(exc) if isinstance(exc, HybridSegError) else f"{type(exc).__name__}: {exc}"
+            yield P.ErrorEvent(self.state.step, message, traceback.format_exc())
+        finally:
+            if self.run_folder is not None:
+                self.run_folder.unlock()
 
     def _events(self, inbox) -> Iterator:
         cfg, st, run = self.config, self.state, self.run_folder
@@ -219,6 +225,12 @@ class TrainingLoop:
             self.schedule.lr if self.learns_weights else None,
         )
         yield self.weights_event()
+        if self.method.uses_weak and not len(self.weights):
+            yield P.NoticeEvent(
+                st.step,
+                "no weak annotations (boxes or scribbles on images without a full mask): "
+                "training on the full masks only",
+            )
         t0 = time.perf_counter() - st.elapsed
         while st.step < cfg.steps:
             yield from self._drain(inbox)

@@ -1,20 +1,48 @@
 """The run folder: ``config.json``, ``metrics.jsonl``, ``weights.csv``, ``checkpoint.pt``
-and ``model.pt``, each written atomically."""
+and ``model.pt``, each written atomically, and the lock that keeps two runs apart.
+
+A folder holding anything else is not a run: training refuses to write there unless
+told to (``--force``), so a mistyped ``--out`` never replaces someone's files.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import socket
+import warnings
 from pathlib import Path
 
 from ..atomic import atomic_write_text
 from ..config import TrainConfig
+from ..errors import OutputError
 from ..modelfile import CHECKPOINT_FORMAT, VERSION, load_file, model_payload, save_file
 from ..task import Task
+
+RUN_FILES = {"config.json", "metrics.jsonl", "weights.csv", "checkpoint.pt", "model.pt"}
+LOCK = ".lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _finite(value):
+    """JSON has no NaN: a non-finite number is written as null."""
+    return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
 class RunFolder:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._locked = False
 
     @property
     def checkpoint(self) -> Path:
@@ -28,9 +56,62 @@ class RunFolder:
     def metrics(self) -> Path:
         return self.root / "metrics.jsonl"
 
-    def prepare(self, config: TrainConfig, step: int) -> None:
-        """Create the folder, write ``config.json`` and drop metrics past ``step``."""
+    def check_writable(self, resume: bool = False, force: bool = False) -> None:
+        """Refuse a folder of other files, or a finished run that a new run would replace,
+        unless ``force`` (or ``resume``, for a run of ours)."""
+        if force or not self.root.exists():
+            return
+        if not self.root.is_dir():
+            raise OutputError(f"{self.root}: is a file, not a run folder")
+        names = {p.name for p in self.root.iterdir() if not (p.name.startswith(".") and ".tmp" in p.name)}
+        foreign = sorted(names - RUN_FILES - {LOCK})
+        if foreign:
+            raise OutputError(
+                f"{self.root}: holds files that are not a napari-hybridseg run ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}); choose another --out, or --force to write into it"
+            )
+        if not resume and names & {"model.pt", "checkpoint.pt"}:
+            raise OutputError(
+                f"{self.root}: already holds a run; continue it with --resume, or replace it with --force"
+            )
+
+    def lock(self) -> None:
+        """Hold the folder for this run; a lock left by a dead process is taken over."""
         self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / LOCK
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    other = json.loads(path.read_text())
+                    pid, host = int(other["pid"]), str(other["host"])
+                except (OSError, ValueError, KeyError, TypeError):
+                    pid, host = -1, me["host"]  # unreadable: a crash while it was written
+                if host != me["host"] or (pid > 0 and _alive(pid)):
+                    raise OutputError(
+                        f"{self.root}: in use by another training (process {pid} on {host}); "
+                        f"wait for it, or remove {path} if it is not running"
+                    ) from None
+                warnings.warn(
+                    f"{path}: taking over the stale lock of process {pid}, which is not running", stacklevel=2
+                )
+                path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            self._locked = True
+            return
+
+    def unlock(self) -> None:
+        if self._locked:
+            (self.root / LOCK).unlink(missing_ok=True)
+            self._locked = False
+
+    def prepare(self, config: TrainConfig, step: int) -> None:
+        """Lock the folder, write ``config.json`` and drop metrics past ``step``."""
+        self.lock()
         config.save(self.root / "config.json")
         if not self.metrics.exists():
             return
@@ -45,7 +126,7 @@ class RunFolder:
 
     def log(self, record: dict) -> None:
         with open(self.metrics, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(json.dumps({k: _finite(v) for k, v in record.items()}, allow_nan=False) + "\n")
 
     def write_weights(self, csv_text: str) -> None:
         atomic_write_text(self.root / "weights.csv", csv_text)

@@ -10,6 +10,7 @@ import torch
 from ..config import TrainConfig
 from ..data.sampler import Batch
 from ..data.targets import TrainingSet
+from ..errors import DivergedError
 from ..losses import affinity_edges, box_losses, crop_boxes, pixel_ce
 from ..methods import Method
 from .dcr import co_regularisation, cr_weight
@@ -57,6 +58,12 @@ def pixel_weights(ctx: StepContext, batch: Batch, instance: torch.Tensor, gamma:
     return w_seg, w_cr * valid
 
 
+def all_finite(nets) -> bool:
+    """Whether every weight and buffer of ``nets`` is finite (one reduction per tensor)."""
+    tensors = [t for n in nets for t in (*n.parameters(), *n.buffers()) if t.is_floating_point()]
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
 def train_step(state: TrainState, ctx: StepContext, batch: Batch, gamma: torch.Tensor) -> dict[str, float]:
     """One step on ``batch`` with instance weights ``gamma``; returns the loss terms and lr."""
     cfg, dev = ctx.cfg, state.device
@@ -87,8 +94,18 @@ def train_step(state: TrainState, ctx: StepContext, batch: Batch, gamma: torch.T
     if ctx.method.co_regularises:
         parts["cr"] = co_regularisation(state.nets, x, logits, w_cr, state.rng, state.precision)
         loss = loss + cr_weight(cfg, state.step) * parts["cr"]
+    if not torch.isfinite(loss):
+        raise DivergedError(
+            f"training diverged at step {state.step + 1}: the loss is {float(loss)}; lower the learning rate "
+            "(--lr); the networks are kept as they were before this step"
+        )
     state.opt.zero_grad(set_to_none=True)
     state.precision.backward_and_step(loss, state.opt)
+    if not all_finite(state.nets):
+        raise DivergedError(
+            f"training diverged at step {state.step + 1}: the weights are no longer finite; lower the learning "
+            "rate (--lr); the last checkpoint is kept"
+        )
     parts["total"] = loss
     out = {k: float(v.detach()) for k, v in parts.items()}
     out["lr"] = lr

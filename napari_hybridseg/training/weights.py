@@ -11,7 +11,14 @@ from collections.abc import Iterable
 import torch
 
 from ..data.targets import InstanceRecord
+from ..errors import DivergedError
 from ..protocol import InstanceKey, InstanceWeight
+
+
+def _cell(text: str) -> str:
+    """A text cell that a spreadsheet shows as text: a leading ``= + - @`` would start a
+    formula, so it gets a ``'`` in front (the usual spreadsheet escape)."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 class InstanceWeights:
@@ -60,6 +67,8 @@ class InstanceWeights:
         for group in self.opt.param_groups:
             group["lr"] = lr
         grad = hypergrad.detach().to(self.gamma).clone()
+        if not torch.isfinite(grad).all():
+            raise DivergedError("the weight update is not finite (the networks diverged); lower the learning rate")
         for row in self._pinned_rows():
             grad[row] = 0.0
         self.gamma.grad = grad
@@ -96,7 +105,7 @@ class InstanceWeights:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["image", "instance", "kind", "weight"])
-        writer.writerows([w.image, w.instance, w.kind, f"{w.weight:.6f}"] for w in self.table())
+        writer.writerows([_cell(w.image), _cell(w.instance), w.kind, f"{w.weight:.6f}"] for w in self.table())
         return out.getvalue()
 
     # -- checkpoints --------------------------------------------------------------------

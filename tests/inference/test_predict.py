@@ -98,3 +98,36 @@ def test_foreign_files_are_refused(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"hello")
     with pytest.raises(ModelFileError, match="junk.pt"):
         load_model(tmp_path / "junk.pt")
+
+
+def _model_payload(**changes):
+    net = create_model(Task(), 2, 4, seed=0)
+    payload = {
+        "format": "napari-hybridseg-model",
+        "version": 1,
+        "config": json.dumps(TrainConfig(depth=2, width=4).to_dict()),
+        "in_channels": 1,
+        "task": json.dumps(Task().to_dict()),
+        "nets": [net.state_dict()],
+    }
+    payload.update(changes)
+    return payload
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"nets": []}, "holds no networks"),
+        ({"config": json.dumps({**TrainConfig(depth=2, width=4).to_dict(), "width": 3000})}, "width must be"),
+        ({"config": json.dumps({**TrainConfig(depth=2, width=4).to_dict(), "width": 64})}, "do not match"),
+        ({"task": json.dumps({"in_channels": 1, "n_classes": 10**6, "spatial_dims": 2})}, "n_classes"),
+    ],
+)
+def test_a_model_file_is_checked_before_anything_is_built(tmp_path, monkeypatch, changes, message):
+    """A tiny file declaring a huge network is refused without allocating it."""
+    torch.save(_model_payload(**changes), tmp_path / "m.pt")
+    built = []
+    monkeypatch.setattr("napari_hybridseg.modelfile.create_model", lambda *a, **k: built.append(a) or pytest.fail())
+    with pytest.raises(ModelFileError, match=message) as info:
+        load_model(tmp_path / "m.pt")
+    assert "m.pt" in str(info.value) and not built

@@ -300,3 +300,17 @@ def test_weight_updates_keep_no_autograd_graph(hand_project):
     loop = TrainingLoop(hand_project, TrainConfig(method="dii+dcr", **TINY))
     hyper = loop.scorer.hypergradient(loop.state.nets)
     assert hyper.shape == (len(loop.weights),) and not hyper.requires_grad and hyper.grad_fn is None
+
+
+def test_weights_csv_quotes_commas_and_neutralises_formulas():
+    import csv
+    import io
+
+    records = [
+        InstanceRecord(InstanceKey("a,b", "1", "box")),
+        InstanceRecord(InstanceKey("=HYPERLINK(1)", "2", "box")),
+        InstanceRecord(InstanceKey("plain", "2@3:4", "scribble")),
+    ]
+    rows = list(csv.reader(io.StringIO(InstanceWeights(records).csv())))
+    assert rows[0] == ["image", "instance", "kind", "weight"] and all(len(r) == 4 for r in rows)
+    assert [r[0] for r in rows[1:]] == ["a,b", "'=HYPERLINK(1)", "plain"]

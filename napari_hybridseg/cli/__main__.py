@@ -1,0 +1,7 @@
+"""``python -m napari_hybridseg.cli``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,76 @@
+"""``napari-hybridseg predict``: segment images with a trained model, never over the user's files."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .common import add_max_voxels, apply_max_voxels, err, say
+
+
+def add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="segment images with a trained model")
+    p.add_argument("run", type=Path, help="run folder or model.pt")
+    p.add_argument("inputs", type=Path, nargs="+", help="image files or folders of images")
+    p.add_argument("--out", type=Path, required=True, help="output folder (not an input, not inside a project)")
+    p.add_argument("--format", choices=["tif", "nii.gz"], default=None, help="default: that of each input")
+    p.add_argument("--prob", action="store_true", help="also write NAME_prob (foreground probability)")
+    p.add_argument("--uncertainty", action="store_true", help="also write NAME_uncertainty (two-network disagreement)")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--device", default="auto")
+    add_max_voxels(p)
+
+
+def _inputs(paths: list[Path]) -> list[Path]:
+    from ..atomic import compound_suffix
+    from ..errors import ImageReadError
+    from ..images import IMAGE_SUFFIXES
+
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = [f for f in sorted(p.iterdir()) if f.is_file() and compound_suffix(f) in IMAGE_SUFFIXES]
+            if not found:
+                raise ImageReadError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) in folder")
+            files.extend(found)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise ImageReadError(f"{p}: file not found")
+    return files
+
+
+def run_predict(args) -> int:
+    from tqdm import tqdm
+
+    from ..annotations import validate_image
+    from ..devices import resolve_device
+    from ..images import read_image, spatial_axes, strip_suffix
+    from ..inference import explain_empty, predict_image, save_prediction
+    from ..inference.output import check_output_folder, plan_outputs
+    from ..modelfile import load_model
+
+    apply_max_voxels(args)
+    files = _inputs(args.inputs)
+    check_output_folder(args.out, args.inputs)
+    plan_outputs(files, args.out, args.format, args.prob, args.uncertainty)  # collisions refused up front
+    device = resolve_device(args.device)
+    model = load_model(args.run).to(device)
+    if args.uncertainty and len(model.nets) < 2:
+        say(f"{args.run}: the model has one network; no uncertainty maps")
+    for path in tqdm(files, unit="image", disable=len(files) < 2 or None, file=sys.stderr):
+        image, meta = read_image(path)
+        validate_image(image, str(path))
+        axes = spatial_axes(image)
+        channels = image.shape[-1] if axes == "yxc" else 1
+        if channels != model.in_channels:
+            return err(f"{path}: image has {channels} channel(s), the model expects {model.in_channels}")
+        pred = predict_image(model.nets, image, axes, device=device)
+        save_prediction(
+            pred, args.out, strip_suffix(path), meta, args.format, args.threshold, args.prob, args.uncertainty
+        )
+        why = explain_empty(pred.probability, args.threshold)
+        if why:
+            say(f"{path}: empty prediction: {why}")
+    say(f"wrote {len(files)} mask(s) to {args.out}")
+    return 0

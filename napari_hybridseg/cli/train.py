@@ -1,0 +1,205 @@
+"""``napari-hybridseg train``: train on a project folder.
+
+The run folder is refused when it holds someone else's files or a finished run
+(unless ``--resume`` or ``--force``), and locked while the run lasts.  Ctrl-C or
+SIGTERM stop after the current step with a checkpoint; a diverged run stops
+with the step and keeps its last finite checkpoint.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import sys
+from pathlib import Path
+
+from .common import add_max_voxels, apply_max_voxels, err, say
+
+
+def add_train(sub) -> None:
+    from ..config import BOX_TARGETS, DII_BOX_TARGETS, GRANULARITIES, TrainConfig
+    from ..methods import METHODS
+
+    d = TrainConfig.__dataclass_fields__
+    p = sub.add_parser("train", help="train on a project folder", description="Train on a project folder.")
+    p.add_argument("project", type=Path, help="project folder (images/, strong/, boxes/, scribbles/)")
+    p.add_argument(
+        "--out", type=Path, required=True, help="run folder for model, config.json, metrics.jsonl, weights.csv"
+    )
+    p.add_argument(
+        "--method",
+        choices=list(METHODS),
+        default=d["method"].default,
+        help="dii: learned weight per weak annotation; dcr: two networks teaching each other (default: %(default)s)",
+    )
+    p.add_argument(
+        "--box-target",
+        choices=BOX_TARGETS,
+        default=d["box_target"].default,
+        help="projection: the object touches every row and column of its box; filled: the box is the mask "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--granularity",
+        choices=GRANULARITIES,
+        default=d["granularity"].default,
+        help="one weight per annotation (object) or per weak image (default: %(default)s)",
+    )
+    p.add_argument("--steps", type=int, default=d["steps"].default, help="total training steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"].default, help="(default: %(default)s)")
+    p.add_argument("--patch-size", type=int, default=d["patch_size"].default, help="pixels (default: %(default)s)")
+    p.add_argument("--width", type=int, default=d["width"].default, help="U-Net base channels (default: %(default)s)")
+    p.add_argument("--depth", type=int, default=d["depth"].default, help="U-Net poolings (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=d["lr"].default, help="AdamW learning rate (default: %(default)s)")
+    p.add_argument(
+        "--dii-box-target",
+        choices=DII_BOX_TARGETS,
+        default=d["dii_box_target"].default,
+        help="how DII judges a box: by the claim that its pixels are object (filled), that the ellipse "
+        "inscribed in it is (ellipse), that the object reaches each of its rows and columns (extent), or by "
+        "the training loss (same) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--dii-warmup",
+        type=int,
+        default=None,
+        help="steps before the first weight update (default: two epochs, at least a sixth of the run)",
+    )
+    p.add_argument(
+        "--dii-interval",
+        type=int,
+        default=None,
+        help="steps between weight updates (default: an epoch, longer if updates would take over ~10%% of the time)",
+    )
+    p.add_argument(
+        "--dii-lr",
+        type=float,
+        default=None,
+        help="base learning rate of the weights (default: 0.1, raised in short runs so that a weight can "
+        "fall from 1 to 0 over the scheduled updates)",
+    )
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into OUT even if it holds other files or a finished run (they are replaced or kept, never read)",
+    )
+    p.add_argument("--init-model", type=Path, default=None, help="start from a saved model.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_max_voxels(p)
+
+
+def _config(args):
+    from ..config import TrainConfig
+
+    return TrainConfig(
+        method=args.method,
+        box_target=args.box_target,
+        granularity=args.granularity,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        patch_size=args.patch_size,
+        width=args.width,
+        depth=args.depth,
+        lr=args.lr,
+        dii_warmup=args.dii_warmup,
+        dii_interval=args.dii_interval,
+        dii_lr=args.dii_lr,
+        dii_box_target=args.dii_box_target,
+        device=args.device,
+        seed=args.seed,
+    )
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM ask the loop to stop after the current step (a second Ctrl-C
+    quits at once)."""
+
+    def __init__(self, inbox: queue.Queue) -> None:
+        self.inbox = inbox
+        self.received: int | None = None
+        self._old: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        from ..protocol import Stop
+
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+        self.inbox.put(Stop())
+        say("stopping after this step and saving a checkpoint (Ctrl-C again to quit at once)")
+
+    def __enter__(self) -> _Interrupts:
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+def run_train(args) -> int:
+    from tqdm import tqdm
+
+    from .. import protocol as ev
+    from ..annotations import Project
+    from ..training import TrainingLoop
+    from ..training.run_folder import RunFolder
+
+    apply_max_voxels(args)
+    if args.resume and not (args.out / "checkpoint.pt").is_file():
+        return err(f"{args.out / 'checkpoint.pt'}: nothing to resume (file not found)")
+    cfg = _config(args)
+    RunFolder(args.out).check_writable(resume=args.resume, force=args.force)
+    project = Project.load(args.project)
+    loop = TrainingLoop(project, cfg, args.out, resume=args.resume, init_model=args.init_model)
+    inbox: queue.Queue = queue.Queue()
+    bar, checkpoint, started = None, None, False
+    with _Interrupts(inbox) as interrupts:
+        for event in loop.events(inbox):
+            if isinstance(event, ev.StartedEvent):
+                started = True
+                say(
+                    f"training {cfg.method} on {event.device}: {event.summary['strong slices']} strong and "
+                    f"{event.summary['weak slices']} weak slice(s), {event.n_instances} weighted instance(s)"
+                )
+                if event.dii_schedule is not None:
+                    warmup, interval = event.dii_schedule
+                    say(f"weights updated every {interval} steps from step {warmup}, learning rate {event.dii_lr:.3g}")
+                bar = tqdm(
+                    total=event.steps,
+                    initial=event.start_step,
+                    unit="step",
+                    disable=args.quiet or None,
+                    dynamic_ncols=True,
+                )
+            elif isinstance(event, ev.StepEvent) and bar is not None:
+                bar.update(1)
+                if event.step % 10 == 0:
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in event.losses.items() if k != "lr"})
+            elif isinstance(event, ev.NoticeEvent):
+                tqdm.write(f"napari-hybridseg: {event.message}", file=sys.stderr)
+            elif isinstance(event, ev.CheckpointEvent):
+                checkpoint = event
+            elif isinstance(event, ev.ErrorEvent | ev.FinishedEvent) and bar is not None:
+                bar.close()
+            if isinstance(event, ev.ErrorEvent):
+                if not started:
+                    return err(f"cannot start training: {event.message}")
+                kept = ""
+                if checkpoint is not None:
+                    kept = f" (the checkpoint of step {checkpoint.step} is kept in {args.out})"
+                elif args.resume:
+                    kept = f" (the checkpoint it resumed from is kept in {args.out})"
+                return err(f"training failed at step {event.step}: {event.message}{kept}")
+            if isinstance(event, ev.FinishedEvent):
+                if interrupts.received is not None:
+                    say(
+                        f"interrupted at step {event.step}; checkpoint and model saved in {args.out} "
+                        "(continue with --resume)"
+                    )
+                    return 128 + int(interrupts.received)
+                say(f"done: {event.step} steps in {event.elapsed:.0f} s; model in {Path(args.out) / 'model.pt'}")
+    return 0

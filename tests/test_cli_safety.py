@@ -1,0 +1,202 @@
+"""The command line never loses what the user made: outputs, run folders, interrupted and
+diverged runs, and one-line errors for bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_hybridseg.cli import main
+
+TINY = ["--batch-size", "2", "--patch-size", "32", "--width", "4", "--depth", "2", "--quiet"]
+
+
+def _error(capsys, rc, *needles):
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert last.startswith("napari-hybridseg: error: "), last
+    for n in needles:
+        assert n in last, last
+    return last
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("safety")
+    assert main(["sample", str(tmp / "p"), "--n-images", "3", "--size", "48", "--strong-fraction", "0.34"]) == 0
+    assert main(["train", str(tmp / "p"), "--out", str(tmp / "run"), "--steps", "2", *TINY]) == 0
+    return tmp
+
+
+# -- predict never overwrites the user's files --------------------------------------------
+@pytest.mark.parametrize("folder", ["images", "strong", "scribbles", "boxes"])
+def test_predict_refuses_to_write_into_a_projects_annotations(run, capsys, folder):
+    before = {p: p.read_bytes() for p in (run / "p").rglob("*") if p.is_file()}
+    rc = main(["predict", str(run / "run"), str(run / "p" / "images"), "--out", str(run / "p" / folder)])
+    _error(capsys, rc, folder, "project")
+    assert before == {p: p.read_bytes() for p in (run / "p").rglob("*") if p.is_file()}
+
+
+def test_predict_refuses_an_output_that_is_an_input(run, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    tifffile.imwrite(folder / "x.tif", np.zeros((32, 32), np.uint8))
+    _error(capsys, main(["predict", str(run / "run"), str(folder), "--out", str(folder)]), "imgs", "input")
+    assert sorted(p.name for p in folder.iterdir()) == ["x.tif"]
+
+
+@pytest.mark.parametrize("names, extra", [(["a.tif", "a.png"], []), (["x.tif", "x_prob.tif"], ["--prob"])])
+def test_inputs_whose_outputs_collide_are_named(run, tmp_path, capsys, names, extra):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for n in names:
+        (tifffile.imwrite if n.endswith(".tif") else _png)(folder / n, np.zeros((32, 32), np.uint8))
+    rc = main(["predict", str(run / "run"), str(folder), "--out", str(tmp_path / "o"), *extra])
+    _error(capsys, rc, names[0], names[1])
+    assert not (tmp_path / "o").exists()
+
+
+def _png(path, arr):
+    from skimage.io import imsave
+
+    imsave(path, arr, check_contrast=False)
+
+
+# -- train never replaces a folder it does not own -------------------------------------------
+def test_train_refuses_a_folder_of_other_files(run, tmp_path, capsys):
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "chapter1.docx").write_text("years of work")
+    (out / "metrics.jsonl").write_text('{"mine": 1}\n')
+    rc = main(["train", str(run / "p"), "--out", str(out), "--steps", "2", *TINY])
+    _error(capsys, rc, "thesis", "--force")
+    assert (out / "metrics.jsonl").read_text() == '{"mine": 1}\n' and sorted(p.name for p in out.iterdir()) == [
+        "chapter1.docx",
+        "metrics.jsonl",
+    ]
+    assert main(["train", str(run / "p"), "--out", str(out), "--steps", "2", "--force", *TINY]) == 0
+    assert (out / "chapter1.docx").exists() and (out / "model.pt").exists()
+
+
+def test_train_refuses_to_replace_a_finished_run_without_resume_or_force(run, capsys):
+    before = (run / "run" / "model.pt").read_bytes()
+    _error(capsys, main(["train", str(run / "p"), "--out", str(run / "run"), "--steps", "2", *TINY]), "--resume")
+    assert (run / "run" / "model.pt").read_bytes() == before
+
+
+def test_sample_refuses_to_write_truth_over_user_files(tmp_path, capsys):
+    (tmp_path / "truth").mkdir()
+    (tmp_path / "truth" / "mine.tif").write_bytes(b"x")
+    rc = main(["sample", str(tmp_path / "p"), "--n-images", "2", "--size", "32", "--truth", str(tmp_path / "truth")])
+    _error(capsys, rc, "truth", "not empty")
+    assert not (tmp_path / "p").exists()
+
+
+def test_two_trainings_cannot_share_a_run_folder(run, tmp_path, capsys):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))
+    rc = main(["train", str(run / "p"), "--out", str(out), "--steps", "2", *TINY])
+    _error(capsys, rc, "in use", str(os.getpid()))
+
+
+def test_a_stale_lock_is_taken_over_with_a_warning(run, tmp_path, capsys):
+    out = tmp_path / "stale"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / ".lock").write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename}))
+    assert main(["train", str(run / "p"), "--out", str(out), "--steps", "2", *TINY]) == 0
+    assert "stale lock" in capsys.readouterr().err and not (out / ".lock").exists()
+
+
+# -- runs that end badly keep what they had -------------------------------------------------
+def test_a_project_without_weak_annotations_trains_the_default_method(tmp_path, capsys):
+    root = tmp_path / "p"
+    assert main(["sample", str(root), "--n-images", "2", "--size", "48", "--strong-fraction", "1.0"]) == 0
+    rc = main(["train", str(root), "--out", str(tmp_path / "r"), "--steps", "3", "--dii-warmup", "1", *TINY])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert err.count("no weak annotations") == 1 and (tmp_path / "r" / "model.pt").exists()
+
+
+def test_a_failure_claims_a_checkpoint_only_when_there_is_one(run, tmp_path, capsys, monkeypatch):
+    from napari_hybridseg.training import TrainingLoop
+
+    def boom(self):
+        raise RuntimeError("simulated")
+
+    monkeypatch.setattr(TrainingLoop, "train_step", boom)
+    last = _error(capsys, main(["train", str(run / "p"), "--out", str(tmp_path / "r"), "--steps", "5", *TINY]))
+    assert "simulated" in last and "checkpoint" not in last
+
+
+def test_a_diverged_run_stops_with_the_step_and_keeps_the_last_finite_model(run, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["train", str(run / "p"), "--out", str(out), "--steps", "2", *TINY]) == 0
+    good = (out / "model.pt").read_bytes()
+    rc = main(["train", str(run / "p"), "--out", str(out), "--steps", "40", "--resume", "--lr", "1e30", *TINY])
+    _error(capsys, rc, "diverged at step")
+    assert (out / "model.pt").read_bytes() == good
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} written into metrics.jsonl"))
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert all(torch.isfinite(t).all() for net in state["nets"] for t in net.values() if t.is_floating_point())
+
+
+def test_ctrl_c_saves_a_checkpoint_before_exiting(run, tmp_path):
+    out = tmp_path / "r"
+    cmd = [sys.executable, "-m", "napari_hybridseg", "train", str(run / "p"), "--out", str(out), "--steps", "100000"]
+    proc = subprocess.Popen([*cmd, *TINY], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text().strip():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and "Traceback" not in err
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["step"] >= 10 and (out / "model.pt").exists()
+
+
+# -- bad input is a one-line error ----------------------------------------------------------
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda p: tifffile.imwrite(p, np.full((32, 32), np.nan, np.float32)), "NaN"),
+        (lambda p: tifffile.imwrite(p, np.ones((32, 32), np.complex64)), "complex"),
+        (lambda p: tifffile.imwrite(p, np.zeros((0, 32), np.uint8)), "empty"),
+        (lambda p: tifffile.imwrite(p, np.zeros((2, 3, 32, 32), np.uint8)), "4D"),
+    ],
+)
+def test_predict_says_what_is_wrong_with_an_input(run, tmp_path, capsys, make, needle):
+    path = tmp_path / "bad.tif"
+    make(path)
+    _error(capsys, main(["predict", str(run / "run"), str(path), "--out", str(tmp_path / "o")]), "bad.tif", needle)
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--width", "100000"),
+        ("--patch-size", "65536"),
+        ("--batch-size", "1000000"),
+        ("--depth", "60"),
+        ("--steps", "0"),
+        ("--lr", "nan"),
+    ],
+)
+def test_absurd_options_are_refused_in_one_line(run, tmp_path, capsys, option, value):
+    rc = main(["train", str(run / "p"), "--out", str(tmp_path / "r"), *TINY, option, value])
+    _error(capsys, rc, option.lstrip("-").replace("-", "_"))
+    assert not (tmp_path / "r").exists()
