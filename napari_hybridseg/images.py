@@ -68,14 +68,21 @@ class ImageMeta:
         )
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, ImageMeta]:
+def _read_tiff(path: Path, mmap: bool = False) -> tuple[np.ndarray, ImageMeta]:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         if not tif.series:
             raise ImageReadError(f"{path}: the TIFF file holds no image")
         check_declared_size(path, tif.series[0].shape)
-        data = tif.asarray()
+        data = None
+        if mmap and tif.series[0].dataoffset is not None and min(tif.series[0].shape, default=0) > 0:
+            try:  # uncompressed and contiguous: mapped, read where it is used
+                data = tifffile.memmap(path, mode="r")
+            except (ValueError, OSError):
+                data = None
+        if data is None:
+            data = tif.asarray()
         spacing = None
         shaped = tif.shaped_metadata
         if shaped and "spacing" in shaped[0]:
@@ -94,7 +101,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, ImageMeta]:
     return data, ImageMeta(spacing=spacing, format="tif")
 
 
-def _read_png(path: Path) -> tuple[np.ndarray, ImageMeta]:
+def _read_png(path: Path, mmap: bool = False) -> tuple[np.ndarray, ImageMeta]:
     from PIL import Image
 
     bomb_check, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our own limit applies instead
@@ -108,7 +115,8 @@ def _read_png(path: Path) -> tuple[np.ndarray, ImageMeta]:
         Image.MAX_IMAGE_PIXELS = bomb_check
 
 
-def _read_nii(path: Path) -> tuple[np.ndarray, ImageMeta]:
+def _read_nii(path: Path, mmap: bool = False) -> tuple[np.ndarray, ImageMeta]:
+    # an uncompressed .nii is memory-mapped by nibabel whatever ``mmap`` says
     from .nifti import read_nifti
 
     data, affine, spacing = read_nifti(path)
@@ -116,7 +124,7 @@ def _read_nii(path: Path) -> tuple[np.ndarray, ImageMeta]:
     return data, ImageMeta(spacing=spacing, affine=affine, format=fmt)
 
 
-READERS: dict[str, Callable[[Path], tuple[np.ndarray, ImageMeta]]] = {
+READERS: dict[str, Callable[[Path, bool], tuple[np.ndarray, ImageMeta]]] = {
     ".tif": _read_tiff,
     ".tiff": _read_tiff,
     ".png": _read_png,
@@ -125,8 +133,12 @@ READERS: dict[str, Callable[[Path], tuple[np.ndarray, ImageMeta]]] = {
 }
 
 
-def read_image(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
-    """Read an image or label file; raise :class:`ImageReadError` with the file name."""
+def read_image(path: str | Path, mmap: bool = False) -> tuple[np.ndarray, ImageMeta]:
+    """Read an image or label file; raise :class:`ImageReadError` with the file name.
+
+    ``mmap``: map an uncompressed TIFF into memory read-only instead of reading it, so
+    that prediction reads it tile by tile (an uncompressed NIfTI always is).
+    """
     path = Path(path)
     suffix = compound_suffix(path)
     if suffix not in READERS:
@@ -136,7 +148,7 @@ def read_image(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
     if not path.is_file():
         raise ImageReadError(f"{path}: file not found")
     try:
-        return READERS[suffix](path)
+        return READERS[suffix](path, mmap)
     except ImageReadError:
         raise
     except Exception as exc:

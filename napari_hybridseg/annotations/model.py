@@ -118,8 +118,15 @@ def validate_image(arr: np.ndarray, where: str) -> None:
         raise AnnotationError(f"{where}: complex values are not supported (dtype {arr.dtype}); save the magnitude")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise AnnotationError(f"{where}: image has non-numeric dtype {arr.dtype}")
-    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+    if np.issubdtype(arr.dtype, np.floating) and not all(np.isfinite(part).all() for part in _slabs(arr)):
         raise AnnotationError(f"{where}: image contains NaN or Inf values")
+
+
+def _slabs(arr: np.ndarray, values: int = 2**24):
+    """``arr`` in pieces along its first axis (a memory-mapped image is checked a slab at a time)."""
+    step = max(1, values // max(1, arr[0].size))
+    for start in range(0, arr.shape[0], step):
+        yield arr[start : start + step]
 
 
 def check_box(box: Box, shape: tuple[int, ...], where: str) -> Box:

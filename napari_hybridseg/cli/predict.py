@@ -59,7 +59,7 @@ def run_predict(args) -> int:
     if args.uncertainty and len(model.nets) < 2:
         say(f"{args.run}: the model has one network; no uncertainty maps")
     for path in tqdm(files, unit="image", disable=len(files) < 2 or None, file=sys.stderr):
-        image, meta = read_image(path)
+        image, meta = read_image(path, mmap=True)
         validate_image(image, str(path))
         axes = spatial_axes(image)
         channels = image.shape[-1] if axes == "yxc" else 1

@@ -50,16 +50,39 @@ def normalize(image: np.ndarray, axes: str, z: int | None = None, ranges=None) -
     the same range.  ``ranges``: the result of :func:`intensity_ranges` for this image,
     when already known.
     """
+    if axes != "zyx" or z is not None:
+        return NormalisedView(image, axes, z, ranges)[...]
     ranges = ranges if ranges is not None else intensity_ranges(image, axes)
-    arr = _channels_first(image, axes)
-    if z is not None:
-        if axes != "zyx":
-            raise ValueError(f"slice {z} requested of a {axes} image")
-        arr = arr[z]
-    arr = np.asarray(arr, dtype=np.float32)
+    arr = np.asarray(_channels_first(image, axes), dtype=np.float32)  # (Z, C, H, W)
     out = np.empty(arr.shape, np.float32)
-    chan_axis = 1 if out.ndim == 4 else 0
     for c, (lo, scale) in enumerate(ranges):
-        index = (slice(None), c) if chan_axis else (c,)
-        out[index] = (arr[index] - np.float64(lo)) / np.float64(scale)  # float64 arithmetic, float32 result
+        out[:, c] = (arr[:, c] - np.float64(lo)) / np.float64(scale)  # float64 arithmetic, float32 result
     return out
+
+
+class NormalisedView:
+    """A raw image seen channels first, ``(C, *S)``, and scaled when indexed.
+
+    Indexing reads and scales only the requested region, so a tile of a memory-mapped
+    image is the only part of it in memory.  A volume is ``(C, Z, H, W)``, or one slice
+    ``z`` of it ``(C, H, W)``; either way it is scaled by the whole volume's statistics
+    (``ranges``, computed once when not given).  The channel axis is always taken whole.
+    """
+
+    def __init__(self, image: np.ndarray, axes: str, z: int | None = None, ranges=None) -> None:
+        if z is not None and axes != "zyx":
+            raise ValueError(f"slice {z} requested of a {axes} image")
+        self.ranges = ranges if ranges is not None else intensity_ranges(image, axes)
+        arr = _channels_first(image, axes)
+        self._raw = arr[z] if z is not None else (np.moveaxis(arr, 1, 0) if axes == "zyx" else arr)
+        self.shape = self._raw.shape
+
+    def __getitem__(self, index) -> np.ndarray:
+        index = index if isinstance(index, tuple) else (index,)
+        if index and index[0] is not Ellipsis and index[0] != slice(None):
+            raise IndexError("a NormalisedView is indexed with all its channels")
+        raw = np.asarray(self._raw[index], dtype=np.float32)
+        out = np.empty(raw.shape, np.float32)
+        for c, (lo, scale) in enumerate(self.ranges):
+            out[c] = (raw[c] - np.float64(lo)) / np.float64(scale)  # float64 arithmetic, float32 result
+        return out

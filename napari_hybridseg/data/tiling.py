@@ -76,16 +76,34 @@ class Tiling:
         """Pad the trailing spatial axes of ``arr`` up to :attr:`padded_shape`."""
         return pad_spatial(arr, [(0, p - s) for s, p in zip(self.shape, self.padded_shape)], fill)
 
-    def blend_weights(self) -> np.ndarray:
-        """Raised-cosine window over one tile (all ones when there is only one tile)."""
+    def axis_weights(self) -> list[np.ndarray]:
+        """The blending window along each axis: a raised cosine, never exactly 0 so that
+        pixels covered by one tile only keep some weight (all ones for a single tile)."""
         if len(self.tiles) == 1:
-            return np.ones(self.tile_shape, np.float32)
+            return [np.ones(n, np.float32) for n in self.tile_shape]
+        return [
+            (0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(n) + 0.5) / n)).astype(np.float32) + 1e-3
+            for n in self.tile_shape
+        ]
+
+    def blend_weights(self) -> np.ndarray:
+        """The window over one tile: the outer product of :meth:`axis_weights`."""
         out = np.ones((), np.float32)
-        for n in self.tile_shape:
-            # never exactly 0, so pixels covered by one tile only keep some weight
-            w = (0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(n) + 0.5) / n)).astype(np.float32) + 1e-3
+        for w in self.axis_weights():
             out = np.multiply.outer(out, w)
         return out
+
+    def weight_totals(self) -> list[np.ndarray]:
+        """Per axis, the summed window of all tiles at each position of the padded image.
+        The tiles form a grid, so the total weight at a pixel is the product of these:
+        no image-sized array is needed to normalise the blend."""
+        totals = []
+        for w, starts, size in zip(self.axis_weights(), self.starts, self.padded_shape):
+            total = np.zeros(size, np.float32)
+            for s in starts:
+                total[s : s + len(w)] += w
+            totals.append(total)
+        return totals
 
 
 def pad_spatial(arr: np.ndarray, pads: list[tuple[int, int]], fill: float | None = None) -> np.ndarray:

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.preprocess import normalize
+from ..data.preprocess import NormalisedView, intensity_ranges
 from ..data.tiling import Tiling
 from ..devices import precision_for
 from ..networks import UNet
+
+SLAB = 64  # rows (or slices) combined at a time when the tiles are blended
 
 
 @dataclass
@@ -34,46 +36,61 @@ class Prediction:
 @torch.no_grad()
 def predict_array(
     nets: list[UNet],
-    image: np.ndarray,
+    image,
     tile: int = 512,
     overlap: int = 32,
     batch_size: int | None = None,
     device: torch.device | str = "cpu",
 ) -> Prediction:
-    """Predict one normalised ``(C, *S)`` array (a 2D image, or a volume for 3D networks).
+    """Predict one normalised ``(C, *S)`` image (a 2D image, or a volume for 3D networks).
 
-    Tiles of at most ``tile`` pixels per axis overlap by at least ``overlap`` pixels and
-    are blended with a raised-cosine window.  Memory: the output maps plus one batch of
-    tiles, whatever the image size.  The networks must already be in eval mode on
-    ``device``.
+    ``image`` is an array, or a :class:`~napari_hybridseg.data.preprocess.NormalisedView`
+    that reads and scales each tile on its own (from a memory map, say).  Tiles of at
+    most ``tile`` pixels per axis overlap by at least ``overlap`` pixels and are blended
+    with a raised-cosine window.  Memory, whatever the image size: one batch of tiles
+    plus the output maps, 4 bytes per pixel per network.  The networks must already be
+    in eval mode on ``device``.
     """
     device = torch.device(device)
     if batch_size is None:
         # on CPUs, one tile at a time stays in cache: batches of 4 were 1.6x slower (BENCHMARKS.md)
         batch_size = 8 if device.type == "cuda" else 1
-    shape = image.shape[1:]
+    shape = tuple(image.shape[1:])
     tiling = Tiling(shape, tile, overlap, nets[0].size_multiple)
-    padded = tiling.pad(image)
+    source = tiling.pad(np.asarray(image[...])) if tiling.padded_shape != shape else image
     win = tiling.blend_weights()
     acc = np.zeros((len(nets), *tiling.padded_shape), np.float32)
-    wsum = np.zeros(tiling.padded_shape, np.float32)
     precision = precision_for(device)
     tiles = tiling.tiles
     for i in range(0, len(tiles), batch_size):
         chunk = tiles[i : i + batch_size]
-        x = torch.from_numpy(np.stack([padded[(slice(None), *t.window)] for t in chunk])).to(device)
+        x = torch.from_numpy(np.stack([source[(slice(None), *t.window)] for t in chunk])).to(device)
         for k, net in enumerate(nets):
             with precision.autocast():
                 logits = net(x)
             fg = torch.softmax(logits.float(), dim=1)[:, 1:].sum(1).cpu().numpy()
             for t, p in zip(chunk, fg):
                 acc[(k, *t.window)] += p * win
-        for t in chunk:
-            wsum[t.window] += win
-    crop = tuple(slice(0, s) for s in shape)
-    probs = acc[(slice(None), *crop)] / wsum[crop][None]
-    unc = np.abs(probs[0] - probs[1]) if len(nets) > 1 else None
-    return Prediction(probs.mean(0), unc)
+    return _blend(acc, tiling.weight_totals(), shape)
+
+
+def _blend(acc: np.ndarray, totals: list[np.ndarray], shape: tuple[int, ...]) -> Prediction:
+    """Divide the accumulated maps by the blend's total weight and combine the networks,
+    in place and in slabs of the first axis (no image-sized temporaries)."""
+    acc = acc[(slice(None), *(slice(0, s) for s in shape))]
+    rest = np.ones((), np.float32)
+    for total, size in zip(totals[1:], shape[1:]):
+        rest = np.multiply.outer(rest, total[:size])
+    for start in range(0, shape[0], SLAB):
+        rows = slice(start, min(start + SLAB, shape[0]))
+        norm = np.multiply.outer(totals[0][rows], rest)
+        acc[:, rows] /= norm
+        if len(acc) > 1:
+            p0, p1 = acc[0, rows], acc[1, rows]
+            mean = (p0 + p1) / 2
+            np.abs(p0 - p1, out=p1)
+            p0[...] = mean
+    return Prediction(acc[0], acc[1] if len(acc) > 1 else None)
 
 
 def predict_image(
@@ -89,25 +106,27 @@ def predict_image(
 
     A 2D network predicts a volume slice by slice, a 3D network the whole volume (of
     which slice ``z`` is then taken); every slice is normalised with the whole volume's
-    statistics, as in training.
+    statistics, as in training.  The image is read tile by tile: a memory-mapped image
+    (see :func:`napari_hybridseg.images.read_image`) is never in memory whole.
     """
     for net in nets:
         net.eval().to(device)
-    volume_net = nets[0].spatial_dims == 3 and axes == "zyx"
-    if not volume_net and (z is not None or axes != "zyx"):
-        return predict_array(nets, normalize(image, axes, z), tile=tile, device=device)
-    norm = normalize(image, axes)  # (Z, C, H, W)
-    if volume_net:
-        pred = predict_array(nets, np.ascontiguousarray(np.moveaxis(norm, 1, 0)), tile=tile, device=device)
+    ranges = intensity_ranges(image, axes)
+    if nets[0].spatial_dims == 3 and axes == "zyx":
+        pred = predict_array(nets, NormalisedView(image, axes, ranges=ranges), tile=tile, device=device)
         if z is None:
             return pred
         return Prediction(pred.probability[z], None if pred.uncertainty is None else pred.uncertainty[z])
-    probs, uncs = [], []
-    for k in range(norm.shape[0]):
-        pred = predict_array(nets, norm[k], tile=tile, device=device)
-        probs.append(pred.probability)
-        uncs.append(pred.uncertainty)
+    if z is not None or axes != "zyx":
+        return predict_array(nets, NormalisedView(image, axes, z, ranges), tile=tile, device=device)
+    depth = image.shape[0]
+    prob = np.empty(image.shape, np.float32)
+    unc = np.empty(image.shape, np.float32) if len(nets) > 1 else None
+    for k in range(depth):
+        pred = predict_array(nets, NormalisedView(image, axes, k, ranges), tile=tile, device=device)
+        prob[k] = pred.probability
+        if unc is not None:
+            unc[k] = pred.uncertainty
         if progress is not None:
-            progress(k + 1, norm.shape[0])
-    unc = np.stack(uncs) if uncs[0] is not None else None
-    return Prediction(np.stack(probs), unc)
+            progress(k + 1, depth)
+    return Prediction(prob, unc)

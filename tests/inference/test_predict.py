@@ -131,3 +131,36 @@ def test_a_model_file_is_checked_before_anything_is_built(tmp_path, monkeypatch,
     with pytest.raises(ModelFileError, match=message) as info:
         load_model(tmp_path / "m.pt")
     assert "m.pt" in str(info.value) and not built
+
+
+def test_a_memory_mapped_image_is_predicted_like_one_in_memory(tmp_path):
+    import tifffile
+
+    from napari_hybridseg.images import read_image
+
+    img = (np.random.default_rng(0).random((300, 700)) * 4000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "big.tif", img)
+    mapped, _ = read_image(tmp_path / "big.tif", mmap=True)
+    assert isinstance(mapped, np.memmap)
+    nets = [create_model(Task(), 2, 4, seed=s).eval() for s in (0, 1)]
+    a = predict_image(nets, mapped, "yx", tile=128)
+    b = predict_image(nets, img, "yx", tile=128)
+    np.testing.assert_array_equal(a.probability, b.probability)
+    np.testing.assert_array_equal(a.uncertainty, b.uncertainty)
+    assert a.labels().dtype == np.uint16
+
+
+def test_blending_divides_by_the_total_window_weight():
+    """A constant network output stays that constant after overlapping tiles are blended."""
+    from napari_hybridseg.data.tiling import Tiling
+    from napari_hybridseg.inference.predict import _blend
+
+    tiling = Tiling((300, 260), 64, 16, 8)
+    win = tiling.blend_weights()
+    acc = np.zeros((2, *tiling.padded_shape), np.float32)
+    for t in tiling.tiles:
+        acc[(0, *t.window)] += 0.25 * win
+        acc[(1, *t.window)] += 0.75 * win
+    pred = _blend(acc, tiling.weight_totals(), (300, 260))
+    np.testing.assert_allclose(pred.probability, 0.5, atol=1e-5)
+    np.testing.assert_allclose(pred.uncertainty, 0.5, atol=1e-5)
