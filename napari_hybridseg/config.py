@@ -34,6 +34,15 @@ BOUNDS = {
     "log_every": (1, 10**8),
 }
 MAX_CHANNELS = 4096
+# the field annotations of TrainConfig and the values each admits (bool is no number here)
+_TYPES = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "int | None": (int, type(None)),
+    "float | None": (int, float, type(None)),
+}
 
 
 def poly_factor(step: int, total: int, power: float = 0.9) -> float:
@@ -119,6 +128,13 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            allowed = _TYPES[f.type]
+            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+                kind = f.type.replace(" | None", " or null")
+                raise ConfigError(f"{f.name} must be a {kind}; got {value!r}")
+
         def choice(name, allowed):
             value = getattr(self, name)
             if value not in allowed:

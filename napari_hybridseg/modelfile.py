@@ -48,8 +48,11 @@ def load_file(path: str | Path, expected: str) -> dict:
         ) from None
     if not isinstance(data, dict) or data.get("format") != expected:
         raise ModelFileError(f"{path}: not a napari-hybridseg {expected.rsplit('-', 1)[-1]} file")
-    if int(data.get("version", 0)) > VERSION:
-        raise ModelFileError(f"{path}: written by a newer napari-hybridseg (format {data['version']})")
+    version = data.get("version", 0)
+    if not isinstance(version, int):
+        raise ModelFileError(f"{path}: damaged file (format version {version!r})")
+    if version > VERSION:
+        raise ModelFileError(f"{path}: written by a newer napari-hybridseg (format {version})")
     return data
 
 

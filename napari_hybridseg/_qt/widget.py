@@ -13,6 +13,7 @@ from qtpy.QtWidgets import QFileDialog, QScrollArea, QVBoxLayout, QWidget
 from ..bridge import role_of
 from ..errors import HybridSegError
 from ..protocol import RequestPreview
+from ..training.run_folder import fresh_run_folder
 from . import layers as L
 from .live_view import LiveView, notify_error
 from .model_actions import ModelActions
@@ -241,7 +242,7 @@ class HybridSegWidget(QWidget):
             if not project.by_role("strong"):
                 raise HybridSegError("no image has a full mask: draw a full mask on at least one image (or a crop)")
             if self.project_root is not None:
-                run_dir = self.project_root / "runs" / time.strftime("%Y%m%d-%H%M%S")
+                run_dir = fresh_run_folder(self.project_root / "runs", time.strftime("%Y%m%d-%H%M%S"))
             else:
                 run_dir = Path(tempfile.mkdtemp(prefix="hybridseg-run-"))
             init = self.session.model_path if self.train.continue_box.isChecked() else None

@@ -26,7 +26,10 @@ def read_boxes_csv(path: Path, shape: tuple[int, ...]) -> list[Box]:
 def parse_boxes_csv(text: str, shape: tuple[int, ...], where: str) -> list[Box]:
     volume = len(shape) == 3
     expected = BOX_COLUMNS_3D if volume else BOX_COLUMNS_2D
-    rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
+    except csv.Error as exc:
+        raise AnnotationError(f"{where}: not a valid CSV file ({exc})") from None
     if not rows:
         raise AnnotationError(f"{where}: empty file; expected header {','.join(expected)}")
     header = [c.strip().lower() for c in rows[0]]

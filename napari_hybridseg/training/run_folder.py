@@ -39,6 +39,19 @@ def _finite(value):
     return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
+def fresh_run_folder(parent: str | Path, name: str) -> Path:
+    """A folder ``parent/name`` that does not exist yet (``name-2``, ``name-3``, ... when it does)."""
+    parent = Path(parent)
+    for k in range(1, 10_000):
+        candidate = parent / (name if k == 1 else f"{name}-{k}")
+        try:
+            candidate.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return candidate
+    raise OutputError(f"{parent}: no free run folder name for {name}")
+
+
 class RunFolder:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)

@@ -286,3 +286,11 @@ def test_pins_given_to_a_resumed_run_win(tiny_project, tmp_path):
     pins = {w.key: (w.weight, w.pinned) for w in again.weights.table()}
     assert pins[key] == (0.25, True)
     assert again.weights.pins[InstanceKey("img002", "1", "box")] == 0.0
+
+
+def test_fresh_run_folders_never_reuse_a_name(tmp_path):
+    from napari_hybridseg.training.run_folder import fresh_run_folder
+
+    a = fresh_run_folder(tmp_path / "runs", "20261126-120000")
+    b = fresh_run_folder(tmp_path / "runs", "20261126-120000")
+    assert a.name == "20261126-120000" and b.name == "20261126-120000-2" and a.is_dir() and b.is_dir()
