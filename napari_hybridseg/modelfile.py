@@ -32,11 +32,15 @@ def save_file(path: str | Path, payload: dict) -> Path:
     return path
 
 
-def load_file(path: str | Path, expected: str) -> dict:
-    """Load a file of ours safely; raise :class:`ModelFileError` for anything else."""
+def load_file(path: str | Path, expected: str | tuple[str, ...]) -> dict:
+    """Load a file of ours safely; raise :class:`ModelFileError` for anything else.
+
+    ``expected``: the format (or formats) accepted; a folder means its ``model.pt`` (or
+    ``checkpoint.pt`` when only checkpoints are accepted)."""
     path = Path(path)
+    expected = (expected,) if isinstance(expected, str) else tuple(expected)
     if path.is_dir():
-        path = path / ("model.pt" if expected == MODEL_FORMAT else "checkpoint.pt")
+        path = path / ("model.pt" if MODEL_FORMAT in expected else "checkpoint.pt")
     if not path.is_file():
         raise ModelFileError(f"{path}: file not found")
     try:
@@ -46,8 +50,9 @@ def load_file(path: str | Path, expected: str) -> dict:
         raise ModelFileError(
             f"{path}: not a napari-hybridseg file, or damaged (refused to load: {first[:160]})"
         ) from None
-    if not isinstance(data, dict) or data.get("format") != expected:
-        raise ModelFileError(f"{path}: not a napari-hybridseg {expected.rsplit('-', 1)[-1]} file")
+    if not isinstance(data, dict) or data.get("format") not in expected:
+        kinds = " or ".join(e.rsplit("-", 1)[-1] for e in expected)
+        raise ModelFileError(f"{path}: not a napari-hybridseg {kinds} file")
     version = data.get("version", 0)
     if not isinstance(version, int):
         raise ModelFileError(f"{path}: damaged file (format version {version!r})")
@@ -98,17 +103,26 @@ def _expected_shapes(task: Task, cfg: TrainConfig) -> dict[str, tuple]:
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 
+def _task_of(data: dict, states: list) -> Task:
+    if "task" in data:
+        return Task.from_dict(json.loads(data["task"]))
+    # files written before tasks were recorded are one class, 2D
+    if "in_channels" in data:
+        return Task(int(data["in_channels"]))
+    return Task(int(states[0]["down.0.0.weight"].shape[1]))
+
+
 def load_model(path: str | Path) -> LoadedModel:
-    """Read a model file: its config, task and weights are checked against each other
-    before a network is built, so a small file cannot make it allocate a huge one."""
-    data = load_file(path, MODEL_FORMAT)
+    """Read a model file, or the networks of a checkpoint (to continue a run that was cut
+    short).  Config, task and weights are checked against each other before a network is
+    built, so a small file cannot make it allocate a huge one."""
+    data = load_file(path, (MODEL_FORMAT, CHECKPOINT_FORMAT))
     try:
         cfg = TrainConfig.from_dict(json.loads(data["config"]))
-        # files written before tasks were recorded are one class, 2D
-        task = Task.from_dict(json.loads(data["task"])) if "task" in data else Task(int(data["in_channels"]))
         states = data["nets"]
         if not isinstance(states, list) or not 1 <= len(states) <= 2:
             raise ModelFileError(f"{path}: holds no networks (or more than two)")
+        task = _task_of(data, states)
         expected = _expected_shapes(task, cfg)
         for state in states:
             if not isinstance(state, dict) or {k: tuple(v.shape) for k, v in state.items()} != expected:

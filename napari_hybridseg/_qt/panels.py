@@ -138,6 +138,12 @@ class TrainPanel(QGroupBox):
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
         self.device_label = QLabel("")
         self.continue_box = QCheckBox("continue from the current model")
+        self.separate_process = QCheckBox("train in a separate process")
+        self.separate_process.setChecked(True)
+        self.separate_process.setToolTip(
+            "A crash or an out-of-memory error of the training then cannot take napari (and your unsaved\n"
+            "annotations) down with it. Off: training runs in a thread of napari, which starts a few seconds faster."
+        )
         self.live = QCheckBox("live preview every")
         self.live.setChecked(True)
         self.every = QSpinBox()
@@ -164,7 +170,7 @@ class TrainPanel(QGroupBox):
         form.addRow("device", _row(self.device, self.device_label))
         lay = QVBoxLayout(self)
         lay.addLayout(form)
-        lay.addWidget(self.continue_box)
+        lay.addLayout(_row(self.continue_box, self.separate_process))
         lay.addLayout(_row(self.live, self.every))
         lay.addLayout(_row(self.start_btn, self.pause_btn, self.stop_btn, self.predict_btn))
         lay.addWidget(self.progress)

@@ -31,7 +31,7 @@ from ..protocol import (
     UpdateProject,
 )
 from ..training import TrainingSpec
-from ..training.runners import ThreadRunner
+from ..training.runners import ProcessRunner
 
 POLL_MS = 30
 
@@ -52,7 +52,7 @@ class Session(QObject):
     state_changed = Signal(object)
     finished = Signal(object)
 
-    def __init__(self, parent=None, runner_factory=ThreadRunner) -> None:
+    def __init__(self, parent=None, runner_factory=ProcessRunner) -> None:
         super().__init__(parent)
         self.runner_factory = runner_factory
         self.runner = None
@@ -141,7 +141,7 @@ class Session(QObject):
         events = [self._track(event) for event in runner.poll()]
         for event in events:
             self.event_received.emit(event)
-        if not runner.alive and not runner.outbox.qsize():
+        if runner.done:
             self._finish()
 
     def _track(self, event):
@@ -157,8 +157,20 @@ class Session(QObject):
                     self.load_model(Path(event.run_dir) / "model.pt")
                 except (HybridSegError, OSError) as exc:
                     event = ErrorEvent(event.step, f"the trained model cannot be read back: {exc}")
+            elif isinstance(event, ErrorEvent) and self.run_dir is not None:
+                self._keep_checkpoint()
             self._final = event
         return event
+
+    def _keep_checkpoint(self) -> None:
+        """After a failed run, its last checkpoint becomes the current model, so that
+        "continue from the current model" picks up where it stopped."""
+        checkpoint = self.run_dir / "checkpoint.pt"
+        if checkpoint.is_file():
+            try:
+                self.load_model(checkpoint)
+            except (HybridSegError, OSError):
+                pass  # a damaged checkpoint: the previous model stays current
 
     def _finish(self) -> None:
         self._timer.stop()

@@ -14,6 +14,7 @@ from ..bridge import role_of
 from ..errors import HybridSegError
 from ..protocol import RequestPreview
 from ..training.run_folder import fresh_run_folder
+from ..training.runners import ProcessRunner, ThreadRunner
 from . import layers as L
 from .live_view import LiveView, notify_error
 from .model_actions import ModelActions
@@ -246,6 +247,7 @@ class HybridSegWidget(QWidget):
             else:
                 run_dir = Path(tempfile.mkdtemp(prefix="hybridseg-run-"))
             init = self.session.model_path if self.train.continue_box.isChecked() else None
+            self.session.runner_factory = ProcessRunner if self.train.separate_process.isChecked() else ThreadRunner
             self.session.start(project, cfg, run_dir, init, self._preview_request())
             self.live.started(cfg.steps, run_dir)
         except (HybridSegError, ValueError, OSError) as exc:

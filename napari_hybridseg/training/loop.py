@@ -179,7 +179,9 @@ class TrainingLoop:
 
     # -- files ----------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        return self.run_folder.save_checkpoint(self.config, self.state.state_dict(), self.weights.state_dict())
+        return self.run_folder.save_checkpoint(
+            self.config, self.task, self.state.state_dict(), self.weights.state_dict()
+        )
 
     def _restore(self) -> None:
         path = self.run_folder.checkpoint

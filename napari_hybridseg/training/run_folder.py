@@ -144,8 +144,13 @@ class RunFolder:
     def write_weights(self, csv_text: str) -> None:
         atomic_write_text(self.root / "weights.csv", csv_text)
 
-    def save_checkpoint(self, config: TrainConfig, *parts: dict) -> Path:
-        payload = {"format": CHECKPOINT_FORMAT, "version": VERSION, "config": json.dumps(config.to_dict())}
+    def save_checkpoint(self, config: TrainConfig, task: Task, *parts: dict) -> Path:
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "version": VERSION,
+            "config": json.dumps(config.to_dict()),
+            "task": json.dumps(task.to_dict()),
+        }
         for part in parts:
             payload.update(part)
         return save_file(self.checkpoint, payload)

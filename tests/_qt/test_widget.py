@@ -156,6 +156,7 @@ def test_worker_error_becomes_notification_and_keeps_annotations(annotated, qtbo
         raise RuntimeError("simulated failure")
 
     monkeypatch.setattr(TrainingLoop, "train_step", boom)
+    widget.train.separate_process.setChecked(False)  # the patched loop lives in this process
     errors = []
     monkeypatch.setattr("napari_hybridseg._qt.live_view.notify_error", errors.append)
     before = viewer.layers["b scribbles"].data.copy()
@@ -241,3 +242,35 @@ def test_an_image_tagged_while_training_is_previewed(annotated, qtbot):
         widget.create_layers()
         qtbot.waitUntil(lambda: "c prediction" in viewer.layers, timeout=TIMEOUT)
         widget.stop_training()
+
+
+def test_a_killed_training_process_leaves_napari_and_the_annotations(annotated, qtbot, tmp_path, monkeypatch):
+    """kill -9 of the training process: one clear message, every annotation kept, and the
+    last checkpoint becomes the model to continue from."""
+    import os
+    import signal
+
+    from napari_hybridseg.config import TrainConfig
+
+    viewer, widget = annotated
+    widget.project_root = tmp_path / "proj"
+    widget.train.live.setChecked(False)
+    small = dict(batch_size=2, patch_size=32, width=4, depth=2, checkpoint_every=2)
+    widget._config = lambda steps=None: TrainConfig(steps=steps, **small)
+    errors = []
+    monkeypatch.setattr("napari_hybridseg._qt.live_view.notify_error", errors.append)
+    before = {name: np.array(viewer.layers[name].data, copy=True) for name in ("b scribbles", "a masks")}
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT) as blocker:
+        assert widget.start_training(steps=100_000)
+        qtbot.waitUntil(lambda: widget.train.progress.value() >= 3, timeout=TIMEOUT)
+        os.kill(widget.session.runner.pid, signal.SIGKILL)
+    event = blocker.args[0]
+    assert isinstance(event, ev.ErrorEvent) and "killed" in event.message and "annotations are kept" in event.message
+    assert len(errors) == 1 and "killed" in errors[0]
+    for name, data in before.items():
+        np.testing.assert_array_equal(viewer.layers[name].data, data)
+    assert widget.session.model_path is not None and widget.session.model_path.name == "checkpoint.pt"
+    widget.train.continue_box.setChecked(True)
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT) as blocker:
+        assert widget.start_training(steps=3)
+    assert isinstance(blocker.args[0], ev.FinishedEvent)
