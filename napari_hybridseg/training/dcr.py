@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..config import TrainConfig
 from ..devices import Precision
+from .distributed import ALONE, Distributed
 
 
 def cutmix_masks(rng: np.random.Generator, batch: int, shape: tuple[int, ...], area: float = 0.5) -> np.ndarray:
@@ -54,14 +55,18 @@ def cross_pseudo_loss(
     pseudo1: torch.Tensor,
     pseudo2: torch.Tensor,
     weight: torch.Tensor,
+    count: int | None = None,
 ) -> torch.Tensor:
     """``mean[w * (CE(f1(x_mix), y2_hat) + CE(f2(x_mix), y1_hat))]``.
 
     ``pseudo*`` are hard labels ``(B, *S)`` (no gradient), ``weight`` ``(B, *S)``.
+    ``count``: the number of pixels of the global batch when these are one rank's share
+    of it (the sum is divided by it).
     """
     l1 = F.cross_entropy(logits1_mix, pseudo2, reduction="none")
     l2 = F.cross_entropy(logits2_mix, pseudo1, reduction="none")
-    return (weight * (l1 + l2)).mean()
+    terms = weight * (l1 + l2)
+    return terms.mean() if count is None else terms.sum() / count
 
 
 def cr_weight(cfg: TrainConfig, step: int) -> float:
@@ -80,16 +85,22 @@ def co_regularisation(
     weight: torch.Tensor,
     rng: np.random.Generator,
     precision: Precision,
+    dist: Distributed = ALONE,
 ) -> torch.Tensor:
-    """The cross-pseudo-supervision term of one batch: ``x`` ``(B, C, *S)``, both
-    networks' ``logits`` on it, and the per-pixel ``weight`` ``(B, *S)``."""
+    """The cross-pseudo-supervision term of one batch: ``x`` ``(B, C, *S)`` the global
+    batch, both networks' ``logits`` on this rank's share of it, and the per-pixel
+    ``weight`` ``(B, *S)`` of the global batch.  Images are mixed across the whole batch
+    (every rank draws the same permutation and boxes), so N ranks compute this rank's
+    share of what one process computes."""
     bsz = x.shape[0]
+    mine = dist.share(bsz)
     perm = torch.as_tensor(rng.permutation(bsz), device=x.device)
     m = torch.from_numpy(cutmix_masks(rng, bsz, tuple(x.shape[2:]))).to(x.device)
-    x_mix = mix(x, x[perm], m)
-    pseudo = [z.detach().argmax(1) for z in logits]
-    pseudo_mix = [mix(p.float(), p[perm].float(), m).round().long() for p in pseudo]
-    w_mix = mix(weight, weight[perm], m)
+    x_mix = mix(x[mine], x[perm][mine], m[mine])
+    pseudo = [dist.gather(z.detach().argmax(1)) for z in logits]  # the global batch's pseudo-labels
+    pseudo_mix = [mix(p[mine].float(), p[perm][mine].float(), m[mine]).round().long() for p in pseudo]
+    w_mix = mix(weight[mine], weight[perm][mine], m[mine])
     with precision.autocast():
         mixed = [n(x_mix) for n in nets]
-    return cross_pseudo_loss(mixed[0].float(), mixed[1].float(), pseudo_mix[0], pseudo_mix[1], w_mix)
+    count = weight.numel() if dist.active else None
+    return cross_pseudo_loss(mixed[0].float(), mixed[1].float(), pseudo_mix[0], pseudo_mix[1], w_mix, count)

@@ -19,6 +19,7 @@ from ..config import TrainConfig
 from ..data.targets import TrainingSample, TrainingSet
 from ..data.tiling import Tiling
 from ..losses import affinity_edges, box_losses, ce_logit_grad, crop_boxes, extent_claim_grad
+from .distributed import ALONE, Distributed
 
 DII_TILE = {2: 1024, 3: 128}  # pixels per axis of one no-grad pass, for 2D and 3D samples
 
@@ -84,8 +85,11 @@ class DiiScorer:
     boxes are judged by the training loss) are computed once and kept.
     """
 
-    def __init__(self, cfg: TrainConfig, tset: TrainingSet, n_instances: int, multiple: int, device) -> None:
+    def __init__(
+        self, cfg: TrainConfig, tset: TrainingSet, n_instances: int, multiple: int, device, dist: Distributed = ALONE
+    ) -> None:
         self.cfg = cfg
+        self.dist = dist
         self.tset = tset
         self.n = n_instances
         self.multiple = multiple
@@ -120,17 +124,17 @@ class DiiScorer:
         (weight and bias), and the mean strong feature."""
         net.eval()
         total = max(1, sum(int((s.target >= 0).sum()) for s in self.tset.strong))
-        g, fsum = None, None
-        for s in self.tset.strong:
+        dtype = net.classifier.weight.dtype
+        g = torch.zeros(net.n_outputs * (net.n_features + 1), device=self.device, dtype=dtype)
+        fsum = torch.zeros(net.n_features, device=self.device, dtype=dtype)
+        for s in self.dist.shard(self.tset.strong):  # each rank its share; the sums are summed
             for _, img, tgt, *_ in self._tiles(s):
                 feats = self._features(net, img)
                 t = self._to(tgt)[None].long()
                 grad = ce_logit_grad(net.classifier(feats), t) / total
-                part = classifier_grads(feats, grad, torch.where(t >= 0, 0, -1), 1)[0]
-                fpart = feats.movedim(1, -1)[t >= 0].sum(0)
-                g = part if g is None else g + part
-                fsum = fpart if fsum is None else fsum + fpart
-        return g, fsum / total
+                g += classifier_grads(feats, grad, torch.where(t >= 0, 0, -1), 1)[0]
+                fsum += feats.movedim(1, -1)[t >= 0].sum(0)
+        return self.dist.sum_(g), self.dist.sum_(fsum) / total
 
     def _box_claim_grad(self, si: int, ti: int, img, z: torch.Tensor, boxmap: np.ndarray, core) -> torch.Tensor:
         """The gradient of what the boxes of one tile assert, per ``dii_box_target``."""
@@ -156,11 +160,12 @@ class DiiScorer:
 
     @torch.no_grad()
     def weak_gradients(self, net) -> torch.Tensor:
-        """``g_k`` for every weak instance: ``(n_instances, K * (F + 1))``, one forward per tile."""
+        """``g_k`` for every weak instance: ``(n_instances, K * (F + 1))``, one forward per tile
+        (under several ranks: the part from this rank's share of the weak samples)."""
         net.eval()
         dtype = net.classifier.weight.dtype
         out = torch.zeros(self.n, net.n_outputs * (net.n_features + 1), device=self.device, dtype=dtype)
-        for si, s in enumerate(self.tset.weak):
+        for si, s in self.dist.shard(list(enumerate(self.tset.weak))):
             for ti, img, tgt, ins, box, core in self._tiles(s):
                 feats = self._features(net, img)
                 z = net.classifier(feats)
@@ -179,4 +184,5 @@ class DiiScorer:
             g_s, mean_feature = self.strong_gradient(net)
             g_k = gradient_space(self.weak_gradients(net), net.n_outputs, space, mean_feature)
             hyper -= g_k @ gradient_space(g_s[None], net.n_outputs, space, mean_feature)[0]
-        return hyper / len(nets)
+        # a dot product is linear: the ranks' parts add up to the whole, identical on every rank
+        return self.dist.sum_(hyper) / len(nets)

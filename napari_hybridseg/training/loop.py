@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from .. import protocol as P
 from ..config import TrainConfig
 from ..data.sampler import PatchSampler
@@ -24,6 +26,7 @@ from ..devices import resolve_device
 from ..errors import AnnotationError, ConfigError, DivergedError, HybridSegError, ModelFileError
 from ..methods import get_method
 from .dii import DiiScorer
+from .distributed import ALONE, Distributed
 from .preview import Previewer
 from .run_folder import RunFolder
 from .schedule import plan_dii, poly_lr
@@ -64,17 +67,24 @@ class TrainingLoop:
         Start the networks from a saved model ("continue from the current model").
     pins
         ``{InstanceKey: value}``: weights the user fixed.
+    dist
+        This process's rank among several training together (see :mod:`.distributed`):
+        every rank runs the same loop; rank 0 alone writes the run folder, previews and
+        takes commands other than stopping.
     """
 
-    def __init__(self, project, config=None, run_dir=None, resume=False, init_model=None, pins=None) -> None:
+    def __init__(
+        self, project, config=None, run_dir=None, resume=False, init_model=None, pins=None, dist: Distributed = ALONE
+    ) -> None:
         self.config = config or TrainConfig()
         self.method = get_method(self.config.method)
-        self.device = resolve_device(self.config.device)
+        self.dist = dist
+        self.device = resolve_device(dist.device_name(self.config.device))
         self.run_folder = RunFolder(run_dir) if run_dir is not None else None
         self.project = project
         self.tset = build_training_set(project, self.config, self.method)
         self.task = self.tset.task
-        self.state = TrainState.create(self.task, self.config, self.method, self.device, init_model)
+        self.state = TrainState.create(self.task, self.config, self.method, self.device, init_model, dist)
         self.weights = InstanceWeights(self.tset.instances, self.device, pins)
         self.previewer = Previewer(project, self.task, self.config, self.device)
         self._bind_training_set()
@@ -97,7 +107,7 @@ class TrainingLoop:
             tset, cfg.patch_size, cfg.batch_size, cfg.strong_per_batch, self.state.rng, cfg.augment
         )
         self.step_context = StepContext.build(cfg, self.method, tset, self.device)
-        self.scorer = DiiScorer(cfg, tset, len(self.weights), self.state.nets[0].size_multiple, self.device)
+        self.scorer = DiiScorer(cfg, tset, len(self.weights), self.state.nets[0].size_multiple, self.device, self.dist)
         weak_pixels = sum(s.target.size for s in tset.weak)
         patch_pixels = cfg.patch_size ** len(tset.samples[0].spatial_shape)
         steps_per_epoch = self.sampler.steps_per_epoch()
@@ -123,6 +133,10 @@ class TrainingLoop:
 
     # -- commands -------------------------------------------------------------------------
     def _apply(self, command) -> Iterator:
+        if self.dist.active and not isinstance(command, P.Stop | P.RequestPreview):
+            name = type(command).__name__
+            yield P.NoticeEvent(self.state.step, f"{name} is not available while several processes train")
+            return
         if isinstance(command, P.Pause):
             self._paused = True
         elif isinstance(command, P.Resume):
@@ -213,8 +227,15 @@ class TrainingLoop:
             if self.run_folder is not None:
                 self.run_folder.unlock()
 
+    def _agree_to_stop(self) -> None:
+        """Every rank stops at the step rank 0 stops at."""
+        if self.dist.active:
+            flag = torch.tensor([int(self._stopped)], device=self.device)
+            self._stopped = bool(self.dist.broadcast_(flag).item())
+
     def _events(self, inbox) -> Iterator:
-        cfg, st, run = self.config, self.state, self.run_folder
+        cfg, st = self.config, self.state
+        run = self.run_folder if self.dist.main else None  # one writer
         if run is not None:
             run.prepare(cfg, st.step)
         yield P.StartedEvent(
@@ -240,6 +261,7 @@ class TrainingLoop:
                 pause_start = time.perf_counter()
                 yield from self._wait_while_paused(inbox)
                 t0 += time.perf_counter() - pause_start
+            self._agree_to_stop()
             if self._stopped:
                 break
             losses = self.train_step()
@@ -255,7 +277,7 @@ class TrainingLoop:
                 run.log(
                     {"step": st.step, **{k: round(v, 6) for k, v in losses.items()}, "elapsed": round(st.elapsed, 3)}
                 )
-            if self.previewer.due(st.step):
+            if self.dist.main and self.previewer.due(st.step):
                 yield from self._preview()
             if run is not None and st.step % cfg.checkpoint_every == 0:
                 yield P.CheckpointEvent(st.step, str(self.save_checkpoint()))

@@ -8,7 +8,7 @@ instance weights, which :mod:`.weights` owns).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,23 +21,41 @@ from ..methods import Method
 from ..modelfile import load_model
 from ..networks import UNet, create_model
 from ..task import Task
+from .distributed import ALONE, Distributed, global_batch_norm
 
 
 @dataclass
 class TrainState:
+    """``nets`` are the networks themselves (for the weight updates, previews and files);
+    ``training_nets`` what the training step calls: the same networks, or their
+    DistributedDataParallel wrappers when several ranks train together."""
+
     nets: list[UNet]
     opt: torch.optim.Optimizer
     rng: np.random.Generator
     device: torch.device
     precision: Precision
+    dist: Distributed = ALONE
+    training_nets: list = field(default_factory=list)
     step: int = 0
     elapsed: float = 0.0
 
+    def __post_init__(self) -> None:
+        if not self.training_nets:
+            self.training_nets = list(self.nets)
+
     @classmethod
     def create(
-        cls, task: Task, cfg: TrainConfig, method: Method, device: torch.device, init_model: str | Path | None = None
+        cls,
+        task: Task,
+        cfg: TrainConfig,
+        method: Method,
+        device: torch.device,
+        init_model: str | Path | None = None,
+        dist: Distributed = ALONE,
     ) -> TrainState:
-        """Fresh networks (seeded; DCR's two from two seeds), or ones started from ``init_model``."""
+        """Fresh networks (seeded; DCR's two from two seeds), or ones started from ``init_model``;
+        every rank builds the same ones."""
         torch.manual_seed(cfg.seed)
         nets = [
             create_model(task, cfg.depth, cfg.width, seed=cfg.seed * 1000 + k).to(device)
@@ -45,8 +63,15 @@ class TrainState:
         ]
         if init_model is not None:
             _start_from(nets, task, cfg, init_model)
+        training_nets = list(nets)
+        if dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            nets = [global_batch_norm(n, device) for n in nets]
+            ids = [device.index] if device.type == "cuda" else None
+            training_nets = [DistributedDataParallel(n, device_ids=ids, broadcast_buffers=False) for n in nets]
         opt = torch.optim.AdamW([p for n in nets for p in n.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
-        return cls(nets, opt, np.random.default_rng(cfg.seed), device, precision_for(device))
+        return cls(nets, opt, np.random.default_rng(cfg.seed), device, precision_for(device), dist, training_nets)
 
     def set_lr(self, lr: float) -> None:
         for group in self.opt.param_groups:

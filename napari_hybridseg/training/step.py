@@ -65,23 +65,29 @@ def all_finite(nets) -> bool:
 
 
 def train_step(state: TrainState, ctx: StepContext, batch: Batch, gamma: torch.Tensor) -> dict[str, float]:
-    """One step on ``batch`` with instance weights ``gamma``; returns the loss terms and lr."""
-    cfg, dev = ctx.cfg, state.device
+    """One step on ``batch`` (the global batch) with instance weights ``gamma``; returns the
+    loss terms of the global batch and the learning rate.  Under several ranks each trains
+    on its share; the losses are normalised by the global batch's counts and the
+    gradients summed, so the step equals one process's on the whole batch."""
+    cfg, dev, dist = ctx.cfg, state.device, state.dist
     for n in state.nets:
         n.train()
-    x = torch.from_numpy(batch.image).to(dev, non_blocking=True)
-    t = torch.from_numpy(batch.target).to(dev, non_blocking=True)
-    instance = torch.from_numpy(batch.instance).to(dev, non_blocking=True)
-    w_seg, w_cr = pixel_weights(ctx, batch, instance, gamma)
+    mine = dist.share(len(batch.strong))
+    x_all = torch.from_numpy(batch.image).to(dev, non_blocking=True)
+    x = x_all[mine]
+    t = torch.from_numpy(batch.target[mine]).to(dev, non_blocking=True)
+    instance_all = torch.from_numpy(batch.instance).to(dev, non_blocking=True)
+    w_seg, w_cr = pixel_weights(ctx, batch, instance_all, gamma)
+    w_seg = w_seg[mine]
     boxmap, n_boxes, box_inst, box_cls = crop_boxes(
-        torch.from_numpy(batch.boxmap).to(dev), ctx.box_instance, ctx.box_class
+        torch.from_numpy(batch.boxmap[mine]).to(dev), ctx.box_instance, ctx.box_class
     )
     edges = affinity_edges(x, cfg.affinity_threshold) if n_boxes else None
-    n_sup = ((t >= 0) | (boxmap >= 0)).sum().clamp(min=1)
+    n_sup = dist.sum_(((t >= 0) | (boxmap >= 0)).sum()).clamp(min=1)
     lr = poly_lr(cfg.lr, state.step, cfg.steps)
     state.set_lr(lr)
     with state.precision.autocast():
-        logits = [n(x) for n in state.nets]
+        logits = [n(x) for n in state.training_nets]
     seg = x.new_zeros(())
     for z in logits:
         z = z.float()
@@ -92,11 +98,16 @@ def train_step(state: TrainState, ctx: StepContext, batch: Batch, gamma: torch.T
     parts = {"seg": seg}
     loss = seg
     if ctx.method.co_regularises:
-        parts["cr"] = co_regularisation(state.nets, x, logits, w_cr, state.rng, state.precision)
+        parts["cr"] = co_regularisation(state.training_nets, x_all, logits, w_cr, state.rng, state.precision, dist)
         loss = loss + cr_weight(cfg, state.step) * parts["cr"]
-    if not torch.isfinite(loss):
+    total = loss
+    if dist.active:  # this rank's share of the loss; every rank reports (and checks) the global terms
+        summed = dist.sum_(torch.stack([v.detach() for v in (*parts.values(), loss)]))
+        parts, total = dict(zip(parts, summed[:-1])), summed[-1]
+        loss = loss * dist.world  # DistributedDataParallel averages the ranks' gradients; their sum is wanted
+    if not torch.isfinite(total):
         raise DivergedError(
-            f"training diverged at step {state.step + 1}: the loss is {float(loss)}; lower the learning rate "
+            f"training diverged at step {state.step + 1}: the loss is {float(total)}; lower the learning rate "
             "(--lr); the networks are kept as they were before this step"
         )
     state.opt.zero_grad(set_to_none=True)
@@ -106,7 +117,7 @@ def train_step(state: TrainState, ctx: StepContext, batch: Batch, gamma: torch.T
             f"training diverged at step {state.step + 1}: the weights are no longer finite; lower the learning "
             "rate (--lr); the last checkpoint is kept"
         )
-    parts["total"] = loss
+    parts["total"] = total
     out = {k: float(v.detach()) for k, v in parts.items()}
     out["lr"] = lr
     return out

@@ -1,0 +1,79 @@
+"""Two gloo processes train exactly as one process on the same global batch."""
+
+import multiprocessing as mp
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from napari_hybridseg import protocol as P
+from napari_hybridseg.annotations import Project
+from napari_hybridseg.config import TrainConfig
+from napari_hybridseg.synthetic import make_project
+from napari_hybridseg.training import TrainingLoop
+from napari_hybridseg.training.distributed import Distributed
+
+CFG = dict(method="dii+dcr", steps=6, batch_size=4, patch_size=32, width=4, depth=2, dii_warmup=2, dii_interval=2)
+
+
+def _rank(rank: int, world: int, init_file: str, project, results) -> None:
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        loop = TrainingLoop(project, TrainConfig(**CFG), dist=Distributed(rank, world))
+        events = list(loop.events())
+        errors = [e for e in events if isinstance(e, P.ErrorEvent)]
+        # NumPy, not tensors: torch would share tensors through file descriptors that end with this process
+        nets = [{k: v.detach().numpy().copy() for k, v in n.named_parameters()} for n in loop.state.nets]
+        buffers = [{k: v.detach().numpy().copy() for k, v in n.named_buffers()} for n in loop.state.nets]
+        results.put((rank, errors[0].traceback if errors else None, nets, buffers, loop.weights.values().tolist()))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp") / "p"
+    make_project(root, n_images=5, strong_fraction=0.4, shape=(48, 48), seed=2)
+    return Project.load(root)
+
+
+def test_two_gloo_ranks_equal_one_process(project, tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = TrainingLoop(project, TrainConfig(**CFG))
+        assert not [e for e in alone.events() if isinstance(e, P.ErrorEvent)]
+    finally:
+        torch.set_num_threads(threads)
+    ctx = mp.get_context("fork")  # the heavy modules are imported already: the ranks start at once
+    results = ctx.Queue()
+    ranks = [ctx.Process(target=_rank, args=(r, 2, str(tmp_path / "init"), project, results)) for r in range(2)]
+    for p in ranks:
+        p.start()
+    got = {}
+    for _ in ranks:
+        rank, error, nets, buffers, gamma = results.get(timeout=120)
+        assert error is None, error
+        got[rank] = (nets, buffers, gamma)
+    for p in ranks:
+        p.join(30)
+        assert p.exitcode == 0
+    assert len(alone.weights) > 0 and min(alone.weights.values().tolist()) < 1.0  # the weights did move
+    for rank in (0, 1):
+        nets, buffers, gamma = got[rank]
+        np.testing.assert_allclose(gamma, alone.weights.values().tolist(), atol=1e-4)
+        for net, expected in zip(nets, alone.state.nets, strict=True):
+            for name, value in expected.named_parameters():
+                np.testing.assert_allclose(net[name], value.detach().numpy(), atol=1e-4, rtol=0, err_msg=name)
+        for net, expected in zip(buffers, alone.state.nets, strict=True):
+            for name, value in expected.named_buffers():
+                np.testing.assert_allclose(net[name], value.numpy(), atol=1e-4, rtol=0, err_msg=name)
+
+
+def test_a_global_batch_must_split_evenly():
+    with pytest.raises(ValueError, match="cannot be split evenly over 3"):
+        Distributed(0, 3).share(4)
+    assert Distributed(1, 2).share(4) == slice(2, 4) and Distributed(1, 2).shard([0, 1, 2, 3, 4]) == [1, 3]
+    assert os.environ.get("WORLD_SIZE") is None and not Distributed.from_environment().active
