@@ -13,6 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ..errors import reason
 from .common import add_max_voxels, apply_max_voxels, err, say
 
 
@@ -88,6 +89,14 @@ def add_train(sub) -> None:
     )
     p.add_argument("--init-model", type=Path, default=None, help="start from a saved model.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train with N processes (one per GPU; gloo on the CPU) through torchrun; the batch is split "
+        "between them (default: %(default)s)",
+    )
     add_max_voxels(p)
 
 
@@ -140,34 +149,78 @@ class _Interrupts:
             signal.signal(s, handler)
 
 
-def run_train(args) -> int:
-    from tqdm import tqdm
+def _launch(args, n: int) -> int:
+    """Run this very command again in ``n`` processes under torchrun (PyTorch's launcher)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
 
-    from .. import protocol as ev
-    from ..annotations import Project
-    from ..training import TrainingLoop
+    argv, skip = [], False
+    for a in args.argv:  # the command without --nproc-per-node
+        if skip:
+            skip = False
+        elif a == "--nproc-per-node":
+            skip = True
+        elif not a.startswith("--nproc-per-node="):
+            argv.append(a)
+    try:
+        torchrun(["--standalone", f"--nproc-per-node={n}", "--module", "napari_hybridseg", *argv])
+    except ChildFailedError as exc:
+        return err(f"training with {n} processes failed ({reason(exc)}); the messages above say why")
+    return 0
+
+
+def run_train(args) -> int:
+
+    from ..errors import ConfigError
+    from ..training.distributed import Distributed
     from ..training.run_folder import RunFolder
 
     apply_max_voxels(args)
     if args.resume and not (args.out / "checkpoint.pt").is_file():
         return err(f"{args.out / 'checkpoint.pt'}: nothing to resume (file not found)")
     cfg = _config(args)
-    RunFolder(args.out).check_writable(resume=args.resume, force=args.force)
+    dist = Distributed.from_environment()
+    world = dist.world if dist.active else args.nproc_per_node
+    if world < 1 or cfg.batch_size % world:
+        raise ConfigError(f"batch_size {cfg.batch_size} cannot be split evenly over {world} processes")
+    if dist.main:
+        RunFolder(args.out).check_writable(resume=args.resume, force=args.force)
+    if world > 1 and not dist.active:
+        return _launch(args, world)
+    if not dist.main:
+        args.quiet = True
+    tell = say if dist.main else (lambda message: None)  # one voice: rank 0
+    try:
+        return _train(args, cfg, dist, tell)
+    finally:
+        if dist.active:
+            import torch
+
+            torch.distributed.destroy_process_group()
+
+
+def _train(args, cfg, dist, tell) -> int:
+    from tqdm import tqdm
+
+    from .. import protocol as ev
+    from ..annotations import Project
+    from ..training import TrainingLoop
+
     project = Project.load(args.project)
-    loop = TrainingLoop(project, cfg, args.out, resume=args.resume, init_model=args.init_model)
+    loop = TrainingLoop(project, cfg, args.out, resume=args.resume, init_model=args.init_model, dist=dist)
     inbox: queue.Queue = queue.Queue()
     bar, checkpoint, started = None, None, False
     with _Interrupts(inbox) as interrupts:
         for event in loop.events(inbox):
             if isinstance(event, ev.StartedEvent):
                 started = True
-                say(
+                tell(
                     f"training {cfg.method} on {event.device}: {event.summary['strong slices']} strong and "
                     f"{event.summary['weak slices']} weak slice(s), {event.n_instances} weighted instance(s)"
                 )
                 if event.dii_schedule is not None:
                     warmup, interval = event.dii_schedule
-                    say(f"weights updated every {interval} steps from step {warmup}, learning rate {event.dii_lr:.3g}")
+                    tell(f"weights updated every {interval} steps from step {warmup}, learning rate {event.dii_lr:.3g}")
                 bar = tqdm(
                     total=event.steps,
                     initial=event.start_step,
@@ -180,7 +233,8 @@ def run_train(args) -> int:
                 if event.step % 10 == 0:
                     bar.set_postfix({k: f"{v:.3f}" for k, v in event.losses.items() if k != "lr"})
             elif isinstance(event, ev.NoticeEvent):
-                tqdm.write(f"napari-hybridseg: {event.message}", file=sys.stderr)
+                if dist.main:
+                    tqdm.write(f"napari-hybridseg: {event.message}", file=sys.stderr)
             elif isinstance(event, ev.CheckpointEvent):
                 checkpoint = event
             elif isinstance(event, ev.ErrorEvent | ev.FinishedEvent) and bar is not None:
@@ -196,10 +250,10 @@ def run_train(args) -> int:
                 return err(f"training failed at step {event.step}: {event.message}{kept}")
             if isinstance(event, ev.FinishedEvent):
                 if interrupts.received is not None:
-                    say(
+                    tell(
                         f"interrupted at step {event.step}; checkpoint and model saved in {args.out} "
                         "(continue with --resume)"
                     )
                     return 128 + int(interrupts.received)
-                say(f"done: {event.step} steps in {event.elapsed:.0f} s; model in {Path(args.out) / 'model.pt'}")
+                tell(f"done: {event.step} steps in {event.elapsed:.0f} s; model in {Path(args.out) / 'model.pt'}")
     return 0

@@ -77,3 +77,17 @@ def test_a_global_batch_must_split_evenly():
         Distributed(0, 3).share(4)
     assert Distributed(1, 2).share(4) == slice(2, 4) and Distributed(1, 2).shard([0, 1, 2, 3, 4]) == [1, 3]
     assert os.environ.get("WORLD_SIZE") is None and not Distributed.from_environment().active
+
+
+def test_the_command_line_trains_with_two_processes(tmp_path, capfd):
+    from napari_hybridseg.cli import main
+
+    assert main(["sample", str(tmp_path / "p"), "--n-images", "3", "--size", "48", "--strong-fraction", "0.34"]) == 0
+    tiny = ["--steps", "3", "--batch-size", "2", "--patch-size", "32", "--width", "4", "--depth", "2", "--quiet"]
+    rc = main(["train", str(tmp_path / "p"), "--out", str(tmp_path / "r"), "--nproc-per-node", "2", *tiny])
+    err = capfd.readouterr().err
+    assert rc == 0, err
+    assert err.count("training dii+dcr on cpu") == 1  # rank 0 alone speaks
+    assert {"model.pt", "checkpoint.pt", "weights.csv", "metrics.jsonl"} <= {p.name for p in (tmp_path / "r").iterdir()}
+    rc = main(["train", str(tmp_path / "p"), "--out", str(tmp_path / "r3"), "--nproc-per-node", "3", *tiny])
+    assert rc == 2 and "cannot be split evenly over 3 processes" in capfd.readouterr().err
