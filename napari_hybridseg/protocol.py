@@ -187,3 +187,55 @@ class ErrorEvent:
 
 
 FINAL_EVENTS = (FinishedEvent, ErrorEvent)
+
+
+# -- events as JSON lines (a run followed through its folder) ------------------------------
+EVENTS = {
+    cls.__name__: cls
+    for cls in (
+        StartedEvent,
+        StepEvent,
+        WeightsEvent,
+        PreviewEvent,
+        PausedEvent,
+        AnnotationsUpdatedEvent,
+        NoticeEvent,
+        CheckpointEvent,
+        FinishedEvent,
+        ErrorEvent,
+    )
+}
+
+
+def event_to_record(event) -> dict:
+    """A JSON-ready dict of an event (a preview's arrays are not included: they travel
+    in a file beside the record)."""
+    if isinstance(event, WeightsEvent):
+        data = {"step": event.step, "weights": [[*w.key, w.weight, w.pinned] for w in event.weights]}
+    elif isinstance(event, PreviewEvent):
+        data = {"step": event.step, "image": event.image, "z": event.z}
+    else:
+        data = dict(event.__dict__)
+    return {"type": type(event).__name__, **data}
+
+
+def event_from_record(record: dict, arrays: dict | None = None):
+    """The event of :func:`event_to_record`; ``arrays`` holds a preview's maps.  Raises
+    ``ValueError`` for a record that is not an event."""
+    if not isinstance(record, dict) or record.get("type") not in EVENTS:
+        raise ValueError(f"not an event record: {str(record)[:80]}")
+    data = {k: v for k, v in record.items() if k != "type"}
+    cls = EVENTS[record["type"]]
+    try:
+        if cls is WeightsEvent:
+            weights = [InstanceWeight(InstanceKey(*w[:3]), float(w[3]), bool(w[4])) for w in data["weights"]]
+            return WeightsEvent(int(data["step"]), weights)
+        if cls is PreviewEvent:
+            arrays = arrays or {}
+            unc = arrays.get("uncertainty")
+            return PreviewEvent(int(data["step"]), data["image"], data["z"], arrays["probability"], unc)
+        if cls is StartedEvent and data.get("dii_schedule") is not None:
+            data["dii_schedule"] = tuple(data["dii_schedule"])
+        return cls(**data)
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"malformed {record['type']} record ({exc})") from None

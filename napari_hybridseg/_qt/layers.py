@@ -48,6 +48,19 @@ def tag(layer, role: str, image: str, **extra) -> None:
     layer.metadata = {**layer.metadata, META_KEY: meta}
 
 
+def assign_role(image_layer, layer, shown_role: str) -> str | None:
+    """Make ``layer`` the masks, scribbles or boxes of ``image_layer``; a sentence saying
+    why not when it is the wrong kind of layer."""
+    role = {"masks": "strong", "scribbles": "scribbles", "boxes": "boxes"}[shown_role]
+    need = "shapes" if role == "boxes" else "labels"
+    if layer._type_string != need:
+        return f"layer {layer.name!r} is a {layer._type_string} layer; {shown_role} need a {need} layer"
+    if role_of(image_layer)[0] != "image":
+        tag(image_layer, "image", image_layer.name, exhaustive=True)
+    tag(layer, role, role_of(image_layer)[1])
+    return None
+
+
 def ensure_annotation_layers(viewer, image_layer) -> dict:
     """Tag ``image_layer`` and create its boxes, scribbles and masks layers if missing."""
     role, name = role_of(image_layer)

@@ -53,6 +53,9 @@ class LiveView:
         t = self.train
         if isinstance(event, P.StartedEvent):
             t.device_label.setText(f"using {event.device}")
+            if event.steps != self.total_steps:  # a followed run says its length only now
+                self.total_steps = event.steps
+                t.progress.setRange(0, event.steps)
         elif isinstance(event, P.StepEvent):
             t.progress.setValue(event.step)
             if self._progress is not None:

@@ -154,6 +154,11 @@ class TrainPanel(QGroupBox):
         self.pause_btn = QPushButton("Pause")
         self.pause_btn.setCheckable(True)
         self.stop_btn = QPushButton("Stop")
+        self.attach_btn = QPushButton("Attach to run…")
+        self.attach_btn.setToolTip(
+            "Follow a run training elsewhere (napari-hybridseg train PROJECT --out RUN --follow-project):\n"
+            "its loss, weights and previews show here; saved edits, pins, pause and stop reach it"
+        )
         self.predict_btn = QPushButton("Predict once")
         self.predict_btn.setToolTip("Predict the visible image with the current model")
         for b in (self.pause_btn, self.stop_btn):
@@ -173,12 +178,14 @@ class TrainPanel(QGroupBox):
         lay.addLayout(_row(self.continue_box, self.separate_process))
         lay.addLayout(_row(self.live, self.every))
         lay.addLayout(_row(self.start_btn, self.pause_btn, self.stop_btn, self.predict_btn))
+        lay.addWidget(self.attach_btn)
         lay.addWidget(self.progress)
         lay.addWidget(self.loss_plot)
         lay.addWidget(self.message)
 
     def set_running(self, running: bool) -> None:
         self.start_btn.setEnabled(not running)
+        self.attach_btn.setEnabled(not running)
         self.pause_btn.setEnabled(running)
         self.stop_btn.setEnabled(running)
         if not running:

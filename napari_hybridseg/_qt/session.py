@@ -31,7 +31,7 @@ from ..protocol import (
     UpdateProject,
 )
 from ..training import TrainingSpec
-from ..training.runners import ProcessRunner
+from ..training.runners import FollowRunner, ProcessRunner
 
 POLL_MS = 30
 
@@ -93,6 +93,21 @@ class Session(QObject):
         self._final = None
         self._set_state(TrainingState.STARTING)
         self.runner.start()
+        self._timer.start()
+
+    def attach(self, run_dir) -> None:
+        """Follow a run that trains elsewhere (started with ``train --follow-project``)."""
+        if self.busy:
+            raise RuntimeError("a training run is already active")
+        run_dir = Path(run_dir)
+        if not (run_dir / "events.jsonl").is_file():
+            raise HybridSegError(
+                f"{run_dir}: not a run that can be followed (no events.jsonl); start it with --follow-project"
+            )
+        self.run_dir = run_dir
+        self.runner = FollowRunner(run_dir)
+        self._final = None
+        self._set_state(TrainingState.RUNNING)
         self._timer.start()
 
     def send(self, command) -> None:

@@ -83,6 +83,7 @@ class HybridSegWidget(QWidget):
         t.stop_btn.clicked.connect(self.stop_training)
         t.pause_btn.toggled.connect(self._pause_toggled)
         t.predict_btn.clicked.connect(self.models.predict_once)
+        t.attach_btn.clicked.connect(lambda: self._folder_dialog("Attach to a run folder", self.attach_run))
         w.pin_requested.connect(self.pin)
         w.table.cellClicked.connect(self._weight_clicked)
         self.next_panel.list.itemClicked.connect(lambda item: self.go_to_image(item.text().split("  ")[0]))
@@ -154,19 +155,12 @@ class HybridSegWidget(QWidget):
         self.viewer.layers.selection.active = layer
 
     def assign_layer(self) -> None:
-        image = self.current_image_layer()
-        target = self.annotate.assign_layer.currentText()
-        role = {"masks": "strong", "scribbles": "scribbles", "boxes": "boxes"}[self.annotate.assign_role.currentText()]
+        image, target = self.current_image_layer(), self.annotate.assign_layer.currentText()
         if image is None or target not in self.viewer.layers:
             return
-        layer = self.viewer.layers[target]
-        need = "shapes" if role == "boxes" else "labels"
-        if layer._type_string != need:
-            notify_error(f"layer {target!r} is a {layer._type_string} layer; {role} need a {need} layer")
-            return
-        if role_of(image)[0] != "image":
-            L.tag(image, "image", image.name, exhaustive=True)
-        L.tag(layer, role, role_of(image)[1])
+        problem = L.assign_role(image, self.viewer.layers[target], self.annotate.assign_role.currentText())
+        if problem:
+            notify_error(problem)
         self._layers_changed()
 
     def current_name(self) -> str | None:
@@ -269,6 +263,13 @@ class HybridSegWidget(QWidget):
 
     def _request_preview(self) -> None:
         self.session.request_preview(self._preview_request())
+
+    def attach_run(self, run_dir) -> None:
+        """Show a run that trains elsewhere, live; edits (saved by autosave), pins, pause and
+        stop reach it."""
+        self.session.attach(run_dir)
+        self.live.started(0, run_dir)
+        self._request_preview()
 
     def stop_training(self) -> None:
         self.session.stop()

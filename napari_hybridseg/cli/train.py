@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import signal
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from ..errors import reason
@@ -89,6 +90,12 @@ def add_train(sub) -> None:
     )
     p.add_argument("--init-model", type=Path, default=None, help="start from a saved model.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--follow-project",
+        action="store_true",
+        help="let napari follow this run (Attach to run...): events go to OUT/events.jsonl, annotations saved "
+        "into PROJECT reach the run, and OUT/control.json pauses, stops or pins",
+    )
     p.add_argument(
         "--nproc-per-node",
         type=int,
@@ -205,13 +212,18 @@ def _train(args, cfg, dist, tell) -> int:
     from .. import protocol as ev
     from ..annotations import Project
     from ..training import TrainingLoop
+    from ..training.follow import EventLog, Follower
 
     project = Project.load(args.project)
     loop = TrainingLoop(project, cfg, args.out, resume=args.resume, init_model=args.init_model, dist=dist)
     inbox: queue.Queue = queue.Queue()
     bar, checkpoint, started = None, None, False
-    with _Interrupts(inbox) as interrupts:
+    follow = args.follow_project and dist.main
+    log = EventLog(args.out) if follow else None
+    with _Interrupts(inbox) as interrupts, Follower(args.project, args.out, inbox) if follow else nullcontext():
         for event in loop.events(inbox):
+            if log is not None:
+                log.write(event)
             if isinstance(event, ev.StartedEvent):
                 started = True
                 tell(

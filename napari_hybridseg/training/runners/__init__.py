@@ -1,7 +1,9 @@
-"""Where a training loop runs: a thread beside the GUI, or a child process."""
+"""Where a training loop runs: a thread beside the GUI, a child process, or elsewhere
+(followed through its run folder)."""
 
 from .base import Runner
+from .follow import FollowRunner
 from .process import ProcessRunner
 from .thread import ThreadRunner
 
-__all__ = ["ProcessRunner", "Runner", "ThreadRunner"]
+__all__ = ["FollowRunner", "ProcessRunner", "Runner", "ThreadRunner"]

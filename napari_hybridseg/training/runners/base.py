@@ -39,7 +39,7 @@ class Runner:
     Subclasses provide the worker (``_start``, ``alive``, ``join``) and the two queues.
     """
 
-    def __init__(self, spec: TrainingSpec, threads: int | None = None) -> None:
+    def __init__(self, spec: TrainingSpec | None, threads: int | None = None) -> None:
         self.spec = spec
         self.threads = threads
         self.step = 0
