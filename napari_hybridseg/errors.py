@@ -37,4 +37,5 @@ def reason(exc: BaseException) -> str:
     """The first line of an error from a library, for a one-line message: without any
     bytes of the file it may quote (a file's content never reaches the screen)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return re.sub(r"[:,]?\s*\w*=?b(['\"]).*?(\1|$)", "", text).strip()[:200] or type(exc).__name__
+    # a bytes literal (b'...') stands after a space, '=', '(' or at the start
+    return re.sub(r"[:,]?\s*(\w+=)?(?:(?<=[\s=(])|^)b(['\"]).*?(\2|$)", "", text).strip()[:200] or type(exc).__name__

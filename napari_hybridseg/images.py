@@ -7,6 +7,7 @@ through :mod:`napari_hybridseg.nifti` (affine kept).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,15 @@ def _read_tiff(path: Path, mmap: bool = False) -> tuple[np.ndarray, ImageMeta]:
 
 
 def _read_png(path: Path, mmap: bool = False) -> tuple[np.ndarray, ImageMeta]:
+
+    with _PIL_LIMIT:  # PIL's bomb check is global: switched off for our own limit, one reader at a time
+        return _open_png(path)
+
+
+_PIL_LIMIT = threading.Lock()
+
+
+def _open_png(path: Path) -> tuple[np.ndarray, ImageMeta]:
     from PIL import Image
 
     bomb_check, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our own limit applies instead

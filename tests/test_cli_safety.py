@@ -200,3 +200,21 @@ def test_absurd_options_are_refused_in_one_line(run, tmp_path, capsys, option, v
     rc = main(["train", str(run / "p"), "--out", str(tmp_path / "r"), *TINY, option, value])
     _error(capsys, rc, option.lstrip("-").replace("-", "_"))
     assert not (tmp_path / "r").exists()
+
+
+def test_predict_never_writes_over_an_input_image(run, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / "x.tif", np.zeros((32, 32), np.uint8))
+    before = (folder / "x.tif").read_bytes()
+    _error(capsys, main(["predict", str(run / "run"), str(folder / "x.tif"), "--out", str(folder)]), "x.tif", "input")
+    assert (folder / "x.tif").read_bytes() == before
+
+
+def test_a_followed_run_can_be_resumed(run, tmp_path):
+    out = tmp_path / "r"
+    assert main(["train", str(run / "p"), "--out", str(out), "--steps", "2", "--follow-project", *TINY]) == 0
+    assert {"events.jsonl", "control.json"} <= {p.name for p in out.iterdir()}
+    assert (
+        main(["train", str(run / "p"), "--out", str(out), "--steps", "3", "--resume", "--follow-project", *TINY]) == 0
+    )

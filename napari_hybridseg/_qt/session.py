@@ -168,8 +168,8 @@ class Session(QObject):
             self._set_state(TrainingState.PAUSED if event.paused else TrainingState.RUNNING)
         elif isinstance(event, FINAL_EVENTS):
             if isinstance(event, FinishedEvent) and event.run_dir:
-                try:
-                    self.load_model(Path(event.run_dir) / "model.pt")
+                try:  # this side's path to the run: a followed run's own path may be another machine's
+                    self.load_model(self.run_dir / "model.pt")
                 except (HybridSegError, OSError) as exc:
                     event = ErrorEvent(event.step, f"the trained model cannot be read back: {exc}")
             elif isinstance(event, ErrorEvent) and self.run_dir is not None:
@@ -194,10 +194,10 @@ class Session(QObject):
         self._set_state(TrainingState.IDLE)
         self.finished.emit(final)
 
-    def shutdown(self, timeout: float = 30.0) -> None:
+    def shutdown(self, timeout: float = 120.0) -> None:
         """Stop a running training and wait until it has written its checkpoint and model
         (when napari quits)."""
         runner = self.runner
-        if runner is not None:
+        if runner is not None and not isinstance(runner, FollowRunner):  # a followed run goes on without us
             runner.send(Stop())
             runner.join(timeout)

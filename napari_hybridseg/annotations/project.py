@@ -111,6 +111,8 @@ def _find_files(root: Path, folder_name: str, suffixes: tuple[str, ...]) -> dict
     if not folder.is_dir():
         return found
     inside = root.resolve()
+    if not folder.resolve().is_relative_to(inside):
+        raise AnnotationError(f"{folder}: links outside the project; copy the folder into {root}")
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or compound_suffix(path) not in suffixes:
             continue
@@ -189,6 +191,7 @@ def save_image_annotations(root: str | Path, item: ImageAnnotations) -> None:
     """
     root = Path(root)
     validate_annotations(item)
+    _refuse_links_out(root, item.name)
     default_suffix = ".nii.gz" if item.meta.format.startswith("nii") else ".tif"
     if _existing(root / "images", item.name, IMAGE_SUFFIXES) is None:
         write_image(root / "images" / f"{item.name}{default_suffix}", item.image, item.meta)
@@ -205,6 +208,15 @@ def save_image_annotations(root: str | Path, item: ImageAnnotations) -> None:
         atomic_write_text(box_path, boxes_to_csv(item.boxes, item.is_volume))
     elif box_path.exists():
         box_path.unlink()
+
+
+def _refuse_links_out(root: Path, name: str) -> None:
+    """Annotations are never written through a link to a place outside the project."""
+    inside = root.resolve()
+    for folder in ("images", "strong", "scribbles", "boxes"):
+        for path in [root / folder, *(root / folder / f"{name}{s}" for s in (*IMAGE_SUFFIXES, ".csv"))]:
+            if path.exists() and not path.resolve().is_relative_to(inside):
+                raise AnnotationError(f"{path}: links outside the project; not written through it")
 
 
 def _compact_labels(arr: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -86,7 +87,8 @@ HANDLERS = {"train": run_train, "predict": run_predict, "evaluate": _evaluate, "
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"napari-hybridseg: warning: {message}", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # one voice when several processes train
+        print(f"napari-hybridseg: warning: {message}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         return err("interrupted")
     except MemoryError:
         return err("out of memory: the image or the model is too large for this machine")
+    except RuntimeError as exc:  # from torch: out of GPU memory, a failed process group, ...
+        return err(reason(exc))
     except (OSError, ValueError) as exc:
         return err(reason(exc))
 

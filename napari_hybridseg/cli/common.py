@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 EXIT_ERROR = 2
 
 
 def err(message: str) -> int:
-    print(f"napari-hybridseg: error: {message}", file=sys.stderr)
+    """Print one line (only rank 0 does, when several processes train) and return the status."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"napari-hybridseg: error: {message}", file=sys.stderr)
     return EXIT_ERROR
 
 

@@ -8,6 +8,7 @@ with the step and keeps its last finite checkpoint.
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import sys
@@ -131,21 +132,30 @@ def _config(args):
 
 class _Interrupts:
     """SIGINT and SIGTERM ask the loop to stop after the current step (a second Ctrl-C
-    quits at once)."""
+    quits at once).  Under torchrun, SIGTERM is the launcher ending the ranks after one of
+    them failed: the others may be waiting for it in a collective, so they quit at once.
 
-    def __init__(self, inbox: queue.Queue) -> None:
+    The handler only puts into a ``SimpleQueue`` (reentrant) and writes with ``os.write``:
+    it may interrupt the loop anywhere."""
+
+    def __init__(self, inbox: queue.SimpleQueue, several_ranks: bool, speak: bool) -> None:
         self.inbox = inbox
+        self.several_ranks = several_ranks
+        self.speak = speak
         self.received: int | None = None
         self._old: dict = {}
 
     def _handle(self, signum, frame) -> None:
         from ..protocol import Stop
 
+        if self.several_ranks and signum == signal.SIGTERM:
+            os._exit(128 + signum)
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.received = signum
         self.inbox.put(Stop())
-        say("stopping after this step and saving a checkpoint (Ctrl-C again to quit at once)")
+        if self.speak:
+            os.write(2, b"stopping after this step and saving a checkpoint (Ctrl-C again to quit at once)\n")
 
     def __enter__(self) -> _Interrupts:
         self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -169,9 +179,17 @@ def _launch(args, n: int) -> int:
             skip = True
         elif not a.startswith("--nproc-per-node="):
             argv.append(a)
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
     try:
         torchrun(["--standalone", f"--nproc-per-node={n}", "--module", "napari_hybridseg", *argv])
+    except SignalException as exc:
+        say(f"interrupted; the processes were stopped (continue with --resume from {args.out})")
+        return 128 + int(exc.sigval)
     except ChildFailedError as exc:
+        codes = {int(f.exitcode) for f in exc.failures.values()}
+        if codes <= {130, 143}:  # the ranks stopped on Ctrl-C or SIGTERM, with a checkpoint
+            return max(codes)
         return err(f"training with {n} processes failed ({reason(exc)}); the messages above say why")
     return 0
 
@@ -186,7 +204,7 @@ def run_train(args) -> int:
     if args.resume and not (args.out / "checkpoint.pt").is_file():
         return err(f"{args.out / 'checkpoint.pt'}: nothing to resume (file not found)")
     cfg = _config(args)
-    dist = Distributed.from_environment()
+    dist = Distributed.from_environment(cfg.device)
     world = dist.world if dist.active else args.nproc_per_node
     if world < 1 or cfg.batch_size % world:
         raise ConfigError(f"batch_size {cfg.batch_size} cannot be split evenly over {world} processes")
@@ -216,11 +234,12 @@ def _train(args, cfg, dist, tell) -> int:
 
     project = Project.load(args.project)
     loop = TrainingLoop(project, cfg, args.out, resume=args.resume, init_model=args.init_model, dist=dist)
-    inbox: queue.Queue = queue.Queue()
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
     bar, checkpoint, started = None, None, False
     follow = args.follow_project and dist.main
     log = EventLog(args.out) if follow else None
-    with _Interrupts(inbox) as interrupts, Follower(args.project, args.out, inbox) if follow else nullcontext():
+    interrupts = _Interrupts(inbox, dist.active, dist.main)
+    with interrupts, Follower(args.project, args.out, inbox) if follow else nullcontext():
         for event in loop.events(inbox):
             if log is not None:
                 log.write(event)

@@ -50,10 +50,13 @@ def plan_outputs(files: list[Path], out: Path, fmt: str | None, probability=Fals
     naming both (nothing is written)."""
     owner: dict[Path, Path] = {}
     plan: dict[Path, list[Path]] = {}
+    inputs = {Path(p).resolve() for p in files}
     for path in files:
         suffix = f".{fmt.lstrip('.')}" if fmt else (".nii.gz" if compound_suffix(path).startswith(".nii") else ".tif")
         plan[path] = [Path(out) / n for n in output_names(strip_suffix(path), suffix, probability, uncertainty)]
         for target in plan[path]:
+            if target.resolve() in inputs:
+                raise OutputError(f"{target} is an input image; predictions would replace it, choose another --out")
             if target in owner:
                 raise OutputError(
                     f"{owner[target]} and {path} would both be written to {target}; rename one, or predict them "

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..data.preprocess import NormalisedView, intensity_ranges
-from ..data.tiling import Tiling
+from ..data.tiling import Tiling, pad_spatial
 from ..devices import precision_for
 from ..networks import UNet
 
@@ -57,14 +57,13 @@ def predict_array(
         batch_size = 8 if device.type == "cuda" else 1
     shape = tuple(image.shape[1:])
     tiling = Tiling(shape, tile, overlap, nets[0].size_multiple)
-    source = tiling.pad(np.asarray(image[...])) if tiling.padded_shape != shape else image
     win = tiling.blend_weights()
     acc = np.zeros((len(nets), *tiling.padded_shape), np.float32)
     precision = precision_for(device)
     tiles = tiling.tiles
     for i in range(0, len(tiles), batch_size):
         chunk = tiles[i : i + batch_size]
-        x = torch.from_numpy(np.stack([source[(slice(None), *t.window)] for t in chunk])).to(device)
+        x = torch.from_numpy(np.stack([_read_window(image, t, shape) for t in chunk])).to(device)
         for k, net in enumerate(nets):
             with precision.autocast():
                 logits = net(x)
@@ -72,6 +71,14 @@ def predict_array(
             for t, p in zip(chunk, fg):
                 acc[(k, *t.window)] += p * win
     return _blend(acc, tiling.weight_totals(), shape)
+
+
+def _read_window(image, tile, shape: tuple[int, ...]) -> np.ndarray:
+    """One tile's input: the part of the image under its window, mirrored past the image's
+    end where the window is larger (an axis shorter than one tile)."""
+    inside = tuple(slice(w.start, min(w.stop, s)) for w, s in zip(tile.window, shape))
+    pads = [(0, w.stop - i.stop) for w, i in zip(tile.window, inside)]
+    return pad_spatial(np.asarray(image[(slice(None), *inside)]), pads)
 
 
 def _blend(acc: np.ndarray, totals: list[np.ndarray], shape: tuple[int, ...]) -> Prediction:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Distributed:
@@ -22,6 +24,7 @@ class Distributed:
 
     rank: int = 0
     world: int = 1
+    gpu: bool = False  # one CUDA device per rank (NCCL); else gloo on the CPU
 
     @property
     def active(self) -> bool:
@@ -56,27 +59,38 @@ class Distributed:
         torch.distributed.all_gather(parts, tensor.contiguous())
         return torch.cat(parts)
 
-    def broadcast_(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.active:
-            torch.distributed.broadcast(tensor, 0)
-        return tensor
+    def any_(self, flag: bool) -> bool:
+        """Whether ``flag`` is set on any rank (every rank gets the same answer)."""
+        if not self.active:
+            return flag
+        value = torch.tensor([int(flag)])
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return bool(value.item())
 
     @classmethod
-    def from_environment(cls) -> Distributed:
-        """The ranks torchrun describes in ``RANK``/``WORLD_SIZE`` (joined here), else alone."""
+    def from_environment(cls, device: str = "auto") -> Distributed:
+        """The ranks torchrun describes in ``RANK``/``WORLD_SIZE`` (joined here), else alone.
+
+        NCCL with one GPU per rank (``LOCAL_RANK``) where the run uses CUDA, gloo on the CPU."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls()
+        if device.startswith("cuda:"):
+            raise ConfigError(f"device {device!r}: with several processes each takes its own GPU; use --device cuda")
+        if device == "mps":
+            raise ConfigError("device 'mps' cannot train with several processes; use --device cpu")
+        gpu = device in ("auto", "cuda") and torch.cuda.is_available()
         if not torch.distributed.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            torch.distributed.init_process_group(backend)
-        return cls(torch.distributed.get_rank(), torch.distributed.get_world_size())
+            if gpu:
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            torch.distributed.init_process_group("nccl" if gpu else "gloo")
+        return cls(torch.distributed.get_rank(), torch.distributed.get_world_size(), gpu)
 
     def device_name(self, requested: str) -> str:
         """One GPU per rank on CUDA (``LOCAL_RANK``); the CPU is shared."""
-        if self.active and requested in ("auto", "cuda") and torch.cuda.is_available():
-            return f"cuda:{int(os.environ.get('LOCAL_RANK', self.rank))}"
-        return requested
+        if self.active and self.gpu:
+            return f"cuda:{torch.cuda.current_device()}"
+        return "cpu" if self.active else requested
 
 
 ALONE = Distributed()

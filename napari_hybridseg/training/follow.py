@@ -36,18 +36,41 @@ def write_control(run_dir: str | Path, control: dict) -> None:
     atomic_write_text(Path(run_dir) / CONTROL_FILE, json.dumps(control) + "\n")
 
 
+def _valid_control(data) -> dict:
+    if not isinstance(data, dict):
+        raise ValueError("not an object")
+    control = {**default_control(), **data}
+    if not isinstance(control["stop"], bool) or not isinstance(control["pause"], bool):
+        raise ValueError("stop and pause must be true or false")
+    pins = control["pins"]
+    if not isinstance(pins, list) or not all(
+        isinstance(p, list) and len(p) == 4 and all(isinstance(v, str) for v in p[:3]) and _number(p[3]) for p in pins
+    ):
+        raise ValueError("pins must be [image, instance, kind, weight] lists")
+    preview = control["preview"]
+    if preview is not None and not (
+        isinstance(preview, list)
+        and len(preview) == 3
+        and isinstance(preview[0], str)
+        and (preview[1] is None or isinstance(preview[1], int))
+        and isinstance(preview[2], int)
+    ):
+        raise ValueError("preview must be [image, slice or null, every]")
+    return control
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+
+
 def read_control(run_dir: str | Path) -> dict | None:
     """The requested state, or ``None`` (no file, or a malformed one: warned about)."""
     path = Path(run_dir) / CONTROL_FILE
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        control = {**default_control(), **data}
-        if not isinstance(control["pins"], list) or not isinstance(control["stop"], bool):
-            raise ValueError("unexpected layout")
-        return control
-    except (OSError, ValueError) as exc:
+        return _valid_control(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, RecursionError) as exc:
         warnings.warn(f"{path}: ignored ({exc})", stacklevel=2)
         return None
 
@@ -97,7 +120,10 @@ class Follower:
         self.run_dir = Path(run_dir)
         self.inbox = inbox
         self.interval = interval
-        self._control = read_control(self.run_dir) or default_control()
+        # a new (or resumed) run starts from the default state: a stop or pause left in the
+        # file by an earlier run must not stop this one, nor make the next Stop a no-op
+        self._control = default_control()
+        write_control(self.run_dir, self._control)
         self._signature = project_signature(self.root)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="hybridseg-follow", daemon=True)
@@ -112,7 +138,10 @@ class Follower:
 
     def _watch(self) -> None:
         while not self._done.wait(self.interval):
-            self.check()
+            try:
+                self.check()
+            except Exception as exc:  # the thread must outlive any one bad look at the files
+                warnings.warn(f"{self.run_dir}: following skipped a check ({type(exc).__name__}: {exc})", stacklevel=2)
 
     def check(self) -> None:
         """One look at the control file and the project folder."""
@@ -127,7 +156,7 @@ class Follower:
 
             try:
                 project = Project.load(self.root)
-            except (AnnotationError, ImageReadError) as exc:  # mid-copy, or a mistake: wait for the next edit
+            except (AnnotationError, ImageReadError, OSError) as exc:  # mid-copy, or a mistake: wait for the next edit
                 warnings.warn(f"edits not used yet: {exc}", stacklevel=2)
                 return
             self._signature = signature
@@ -135,14 +164,40 @@ class Follower:
 
 
 class EventLog:
-    """The trainer's events as JSON lines (previews: the latest maps in an ``.npz``)."""
+    """The trainer's events as JSON lines (previews: the latest maps in an ``.npz``).
+
+    Writing starts with the run's :class:`StartedEvent` (a trainer refused at start writes
+    nothing into a live run's log), and a failed write is warned about once, never the
+    end of training."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / EVENTS_FILE
+        self._started = False
+        self._failed = False
 
     def write(self, event) -> None:
+        if isinstance(event, P.StartedEvent):
+            self._started = True
+            if self.path.exists() and self.path.stat().st_size:
+                with open(self.path, "rb") as fh:  # a line cut short by a killed trainer stays apart
+                    fh.seek(-1, 2)
+                    if fh.read(1) != b"\n":
+                        self._append("\n")
+        if not self._started:
+            return
+        try:
+            self._write(event)
+        except OSError as exc:
+            if not self._failed:
+                self._failed = True
+                warnings.warn(f"{self.path}: events not written ({exc}); training goes on", stacklevel=2)
+
+    def _append(self, text: str) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+
+    def _write(self, event) -> None:
         if isinstance(event, P.PreviewEvent):
             maps = {"probability": event.probability}
             if event.uncertainty is not None:
@@ -150,8 +205,7 @@ class EventLog:
             with atomic_path(self.run_dir / PREVIEW_FILE) as tmp:
                 with open(tmp, "wb") as fh:
                     np.savez(fh, step=np.array(event.step), **maps)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(P.event_to_record(event)) + "\n")
+        self._append(json.dumps(P.event_to_record(event)) + "\n")
 
 
 class EventReader:
@@ -174,10 +228,12 @@ class EventReader:
         for line in data[:end].splitlines():
             try:
                 record = json.loads(line)
-                arrays = self._preview(record) if record.get("type") == "PreviewEvent" else None
+                arrays = (
+                    self._preview(record) if isinstance(record, dict) and record.get("type") == "PreviewEvent" else None
+                )
                 if arrays is not None or record.get("type") != "PreviewEvent":
                     events.append(P.event_from_record(record, arrays))
-            except (ValueError, OSError, KeyError) as exc:
+            except Exception as exc:  # a damaged line or preview file is skipped, whatever the damage
                 warnings.warn(f"{path}: a line was skipped ({exc})", stacklevel=2)
         return events
 

@@ -16,8 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from .. import protocol as P
 from ..config import TrainConfig
 from ..data.sampler import PatchSampler
@@ -228,10 +226,8 @@ class TrainingLoop:
                 self.run_folder.unlock()
 
     def _agree_to_stop(self) -> None:
-        """Every rank stops at the step rank 0 stops at."""
-        if self.dist.active:
-            flag = torch.tensor([int(self._stopped)], device=self.device)
-            self._stopped = bool(self.dist.broadcast_(flag).item())
+        """Every rank stops at the same step: when any of them was asked to."""
+        self._stopped = self.dist.any_(self._stopped)
 
     def _events(self, inbox) -> Iterator:
         cfg, st = self.config, self.state

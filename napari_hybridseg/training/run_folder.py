@@ -20,11 +20,22 @@ from ..errors import OutputError
 from ..modelfile import CHECKPOINT_FORMAT, VERSION, load_file, model_payload, save_file
 from ..task import Task
 
-RUN_FILES = {"config.json", "metrics.jsonl", "weights.csv", "checkpoint.pt", "model.pt"}
+RUN_FILES = {
+    "config.json",
+    "metrics.jsonl",
+    "weights.csv",
+    "checkpoint.pt",
+    "model.pt",
+    "events.jsonl",  # a followed run's events, previews and controls (see follow.py)
+    "preview.npz",
+    "control.json",
+}
 LOCK = ".lock"
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -32,6 +43,44 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+def _link(source: Path, target: Path) -> bool:
+    """Create ``target`` as ``source``'s content, atomically; False if it exists."""
+    try:
+        os.link(source, target)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links: exclusive create (a brief empty file)
+        try:
+            fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as fh:
+            fh.write(source.read_text())
+        return True
+
+
+def read_lock(path: Path) -> tuple[int, str] | None:
+    """``(pid, host)`` of a lock file, ``None`` if there is none; a damaged one reads as an
+    ended process of this host."""
+    try:
+        data = json.loads(path.read_text())
+        return int(data["pid"]), str(data["host"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1, socket.gethostname()
+
+
+def lock_holder_alive(run_dir: str | Path) -> bool:
+    """Whether a run still holds its folder (for another host: whether its lock is there)."""
+    holder = read_lock(Path(run_dir) / LOCK)
+    if holder is None:
+        return False
+    pid, host = holder
+    return host != socket.gethostname() or _alive(pid)
 
 
 def _finite(value):
@@ -89,33 +138,42 @@ class RunFolder:
             )
 
     def lock(self) -> None:
-        """Hold the folder for this run; a lock left by a dead process is taken over."""
+        """Hold the folder for this run; a lock left by an ended process is taken over.
+
+        The lock file appears complete or not at all (written aside, then hard-linked into
+        place), and only one of two processes taking over a stale lock gets it."""
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / LOCK
         me = {"pid": os.getpid(), "host": socket.gethostname()}
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    other = json.loads(path.read_text())
-                    pid, host = int(other["pid"]), str(other["host"])
-                except (OSError, ValueError, KeyError, TypeError):
-                    pid, host = -1, me["host"]  # unreadable: a crash while it was written
-                if host != me["host"] or (pid > 0 and _alive(pid)):
+        mine = self.root / f".lock.{me['pid']}.{os.urandom(4).hex()}"
+        mine.write_text(json.dumps(me))
+        try:
+            for _ in range(5):
+                if _link(mine, path):
+                    self._locked = True
+                    return
+                other = read_lock(path)
+                if other is None:
+                    continue  # gone meanwhile: try again
+                pid, host = other
+                if host != me["host"] or _alive(pid):
                     raise OutputError(
                         f"{self.root}: in use by another training (process {pid} on {host}); "
                         f"wait for it, or remove {path} if it is not running"
-                    ) from None
-                warnings.warn(
-                    f"{path}: taking over the stale lock of process {pid}, which is not running", stacklevel=2
-                )
-                path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
-            self._locked = True
-            return
+                    )
+                aside = self.root / f".lock.stale.{pid}.{me['pid']}"
+                try:
+                    os.rename(path, aside)  # atomic: of two takers, one moves it
+                except FileNotFoundError:
+                    continue
+                if read_lock(aside) != other:  # moved someone's fresh lock: put it back
+                    _link(aside, path)
+                else:
+                    warnings.warn(f"{path}: taking over the stale lock of process {pid}, which has ended", stacklevel=2)
+                aside.unlink(missing_ok=True)
+            raise OutputError(f"{self.root}: cannot take the run folder's lock {path}; try again")
+        finally:
+            mine.unlink(missing_ok=True)
 
     def unlock(self) -> None:
         if self._locked:

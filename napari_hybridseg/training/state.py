@@ -39,6 +39,7 @@ class TrainState:
     training_nets: list = field(default_factory=list)
     step: int = 0
     elapsed: float = 0.0
+    nonfinite_streak: int = 0  # float16 steps skipped in a row for a non-finite loss
 
     def __post_init__(self) -> None:
         if not self.training_nets:

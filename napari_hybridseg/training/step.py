@@ -58,6 +58,9 @@ def pixel_weights(ctx: StepContext, batch: Batch, instance: torch.Tensor, gamma:
     return w_seg, w_cr * valid
 
 
+MAX_SKIPPED_STEPS = 20  # non-finite float16 losses in a row that the gradient scaler may skip
+
+
 def all_finite(nets) -> bool:
     """Whether every weight and buffer of ``nets`` is finite (one reduction per tensor)."""
     tensors = [t for n in nets for t in (*n.parameters(), *n.buffers()) if t.is_floating_point()]
@@ -106,10 +109,15 @@ def train_step(state: TrainState, ctx: StepContext, batch: Batch, gamma: torch.T
         parts, total = dict(zip(parts, summed[:-1])), summed[-1]
         loss = loss * dist.world  # DistributedDataParallel averages the ranks' gradients; their sum is wanted
     if not torch.isfinite(total):
-        raise DivergedError(
-            f"training diverged at step {state.step + 1}: the loss is {float(total)}; lower the learning rate "
-            "(--lr); the networks are kept as they were before this step"
-        )
+        # float16 overflows now and then: its gradient scaler skips such a step and lowers its scale
+        state.nonfinite_streak += 1
+        if state.precision.scaler is None or state.nonfinite_streak > MAX_SKIPPED_STEPS:
+            raise DivergedError(
+                f"training diverged at step {state.step + 1}: the loss is {float(total)}; lower the learning "
+                "rate (--lr); the last checkpoint is kept"
+            )
+    else:
+        state.nonfinite_streak = 0
     state.opt.zero_grad(set_to_none=True)
     state.precision.backward_and_step(loss, state.opt)
     if not all_finite(state.nets):

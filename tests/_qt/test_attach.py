@@ -84,3 +84,38 @@ def test_half_written_or_malformed_files_are_skipped(tmp_path):
     with open(tmp_path / "events.jsonl", "a") as fh:
         fh.write('ent", "step": 2, "total": 2, "losses": {}, "elapsed": 0, "lr": 0}\n')
     assert [e.step for e in reader.read()] == [2]
+
+
+def test_a_resumed_run_is_followed_past_its_earlier_end(tmp_path):
+    import json
+    import os
+    import socket
+
+    from napari_hybridseg.training.follow import EventLog
+    from napari_hybridseg.training.runners import FollowRunner
+
+    log = EventLog(tmp_path)
+    log.write(P.StartedEvent("cpu", 4, 0, 0, {}))
+    log.write(P.FinishedEvent(4, str(tmp_path), False, 1.0))
+    (tmp_path / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    log.write(P.StartedEvent("cpu", 8, 4, 0, {}))
+    log.write(P.StepEvent(5, 8, {"total": 1.0}, 1.0, 0.1))
+    runner = FollowRunner(tmp_path)
+    events = runner.poll()
+    assert [type(e).__name__ for e in events][-1] == "StepEvent" and not runner.done
+
+
+def test_the_follower_starts_from_a_clean_control_state(tmp_path):
+    import queue
+
+    from napari_hybridseg.training.follow import Follower, write_control
+
+    root = tmp_path / "p"
+    make_project(root, n_images=2, strong_fraction=0.5, shape=(32, 32), seed=1)
+    write_control(tmp_path / "run", {**default_control(), "stop": True})  # left by an earlier run
+    inbox = queue.SimpleQueue()
+    follower = Follower(root, tmp_path / "run", inbox)
+    assert read_control(tmp_path / "run") == default_control() and inbox.empty()
+    write_control(tmp_path / "run", {**default_control(), "stop": True})
+    follower.check()
+    assert inbox.get_nowait() == P.Stop()

@@ -241,3 +241,16 @@ def test_links_that_leave_the_project_are_refused_without_reading_them(tmp_path)
     inside.symlink_to(root / "images" / "a.tif")  # a link that stays inside is fine
     (root / "images" / "b.tif").unlink()
     assert set(Project.load(root).images) == {"a", "c"}
+
+
+def test_a_linked_folder_outside_the_project_is_refused_and_never_written_through(tmp_path):
+    root = _project(tmp_path)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (root / "strong").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(AnnotationError, match="strong: links outside the project"):
+        Project.load(root)
+    item = ImageAnnotations("a", np.zeros((32, 40), np.float32), strong=np.ones((32, 40), np.uint8))
+    with pytest.raises(AnnotationError, match="links outside the project"):
+        Project([item]).save(root)
+    assert not any(outside.iterdir())

@@ -73,3 +73,36 @@ def test_cr_rampup_rises_to_lambda():
     assert values[0] == np.float64(2.0 * np.exp(-5.0))
     assert all(a < b for a, b in zip(values[:30], values[1:31]))
     assert values[30] == values[39] == 2.0
+
+
+def test_float16_overflows_are_skipped_a_while_then_stop_the_run(hand_project, monkeypatch):
+    """With a gradient scaler a non-finite loss skips the step; a run of them is divergence."""
+    import pytest
+
+    from napari_hybridseg.devices import Precision
+    from napari_hybridseg.errors import DivergedError
+    from napari_hybridseg.training import TrainingLoop
+    from napari_hybridseg.training.step import MAX_SKIPPED_STEPS
+
+    class SkippingScaler:  # what GradScaler does with inf/NaN gradients: no optimiser step
+        def scale(self, loss):
+            return loss
+
+        def step(self, opt):
+            pass
+
+        def update(self):
+            pass
+
+    loop = TrainingLoop(
+        hand_project, TrainConfig(method="naive", steps=100, batch_size=2, patch_size=32, width=4, depth=2)
+    )
+    loop.state.precision = Precision("cpu", None, SkippingScaler())
+    from napari_hybridseg.training import step
+
+    overflowing = step.pixel_ce
+    monkeypatch.setattr(step, "pixel_ce", lambda z, t: overflowing(z, t) * float("inf"))  # an overflowed loss
+    for _ in range(MAX_SKIPPED_STEPS):
+        loop.train_step()
+    with pytest.raises(DivergedError, match="diverged"):
+        loop.train_step()

@@ -62,12 +62,7 @@ class Runner:
         has ended without a final event (it crashed or was killed), the last call adds an
         :class:`ErrorEvent` that says so."""
         was_alive = self.alive
-        events = []
-        while True:
-            try:
-                events.append(self.outbox.get_nowait())
-            except (queue.Empty, EOFError, OSError):
-                break
+        events = self._receive()
         for e in events:
             if isinstance(e, StepEvent):
                 self.step = e.step
@@ -78,6 +73,15 @@ class Runner:
             if self._final is None:
                 events.append(ErrorEvent(self.step, self.death_message()))
         return events
+
+    def _receive(self) -> list:
+        """Every event waiting in the outbox."""
+        out = []
+        while True:
+            try:
+                out.append(self.outbox.get_nowait())
+            except (queue.Empty, EOFError, OSError):
+                return out
 
     def death_message(self) -> str:
         return "training ended without a result"

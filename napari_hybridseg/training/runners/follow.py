@@ -8,12 +8,15 @@ autosave), not through this runner.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from ... import protocol as P
 from ..follow import EventReader, default_control, read_control, write_control
-from ..run_folder import LOCK
+from ..run_folder import lock_holder_alive
 from .base import Runner
+
+SILENCE_S = 600  # a run that has said nothing for this long gets a notice (it may have died elsewhere)
 
 
 class FollowRunner(Runner):
@@ -23,12 +26,14 @@ class FollowRunner(Runner):
         self.reader = EventReader(self.run_dir)
         self.control = read_control(self.run_dir) or default_control()
         self._quiet_polls = 0
+        self._last_news = time.monotonic()
+        self._warned = False
 
     def _start(self) -> None:
         """Nothing to start: the run is already going (or over: its events are replayed)."""
 
     def send(self, command) -> None:
-        c = dict(self.control)
+        c = dict(read_control(self.run_dir) or self.control)  # the trainer may have reset it
         if isinstance(command, P.Pause | P.Resume):
             c["pause"] = isinstance(command, P.Pause)
         elif isinstance(command, P.Stop):
@@ -45,7 +50,7 @@ class FollowRunner(Runner):
 
     @property
     def alive(self) -> bool:
-        return self._final is None and (self.run_dir / LOCK).exists()
+        return self._final is None and lock_holder_alive(self.run_dir)
 
     def join(self, timeout: float | None = None) -> None:
         """Nothing to wait for here: the run belongs to another process."""
@@ -54,10 +59,19 @@ class FollowRunner(Runner):
         was_alive = self.alive
         events = self.reader.read()
         for e in events:
+            if isinstance(e, P.StartedEvent):  # a resumed run: the last run's end is not this one's
+                self._final, self._ended = None, False
             if isinstance(e, P.StepEvent):
                 self.step = e.step
             if isinstance(e, P.FINAL_EVENTS):
                 self._final = e
+        now = time.monotonic()
+        if events:
+            self._last_news = now
+        elif self._final is None and now - self._last_news > SILENCE_S and not self._warned:
+            self._warned = True
+            minutes = SILENCE_S // 60
+            events.append(P.NoticeEvent(self.step, f"no news from the run for {minutes} minutes: is it still running?"))
         if self._final is not None:
             self._ended = True
         elif not was_alive and not events:

@@ -1,16 +1,20 @@
 """Run the training loop in a child process.
 
-The child gets the run's plain-data spec and speaks the protocol over two queues
-(pipes).  If it dies (killed, out of memory, a crash in a native library) the
-parent only loses the run, never its own state: the runner reports how the child
-ended, and the run folder keeps the last checkpoint.
+The child gets the run's plain-data spec and speaks the protocol: commands come over a
+queue, events go back over a one-way pipe whose writing end only the child holds.  If
+the child dies (killed, out of memory, a crash in a native library) the pipe ends, the
+parent reads the end instead of waiting for the rest of a message, and reports how the
+child ended; the run folder keeps the last checkpoint.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue
 import signal
+import threading
 
+from ...protocol import Stop
 from ..loop import TrainingSpec
 from .base import Runner, run_loop
 
@@ -22,6 +26,50 @@ SIGNAL_HINTS = {
 }
 
 
+class _PipeOut:
+    """The child's end of the event pipe, with a queue's ``put``."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+
+    def put(self, item) -> None:
+        self.conn.send(item)
+
+
+class _Inbox:
+    """The child's commands; a SIGTERM reads as :class:`Stop` (a signal handler may not
+    touch the queue itself)."""
+
+    def __init__(self, commands, stop: threading.Event) -> None:
+        self.commands = commands
+        self.stop = stop
+
+    def get_nowait(self):
+        if self.stop.is_set():
+            self.stop.clear()
+            return Stop()
+        return self.commands.get_nowait()
+
+    def get(self):
+        while True:
+            if self.stop.is_set():
+                return self.get_nowait()
+            try:
+                return self.commands.get(timeout=0.2)
+            except queue.Empty:
+                continue
+
+
+def _child(spec: TrainingSpec, commands, events: _PipeOut, threads: int | None) -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the terminal is for the GUI, not for us
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # finish the step, write a checkpoint
+    try:
+        run_loop(spec, _Inbox(commands, stop), events, threads)
+    finally:
+        events.conn.close()
+
+
 class ProcessRunner(Runner):
     """Builds and runs a :class:`~napari_hybridseg.training.loop.TrainingLoop` from ``spec``
     in a child process (started with ``spawn``: safe beside Qt and other threads)."""
@@ -30,13 +78,24 @@ class ProcessRunner(Runner):
         super().__init__(spec, threads)
         ctx = mp.get_context(context)
         self.inbox = ctx.Queue()
-        self.outbox = ctx.Queue()
+        self._reader, writer = ctx.Pipe(duplex=False)
+        self._writer = writer
         self._process = ctx.Process(
-            target=run_loop, args=(spec, self.inbox, self.outbox, threads), name="hybridseg-training", daemon=True
+            target=_child, args=(spec, self.inbox, _PipeOut(writer), threads), name="hybridseg-training", daemon=True
         )
 
     def _start(self) -> None:
         self._process.start()
+        self._writer.close()  # only the child writes: its death ends the pipe
+
+    def _receive(self) -> list:
+        out = []
+        try:
+            while self._reader.poll(0):
+                out.append(self._reader.recv())
+        except (EOFError, OSError):
+            pass  # the child is gone; what it sent in full has been read
+        return out
 
     @property
     def pid(self) -> int | None:
