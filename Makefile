@@ -10,7 +10,7 @@ GUI_APT := xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-icccm4 l
 	libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xinput0 \
 	libxcb-shape0 libxcb-cursor0 libxcb-xfixes0 libfontconfig1 libdbus-1-3
 
-.PHONY: install run test lint gui-deps benchmarks clean
+.PHONY: install run test test-qt6 lint gui-deps benchmarks clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,14 @@ gui-deps:
 test: install gui-deps
 	$(PY) -m pytest -q
 
+# The GUI tests again under PyQt6 (a second environment), for the day napari drops PyQt5.
+QT6_VENV := .venv-qt6
+test-qt6: gui-deps
+	@test -x $(QT6_VENV)/bin/python || $(PYTHON) -m venv $(QT6_VENV)
+	@$(QT6_VENV)/bin/python -c "import torch" 2>/dev/null || $(QT6_VENV)/bin/pip install -q $(TORCH_PIN)
+	$(QT6_VENV)/bin/pip install -q -e ".[pyqt6,testing]"
+	QT_API=pyqt6 PYTEST_QT_API=pyqt6 $(QT6_VENV)/bin/python -m pytest -q -m gui
+
 lint: install
 	$(PY) -m ruff check napari_hybridseg tests benchmarks
 	$(VENV)/bin/lint-imports
@@ -65,4 +73,4 @@ benchmarks: install gui-deps
 	cd benchmarks && ../$(PY) summarize.py --plot label_efficiency.png
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(QT6_VENV) build *.egg-info .pytest_cache

@@ -8,6 +8,8 @@ object that could execute code, so a model someone sends cannot run anything.
 from __future__ import annotations
 
 import json
+import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from .networks import UNet, create_model
 from .task import Task
 
 MODEL_FORMAT = "napari-hybridseg-model"
+PACKAGE_ATTACHMENT = "napari-hybridseg-model.pt"  # our model file inside a bioimage.io package
 CHECKPOINT_FORMAT = "napari-hybridseg-checkpoint"
 VERSION = 1
 
@@ -112,10 +115,52 @@ def _task_of(data: dict, states: list) -> Task:
     return Task(int(states[0]["down.0.0.weight"].shape[1]))
 
 
+def is_package(path: str | Path) -> bool:
+    """Whether ``path`` is a bioimage.io model package (a zip, or a folder with rdf.yaml)."""
+    path = Path(path)
+    return path.suffix.lower() == ".zip" or (path.is_dir() and (path / "rdf.yaml").is_file())
+
+
+def _package_model_bytes(path: Path) -> bytes:
+    """Our model file inside a bioimage.io package that napari-hybridseg exported; a
+    one-line refusal for any other package.  Nothing in the package is executed."""
+    import yaml
+
+    try:
+        if path.is_dir():
+            rdf_text = (path / "rdf.yaml").read_text(encoding="utf-8")
+            read = lambda name: (path / name).read_bytes()  # noqa: E731
+        else:
+            zf = zipfile.ZipFile(path)
+            rdf_text = zf.read("rdf.yaml").decode("utf-8")
+            read = zf.read
+        rdf = yaml.safe_load(rdf_text)
+    except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ModelFileError(f"{path}: not a bioimage.io model package ({reason(exc)})") from None
+    ours = isinstance(rdf, dict) and isinstance(rdf.get("config"), dict) and "napari-hybridseg" in rdf["config"]
+    if not ours:
+        raise ModelFileError(
+            f"{path}: a bioimage.io model that napari-hybridseg did not export; run it with bioimageio.core "
+            "or the tool it came from"
+        )
+    try:
+        return read(PACKAGE_ATTACHMENT)
+    except (OSError, KeyError) as exc:
+        raise ModelFileError(f"{path}: the package lacks its {PACKAGE_ATTACHMENT} ({reason(exc)})") from None
+
+
 def load_model(path: str | Path) -> LoadedModel:
-    """Read a model file, or the networks of a checkpoint (to continue a run that was cut
-    short).  Config, task and weights are checked against each other before a network is
-    built, so a small file cannot make it allocate a huge one."""
+    """Read a model file, the networks of a checkpoint (to continue a run that was cut
+    short), or a bioimage.io package that napari-hybridseg exported (its own model file
+    inside it; no code from the package runs).  Config, task and weights are checked
+    against each other before a network is built, so a small file cannot make it
+    allocate a huge one."""
+    if is_package(path):
+        with tempfile.TemporaryDirectory() as tmp:
+            inner = Path(tmp) / PACKAGE_ATTACHMENT
+            inner.write_bytes(_package_model_bytes(Path(path)))
+            model = load_model(inner)
+        return model
     data = load_file(path, (MODEL_FORMAT, CHECKPOINT_FORMAT))
     try:
         cfg = TrainConfig.from_dict(json.loads(data["config"]))

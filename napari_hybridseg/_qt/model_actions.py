@@ -17,6 +17,8 @@ from . import layers as L
 from .live_view import notify_error, notify_info
 
 MODEL_FILTER = "napari-hybridseg model (*.pt)"
+LOAD_FILTER = "napari-hybridseg model, checkpoint or bioimage.io package (*.pt *.zip)"
+EXPORT_FILTERS = {"bioimage.io package (*.zip)": "bioimageio", "ONNX (*.onnx)": "onnx"}
 
 
 class ModelActions:
@@ -77,6 +79,24 @@ class ModelActions:
         self.session.load_model(path)
         self.widget.train.message.setText(f"loaded {path}")
 
+    def export_model(self, path, fmt: str) -> Path:
+        """Share the current model as a bioimage.io package or ONNX; the visible image gives
+        the package's test input."""
+        from ..export import export_model
+
+        model = self._model()
+        options = {}
+        if fmt == "bioimageio":
+            name = self.widget.current_name()
+            layer = L.find_layer(self.viewer, name, "image") if name else None
+            run = self.session.model_path.parent if self.session.model_path else None
+            options = {
+                "sample": np.asarray(layer.data) if layer is not None and not layer.rgb else None,
+                "name": f"napari-hybridseg {run.name if run else 'model'}",
+                "weights_csv": run / "weights.csv" if run else None,
+            }
+        return export_model(model, path, fmt, **options)
+
     # -- dialogs --------------------------------------------------------------------------
     def export_dialog(self) -> None:
         folder = QFileDialog.getExistingDirectory(self.widget, "Export predictions to folder")
@@ -95,8 +115,17 @@ class ModelActions:
             except (HybridSegError, OSError) as exc:
                 notify_error(str(exc))
 
+    def export_model_dialog(self) -> None:
+        path, chosen = QFileDialog.getSaveFileName(self.widget, "Export model", "model.zip", ";;".join(EXPORT_FILTERS))
+        if path:
+            try:
+                written = self.export_model(path, EXPORT_FILTERS.get(chosen, "bioimageio"))
+                notify_info(f"wrote {written}")
+            except (HybridSegError, OSError, ValueError) as exc:
+                notify_error(str(exc))
+
     def load_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self.widget, "Load model", "", MODEL_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self.widget, "Load model", "", LOAD_FILTER)
         if path:
             try:
                 self.load_model(path)

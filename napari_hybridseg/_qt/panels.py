@@ -273,6 +273,14 @@ class ExportPanel(QGroupBox):
         self.export_btn = QPushButton("Export predictions…")
         self.save_model_btn = QPushButton("Save model…")
         self.load_model_btn = QPushButton("Load model…")
+        self.load_model_btn.setToolTip(
+            "A model file (.pt), a checkpoint, or a bioimage.io package exported here (.zip)"
+        )
+        self.export_model_btn = QPushButton("Export model…")
+        self.export_model_btn.setToolTip(
+            "Share the model: a bioimage.io package (.zip: ilastik, deepImageJ, QuPath, bioimageio.core,\n"
+            "napari-hybridseg) or ONNX (.onnx: onnxruntime and other engines)"
+        )
         lay = QVBoxLayout(self)
         lay.addLayout(_row(QLabel("format"), self.format, self.export_btn))
-        lay.addLayout(_row(self.save_model_btn, self.load_model_btn))
+        lay.addLayout(_row(self.save_model_btn, self.load_model_btn, self.export_model_btn))

@@ -90,6 +90,7 @@ class HybridSegWidget(QWidget):
         self.export.export_btn.clicked.connect(self.models.export_dialog)
         self.export.save_model_btn.clicked.connect(self.models.save_dialog)
         self.export.load_model_btn.clicked.connect(self.models.load_dialog)
+        self.export.export_model_btn.clicked.connect(self.models.export_model_dialog)
         self.viewer.dims.events.current_step.connect(lambda e: self._view_timer.start())
         a.image_combo.currentTextChanged.connect(lambda _: self._view_timer.start())
         t.live.toggled.connect(lambda _: self._view_timer.start())

@@ -15,6 +15,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import HybridSegError, reason
 from .common import err
+from .export_model import add_export_model, run_export_model
 from .predict import add_predict, run_predict
 from .train import add_train, run_train
 
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train(sub)
     add_predict(sub)
+    add_export_model(sub)
     p = sub.add_parser("evaluate", help="Dice and IoU of predicted masks against ground truth, as JSON")
     p.add_argument("pred_dir", type=Path)
     p.add_argument("gt_dir", type=Path)
@@ -83,7 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-HANDLERS = {"train": run_train, "predict": run_predict, "evaluate": _evaluate, "sample": _sample, "demo": _demo}
+HANDLERS = {
+    "train": run_train,
+    "predict": run_predict,
+    "export-model": run_export_model,
+    "evaluate": _evaluate,
+    "sample": _sample,
+    "demo": _demo,
+}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

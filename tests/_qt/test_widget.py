@@ -274,3 +274,21 @@ def test_a_killed_training_process_leaves_napari_and_the_annotations(annotated, 
     with qtbot.waitSignal(widget.finished, timeout=TIMEOUT) as blocker:
         assert widget.start_training(steps=3)
     assert isinstance(blocker.args[0], ev.FinishedEvent)
+
+
+def test_export_model_from_the_widget_and_load_the_package_back(annotated, qtbot, tmp_path):
+    from napari_hybridseg.modelfile import load_model
+
+    viewer, widget = annotated
+    widget.train.live.setChecked(False)
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT):
+        widget.start_training(steps=2)
+    widget.annotate.image_combo.setCurrentText("b")
+    package = widget.models.export_model(tmp_path / "shared.zip", "bioimageio")
+    onnx = widget.models.export_model(tmp_path / "shared.onnx", "onnx")
+    assert package.is_file() and onnx.is_file()
+    shared = load_model(package)
+    for a, b in zip(shared.nets[0].state_dict().values(), widget.session.model.nets[0].state_dict().values()):
+        assert np.array_equal(a.numpy(), b.numpy())
+    widget.load_model(package)
+    assert widget.session.model_path == package

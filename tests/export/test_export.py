@@ -1,0 +1,89 @@
+"""Sharing models: bioimage.io packages pass bioimage.io's own model test, ONNX matches our
+prediction, and packages we exported are read back (others refused)."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from napari_hybridseg.cli import main
+from napari_hybridseg.config import TrainConfig
+from napari_hybridseg.errors import ModelFileError
+from napari_hybridseg.export import export_model
+from napari_hybridseg.modelfile import LoadedModel, load_model
+from napari_hybridseg.networks import create_model
+from napari_hybridseg.task import Task
+
+TINY = ["--steps", "3", "--batch-size", "2", "--patch-size", "32", "--width", "4", "--depth", "2", "--quiet"]
+
+
+def _model(task: Task, n_nets: int = 2) -> LoadedModel:
+    nets = [create_model(task, 2, 4, seed=s).eval() for s in range(n_nets)]
+    return LoadedModel(nets, TrainConfig(depth=2, width=4), task)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export")
+    assert main(["sample", str(tmp / "p"), "--n-images", "3", "--size", "64", "--strong-fraction", "0.34"]) == 0
+    assert main(["train", str(tmp / "p"), "--out", str(tmp / "run"), *TINY]) == 0
+    return tmp
+
+
+def _bioimageio_test(path):
+    core = pytest.importorskip("bioimageio.core", reason="bioimageio.core is not installed (the testing extra)")
+    summary = core.test_model(path)
+    errors = [f"{d.name}: {e.loc}: {e.msg}" for d in summary.details for e in d.errors]
+    assert summary.status == "passed", errors
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_trained_run_exports_a_package_that_bioimageio_validates(run, tmp_path):
+    out = tmp_path / "model.zip"
+    rc = main(
+        ["export-model", str(run / "run"), "--out", str(out), "--sample", str(run / "p" / "images" / "img001.tif")]
+    )
+    assert rc == 0
+    names = set(zipfile.ZipFile(out).namelist())
+    assert {"rdf.yaml", "weights.pt", "test_input.npy", "test_output.npy", "README.md"} <= names
+    _bioimageio_test(out)
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("task", [Task(3, 3, 2), Task(1, 1, 3)], ids=["rgb-3-classes", "3d"])
+def test_packages_of_other_tasks_validate_too(tmp_path, task):
+    _bioimageio_test(export_model(_model(task), tmp_path / "m.zip", "bioimageio"))
+
+
+def test_onnx_matches_our_prediction(run, tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the onnx extra)")
+    assert main(["export-model", str(run / "run"), "--out", str(tmp_path / "m.onnx")]) == 0
+    model = load_model(run / "run")
+    x = np.random.default_rng(1).random((2, 1, 96, 64), dtype=np.float32)
+    with torch.no_grad():
+        ours = torch.stack([torch.softmax(n(torch.from_numpy(x)), 1) for n in model.nets]).mean(0).numpy()
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    (theirs,) = session.run(None, {"image": x})
+    np.testing.assert_allclose(theirs, ours, atol=1e-4)
+
+
+def test_predict_reads_our_package_and_refuses_others(run, tmp_path, capsys):
+    package = tmp_path / "shared.zip"
+    assert main(["export-model", str(run / "run"), "--out", str(package)]) == 0
+    a = tmp_path / "a"
+    b = tmp_path / "b"
+    assert main(["predict", str(package), str(run / "p" / "images"), "--out", str(a), "--prob"]) == 0
+    assert main(["predict", str(run / "run"), str(run / "p" / "images"), "--out", str(b), "--prob"]) == 0
+    for f in a.iterdir():
+        assert f.read_bytes() == (b / f.name).read_bytes(), f.name
+    foreign = tmp_path / "foreign.zip"
+    with zipfile.ZipFile(foreign, "w") as zf:
+        zf.writestr("rdf.yaml", json.dumps({"type": "model", "format_version": "0.5.4", "name": "theirs"}))
+    capsys.readouterr()
+    assert main(["predict", str(foreign), str(run / "p" / "images"), "--out", str(tmp_path / "c")]) == 2
+    assert "did not export" in capsys.readouterr().err
+    (tmp_path / "damaged.zip").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(ModelFileError, match="damaged.zip: not a bioimage.io model package"):
+        load_model(tmp_path / "damaged.zip")
