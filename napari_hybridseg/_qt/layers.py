@@ -35,6 +35,11 @@ def tagged_images(viewer) -> list:
     return [layer for layer in viewer.layers if role_of(layer)[0] == "image"]
 
 
+def image_visible(viewer, image: str) -> bool:
+    layer = find_layer(viewer, image, "image")
+    return layer is not None and layer.visible
+
+
 def find_layer(viewer, image: str, role: str):
     for layer in viewer.layers:
         if role_of(layer) == (role, image):
@@ -151,12 +156,15 @@ def collect_project(viewer, root=None, snapshot: bool = True) -> Project:
     return Project(items, root=root)
 
 
-def show_weights(viewer, weights) -> None:
-    """Colour boxes and scribbles by their weight; write the value next to each box."""
+def show_weights(viewer, weights, images=None) -> None:
+    """Colour boxes and scribbles by their weight; write the value next to each box
+    (only for ``images``, when given: redrawing a layer of many boxes takes napari long)."""
     by_image: dict[str, dict[tuple[str, str], float]] = {}
     for w in weights:
         by_image.setdefault(w.image, {})[(w.kind, w.instance)] = w.weight
     for image, values in by_image.items():
+        if images is not None and image not in images:
+            continue
         boxes = find_layer(viewer, image, "boxes")
         if boxes is not None and len(boxes.data):
             ids = np.asarray(boxes.features.get("id", np.arange(1, len(boxes.data) + 1)), dtype=float)
@@ -219,11 +227,29 @@ def show_prediction(viewer, image: str, z, probability, uncertainty, threshold: 
                     **common,
                 )
             tag(layer, role, image)
-        if z is None or layer.data.ndim == 2:
-            layer.data = data.astype(layer.data.dtype)
-        else:
-            layer.data[z] = data
-            layer.refresh()
+            layer.events.visible.connect(lambda event, layer=layer: _apply_pending(layer))
+        if not layer.visible and not all_layers:  # while training, a hidden map waits until it is shown
+            _PENDING[layer] = (z, data)
+            continue
+        _PENDING.pop(layer, None)
+        _set_map(layer, z, data)
+
+
+# the latest map of a hidden prediction layer, applied when the layer is shown
+_PENDING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _set_map(layer, z, data) -> None:
+    if z is None or layer.data.ndim == 2:
+        layer.data = data.astype(layer.data.dtype)
+    else:
+        layer.data[z] = data
+        layer.refresh()
+
+
+def _apply_pending(layer) -> None:
+    if layer.visible and layer in _PENDING:
+        _set_map(layer, *_PENDING.pop(layer))
 
 
 def instance_location(viewer, image: str, kind: str, instance: str):

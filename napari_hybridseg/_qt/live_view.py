@@ -32,6 +32,9 @@ class LiveView:
         self.weights_panel = weights_panel
         self.next_panel = next_panel
         self.weights: list[P.InstanceWeight] = []
+        self._shown: dict[str, list] = {}  # per image, the weights as last displayed
+        self._stale: set[str] = set()  # images whose colours wait until they are in view
+        self._watched: set[str] = set()  # images whose layer tells us when it is shown
         self.disagreement: dict[str, float] = {}
         self.total_steps = 0
         self._progress = None
@@ -93,6 +96,8 @@ class LiveView:
             self._progress.close()
             self._progress = None
         t.loss_plot.update()
+        if self.weights:
+            self.show_weights(self.weights, exact=True)
         if isinstance(event, P.ErrorEvent):
             notify_error(f"training failed: {event.message}")
             t.message.setText(f"training failed at step {event.step}: {event.message}. Annotations are kept.")
@@ -111,11 +116,36 @@ class LiveView:
                     w.weight = float(value)
         self.show_weights(self.weights)
 
-    def show_weights(self, weights) -> None:
+    def show_weights(self, weights, exact: bool = False) -> None:
+        """Show new weights where they changed as displayed (two decimals, pins): the table
+        at once, the boxes and strokes of images in view at once, the others when shown.
+        ``exact`` shows every value as it is (at the end of a run)."""
         self.weights = list(weights)
+        shown: dict[str, list] = {}
+        for w in self.weights:
+            shown.setdefault(w.image, []).append((w.key, round(w.weight, 2), w.pinned))
+        changed = set(shown) if exact else {image for image, sig in shown.items() if self._shown.get(image) != sig}
+        if not changed and set(shown) == set(self._shown):
+            return
+        self._shown = shown
         self.weights_panel.set_weights(self.weights)
-        L.show_weights(self.viewer, self.weights)
+        self._stale |= changed
+        visible = {image for image in self._stale if L.image_visible(self.viewer, image)}
+        if visible:
+            L.show_weights(self.viewer, self.weights, visible)
+            self._stale -= visible
+        for image in self._stale - self._watched:
+            layer = L.find_layer(self.viewer, image, "image")
+            if layer is not None:
+                layer.events.visible.connect(lambda event, image=image: self.image_shown(image))
+                self._watched.add(image)
         self.rank()
+
+    def image_shown(self, image: str | None) -> None:
+        """Bring an image's weight colours up to date when it comes into view."""
+        if image in self._stale and L.image_visible(self.viewer, image):
+            L.show_weights(self.viewer, self.weights, {image})
+            self._stale.discard(image)
 
     def rank(self) -> None:
         lst = self.next_panel.list

@@ -18,6 +18,11 @@ from ..protocol import PreviewEvent, RequestPreview
 from ..task import Task
 
 
+# Previews predict an image of up to this many pixels per axis in one piece: no overlapping
+# tiles to compute twice (prediction for export keeps its smaller, blended tiles)
+PREVIEW_TILE = 1024
+
+
 class Previewer:
     def __init__(self, project, task: Task, cfg: TrainConfig, device: torch.device) -> None:
         self.project = project
@@ -75,7 +80,7 @@ class Previewer:
             z = request.z if request.z is not None else item.spatial_shape[0] // 2
             if not 0 <= z < item.spatial_shape[0]:
                 return None
-        pred = predict_array(self._snapshot(nets), self._input(item, z), device=self.device)
+        pred = predict_array(self._snapshot(nets), self._input(item, z), tile=PREVIEW_TILE, device=self.device)
         if self.task.spatial_dims == 3 and item.is_volume:
             unc = None if pred.uncertainty is None else pred.uncertainty[z]
             return PreviewEvent(step, request.image, z, pred.probability[z], unc)

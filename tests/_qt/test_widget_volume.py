@@ -42,9 +42,12 @@ def test_volume_boxes_train_and_preview_slice(make_napari_viewer, qtbot):
     assert isinstance(blocker.args[0], ev.FinishedEvent)
     pred = viewer.layers["scan2 prediction"]
     assert pred.data.shape == (6, 48, 48)
-    prob = viewer.layers["scan2 probability"].data
+    layer = viewer.layers["scan2 probability"]
+    # a hidden map is not redrawn while training; showing it brings the latest preview
+    assert not layer.visible and not layer.data.any()
+    layer.visible = True
     # only the visible slice is predicted while live
-    assert prob[z].any() and not prob[0].any()
+    assert layer.data[z].any() and not layer.data[0].any()
 
 
 def _volume_with_a_model(make_napari_viewer):

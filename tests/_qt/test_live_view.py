@@ -1,0 +1,71 @@
+"""The live view redraws only what changed as displayed, and hidden images when shown."""
+
+import numpy as np
+import pytest
+
+from napari_hybridseg import protocol as P
+from napari_hybridseg._qt.widget import HybridSegWidget
+from napari_hybridseg.synthetic import synth_image
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def two_images_with_boxes(make_napari_viewer):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    widget = HybridSegWidget(viewer)
+    for name in ("a", "b"):
+        img, lab = synth_image(rng, (48, 48), n_objects=3)
+        viewer.add_image(img, name=name)
+        widget.annotate.image_combo.setCurrentText(name)
+        widget.create_layers()
+        for obj in [o for o in np.unique(lab) if o > 0][:2]:
+            ys, xs = np.nonzero(lab == obj)
+            viewer.layers[f"{name} boxes"].add_rectangles(
+                np.array([[ys.min() - 0.5, xs.min() - 0.5], [ys.max() + 0.5, xs.max() + 0.5]])
+            )
+        viewer.layers[f"{name} boxes"].features = {"id": [1, 2]}
+    return viewer, widget
+
+
+def _weights(value_a, value_b):
+    return [
+        P.InstanceWeight(P.InstanceKey(image, str(i), "box"), value)
+        for image, value in (("a", value_a), ("b", value_b))
+        for i in (1, 2)
+    ]
+
+
+def test_a_hidden_image_gets_its_weight_colours_when_shown(two_images_with_boxes):
+    viewer, widget = two_images_with_boxes
+    viewer.layers["a"].visible = True
+    viewer.layers["b"].visible = False
+    widget.live.show_weights(_weights(0.3, 0.7))
+    np.testing.assert_allclose(viewer.layers["a boxes"].features["weight"], [0.3, 0.3])
+    # the table lists every image at once; the hidden image's boxes wait
+    assert widget.weights_panel.table.rowCount() == 4
+    assert "weight" not in viewer.layers["b boxes"].features or not np.allclose(
+        viewer.layers["b boxes"].features["weight"], 0.7
+    )
+    viewer.layers["b"].visible = True
+    np.testing.assert_allclose(viewer.layers["b boxes"].features["weight"], [0.7, 0.7])
+
+
+def test_weights_that_look_the_same_are_not_redrawn(two_images_with_boxes, monkeypatch):
+    from napari_hybridseg._qt import layers as L
+
+    viewer, widget = two_images_with_boxes
+    viewer.layers["a"].visible = viewer.layers["b"].visible = True
+    widget.live.show_weights(_weights(0.3, 0.7))
+    drawn = []
+    real = L.show_weights
+    monkeypatch.setattr(L, "show_weights", lambda viewer, weights, images=None: drawn.append(images) or real(viewer, weights, images))
+    widget.live.show_weights(_weights(0.301, 0.7))  # 0.30 either way
+    assert drawn == []
+    widget.live.show_weights(_weights(0.301, 0.75))
+    assert drawn == [{"b"}]
+    # at the end of a run every value is shown as it is
+    widget.live.show_weights(widget.live.weights, exact=True)
+    assert drawn[-1] == {"a", "b"}
+    np.testing.assert_allclose(viewer.layers["a boxes"].features["weight"], [0.301, 0.301])
