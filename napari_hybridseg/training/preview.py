@@ -17,7 +17,6 @@ from ..networks import create_model
 from ..protocol import PreviewEvent, RequestPreview
 from ..task import Task
 
-
 # Previews predict an image of up to this many pixels per axis in one piece: no overlapping
 # tiles to compute twice (prediction for export keeps its smaller, blended tiles)
 PREVIEW_TILE = 1024

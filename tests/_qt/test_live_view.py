@@ -60,7 +60,12 @@ def test_weights_that_look_the_same_are_not_redrawn(two_images_with_boxes, monke
     widget.live.show_weights(_weights(0.3, 0.7))
     drawn = []
     real = L.show_weights
-    monkeypatch.setattr(L, "show_weights", lambda viewer, weights, images=None: drawn.append(images) or real(viewer, weights, images))
+
+    def spy(viewer, weights, images=None):
+        drawn.append(images)
+        real(viewer, weights, images)
+
+    monkeypatch.setattr(L, "show_weights", spy)
     widget.live.show_weights(_weights(0.301, 0.7))  # 0.30 either way
     assert drawn == []
     widget.live.show_weights(_weights(0.301, 0.75))
