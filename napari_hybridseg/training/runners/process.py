@@ -9,9 +9,11 @@ child ended; the run folder keeps the last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import queue
 import signal
+import sys
 import threading
 
 from ...protocol import Stop
@@ -60,14 +62,41 @@ class _Inbox:
                 continue
 
 
-def _child(spec: TrainingSpec, commands, events: _PipeOut, threads: int | None) -> None:
+def _child(commands, events: _PipeOut, threads: int | None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the terminal is for the GUI, not for us
     signal.signal(signal.SIGTERM, lambda *_: stop.set())  # finish the step, write a checkpoint
     try:
-        run_loop(spec, _Inbox(commands, stop), events, threads)
+        inbox = _Inbox(commands, stop)
+        spec = inbox.get()  # the first item; a Stop if SIGTERM came first
+        if isinstance(spec, TrainingSpec):
+            run_loop(spec, inbox, events, threads)
     finally:
         events.conn.close()
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Start a ``spawn`` child without importing the parent's ``__main__`` in it.
+
+    The child needs only this package.  Left to itself, multiprocessing runs the parent's
+    main script again in the child: a user's script without an ``if __name__ ==
+    "__main__"`` guard would open a second napari (or fail), and napari's own entry point
+    would be imported for nothing.  The main module's ``__file__`` and ``__spec__`` are
+    hidden while the child's start-up data is taken (inside ``Process.start``).
+    """
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    try:
+        for k in saved:
+            if k == "__spec__":
+                main.__spec__ = None
+            else:
+                del main.__dict__[k]
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(main, k, v)
 
 
 class ProcessRunner(Runner):
@@ -81,12 +110,17 @@ class ProcessRunner(Runner):
         self._reader, writer = ctx.Pipe(duplex=False)
         self._writer = writer
         self._process = ctx.Process(
-            target=_child, args=(spec, self.inbox, _PipeOut(writer), threads), name="hybridseg-training", daemon=True
+            target=_child, args=(self.inbox, _PipeOut(writer), threads), name="hybridseg-training", daemon=True
         )
 
     def _start(self) -> None:
-        self._process.start()
+        with _main_module_hidden():
+            self._process.start()
         self._writer.close()  # only the child writes: its death ends the pipe
+        # the spec (images included) goes through the queue, whose feeder thread writes it
+        # while the child starts: passed as an argument, it would hold napari until the
+        # child had imported torch (1.7 s) to read it
+        self.inbox.put(self.spec)
 
     def _receive(self) -> list:
         out = []
