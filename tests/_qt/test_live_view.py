@@ -74,3 +74,50 @@ def test_weights_that_look_the_same_are_not_redrawn(two_images_with_boxes, monke
     widget.live.show_weights(widget.live.weights, exact=True)
     assert drawn[-1] == {"a", "b"}
     np.testing.assert_allclose(viewer.layers["a boxes"].features["weight"], [0.301, 0.301])
+
+
+def test_the_first_preview_appears_on_a_project_of_real_size(make_napari_viewer, qtbot, tmp_path):
+    """Ten 700 x 1100 images, one fully masked, boxes on the rest; training in the child
+    process (the default): the visible image's prediction arrives while training runs."""
+    from napari_hybridseg.annotations import ImageAnnotations, Project
+    from napari_hybridseg.config import TrainConfig
+    from napari_hybridseg.synthetic import simulate_weak_labels
+
+    rng = np.random.default_rng(0)
+    items = []
+    for k in range(10):
+        image, labels = synth_image(rng, (700, 1100), n_objects=40)
+        item = ImageAnnotations(f"img{k}", image)
+        if k == 0:
+            item.strong = labels
+        else:
+            item.boxes = simulate_weak_labels(labels, rng, 0.3, boxes=True).boxes
+        items.append(item)
+    Project(items).save(tmp_path / "project")
+    viewer = make_napari_viewer()
+    widget = HybridSegWidget(viewer)
+    widget.open_project(tmp_path / "project")
+    widget.annotate.image_combo.setCurrentText("img3")
+    original = widget._config
+
+    def small(steps=None):
+        cfg = original(steps).to_dict()
+        cfg.update(width=4, depth=2, batch_size=2)
+        return TrainConfig.from_dict(cfg)
+
+    widget._config = small
+    widget.train.every.setValue(1)
+    previews = []
+    real_show = widget.live.show_preview
+    widget.live.show_preview = lambda event: previews.append(event) or real_show(event)
+    assert widget.train.separate_process.isChecked()
+    assert widget.start_training(steps=1000)
+    try:
+        qtbot.waitUntil(lambda: bool(previews), timeout=120_000)
+        assert widget.session.busy  # it came while training ran, not at the end
+    finally:
+        with qtbot.waitSignal(widget.finished, timeout=120_000):
+            widget.stop_training()
+    first = previews[0]
+    assert first.image == "img3" and first.probability.shape == (700, 1100)
+    assert viewer.layers["img3 prediction"].data.shape == (700, 1100)
