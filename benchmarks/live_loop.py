@@ -25,28 +25,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT, git_rev, machine  # noqa: E402
 from ui_lag import measure  # noqa: E402
 
-from napari_hybridseg.annotations import ImageAnnotations, Project  # noqa: E402
-from napari_hybridseg.synthetic import simulate_weak_labels, synth_image  # noqa: E402
+from napari_hybridseg.synthetic import make_project  # noqa: E402
 
 
 def build_project(root: Path, n: int, shape: tuple[int, int], objects: int) -> None:
-    rng = np.random.default_rng(0)
-    items = []
-    for k in range(n):
-        image, labels = synth_image(rng, shape, "microscopy", n_objects=objects)
-        item = ImageAnnotations(f"img{k:02d}", image)
-        if k == 0:
-            item.strong = labels
-        else:
-            item.boxes = simulate_weak_labels(labels, rng, 0.3, boxes=True).boxes
-        items.append(item)
-    Project(items).save(root)
+    make_project(root, n_images=n, strong_fraction=1 / n, weak="boxes", shape=shape, n_objects=objects)
 
 
 class User:
@@ -117,7 +104,7 @@ def main() -> None:
     viewer.window.add_dock_widget(widget, area="right")
     widget.open_project(root)
     widget.annotate.autosave.setChecked(False)
-    names = [f"img{k:02d}" for k in range(1, args.images)]
+    names = [f"img{k:03d}" for k in range(1, args.images)]
     widget.annotate.image_combo.setCurrentText(names[0])
     widget.train.every.setValue(args.every)
     app = napari.qt.get_qapp()

@@ -219,12 +219,14 @@ def make_project(
     kind: str = "microscopy",
     seed: int = 0,
     truth_dir: str | Path | None = None,
+    n_objects: int | None = None,
 ) -> Project:
     """Build (and, with ``root``, write) a synthetic project.
 
     ``weak``: ``"boxes"``, ``"scribbles"`` or ``"both"`` (weak images alternate).
     ``truth_dir``, when given, receives the ground-truth instance masks and
     ``corruptions.csv`` (image, instance, kind, corrupted, corruption) for benchmarks.
+    ``n_objects``: objects per image (by default, as many as suit ``shape``).
     """
     if weak not in ("boxes", "scribbles", "both"):
         raise ValueError(f"weak must be 'boxes', 'scribbles' or 'both', not {weak!r}")
@@ -233,7 +235,7 @@ def make_project(
     items, truth, rows = [], {}, []
     for k in range(n_images):
         name = f"img{k:03d}"
-        image, labels = synth_image(rng, shape, kind)
+        image, labels = synth_image(rng, shape, kind, n_objects)
         truth[name] = labels
         item = ImageAnnotations(name=name, image=image)
         if k < n_strong:

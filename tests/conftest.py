@@ -37,3 +37,21 @@ def hand_project():
     strong = ImageAnnotations("s", img_s, strong=lab_s)
     weak = ImageAnnotations("w", img_w, boxes=[Box(1, 4, 4, 20, 20), Box(2, 30, 30, 50, 52)])
     return Project([strong, weak])
+
+
+@pytest.fixture
+def one_line_error(capsys):
+    """Check that a command failed with exit status 2 and one line on stderr, no traceback,
+    naming each of ``needles``; return that line."""
+
+    def check(rc, *needles):
+        err = capsys.readouterr().err.strip()
+        assert rc == 2, err
+        assert "Traceback" not in err
+        last = err.splitlines()[-1]
+        assert last.startswith("napari-hybridseg: error: "), last
+        for n in needles:
+            assert n in last, last
+        return last
+
+    return check

@@ -15,17 +15,6 @@ from napari_hybridseg.images import ImageMeta, read_image, write_image
 TRAIN = ["--steps", "3", "--batch-size", "2", "--patch-size", "32", "--width", "4", "--depth", "2", "--quiet"]
 
 
-def _one_line_error(capsys, rc, *needles):
-    err = capsys.readouterr().err.strip()
-    assert rc == 2
-    assert "Traceback" not in err
-    last = err.splitlines()[-1]
-    assert last.startswith("napari-hybridseg: error: ")
-    for n in needles:
-        assert n in last, last
-    return last
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
@@ -138,54 +127,47 @@ def test_predict_nifti_keeps_affine(trained, tmp_path):
     assert np.allclose(out.affine, affine)
 
 
-def test_error_paths(trained, tmp_path, capsys):
+def test_error_paths(trained, tmp_path, capsys, one_line_error):
     run = str(trained / "run")
-    _one_line_error(capsys, main(["train", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]), "not found")
+    one_line_error(main(["train", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]), "not found")
     (tmp_path / "empty" / "images").mkdir(parents=True)
-    _one_line_error(capsys, main(["train", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]), "empty project")
-    _one_line_error(
-        capsys, main(["train", str(trained / "p"), "--out", str(tmp_path / "r"), "--device", "tpu"]), "device"
-    )
+    one_line_error(main(["train", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]), "empty project")
+    one_line_error(main(["train", str(trained / "p"), "--out", str(tmp_path / "r"), "--device", "tpu"]), "device")
     if not __import__("torch").cuda.is_available():
-        _one_line_error(
-            capsys,
+        one_line_error(
             main(["train", str(trained / "p"), "--out", str(tmp_path / "r"), "--device", "cuda"]),
             "CUDA is not available",
         )
-    _one_line_error(
-        capsys, main(["train", str(trained / "p"), "--out", str(tmp_path / "fresh"), "--resume"]), "nothing to resume"
+    one_line_error(
+        main(["train", str(trained / "p"), "--out", str(tmp_path / "fresh"), "--resume"]), "nothing to resume"
     )
-    _one_line_error(
-        capsys,
+    one_line_error(
         main(["predict", run, str(tmp_path / "missing.tif"), "--out", str(tmp_path / "o")]),
         "missing.tif",
         "not found",
     )
     (tmp_path / "broken.tif").write_bytes(b"II*\x00broken")
-    _one_line_error(
-        capsys, main(["predict", run, str(tmp_path / "broken.tif"), "--out", str(tmp_path / "o")]), "broken.tif"
-    )
+    one_line_error(main(["predict", run, str(tmp_path / "broken.tif"), "--out", str(tmp_path / "o")]), "broken.tif")
     (tmp_path / "foreign.pt").write_bytes(b"PK\x03\x04 not a model")
     tifffile.imwrite(tmp_path / "ok.tif", np.zeros((32, 32), np.uint8))
-    _one_line_error(
-        capsys,
+    one_line_error(
         main(["predict", str(tmp_path / "foreign.pt"), str(tmp_path / "ok.tif"), "--out", str(tmp_path / "o")]),
         "foreign.pt",
     )
     tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((32, 32, 3), np.uint8))
-    _one_line_error(
-        capsys, main(["predict", run, str(tmp_path / "rgb.tif"), "--out", str(tmp_path / "o")]), "rgb.tif", "channel"
+    one_line_error(
+        main(["predict", run, str(tmp_path / "rgb.tif"), "--out", str(tmp_path / "o")]), "rgb.tif", "channel"
     )
-    _one_line_error(capsys, main(["evaluate", str(tmp_path / "nothing"), str(trained / "truth")]), "not found")
+    one_line_error(main(["evaluate", str(tmp_path / "nothing"), str(trained / "truth")]), "not found")
 
 
-def test_strong_free_project_is_a_clear_error(tmp_path, capsys):
+def test_strong_free_project_is_a_clear_error(tmp_path, capsys, one_line_error):
     root = tmp_path / "p"
     (root / "images").mkdir(parents=True)
     (root / "boxes").mkdir()
     tifffile.imwrite(root / "images" / "a.tif", np.zeros((32, 32), np.uint8))
     (root / "boxes" / "a.csv").write_text("id,y0,x0,y1,x1\n1,1,1,5,5\n")
-    _one_line_error(capsys, main(["train", str(root), "--out", str(tmp_path / "r"), *TRAIN]), "full mask")
+    one_line_error(main(["train", str(root), "--out", str(tmp_path / "r"), *TRAIN]), "full mask")
 
 
 def test_clipped_box_warning_is_one_line(tmp_path, capsys):

@@ -18,17 +18,6 @@ from napari_hybridseg.cli import main
 TINY = ["--batch-size", "2", "--patch-size", "32", "--width", "4", "--depth", "2", "--quiet"]
 
 
-def _error(capsys, rc, *needles):
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert "Traceback" not in err
-    last = err.splitlines()[-1]
-    assert last.startswith("napari-hybridseg: error: "), last
-    for n in needles:
-        assert n in last, last
-    return last
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("safety")
@@ -39,29 +28,29 @@ def run(tmp_path_factory):
 
 # -- predict never overwrites the user's files --------------------------------------------
 @pytest.mark.parametrize("folder", ["images", "strong", "scribbles", "boxes"])
-def test_predict_refuses_to_write_into_a_projects_annotations(run, capsys, folder):
+def test_predict_refuses_to_write_into_a_projects_annotations(run, capsys, folder, one_line_error):
     before = {p: p.read_bytes() for p in (run / "p").rglob("*") if p.is_file()}
     rc = main(["predict", str(run / "run"), str(run / "p" / "images"), "--out", str(run / "p" / folder)])
-    _error(capsys, rc, folder, "project")
+    one_line_error(rc, folder, "project")
     assert before == {p: p.read_bytes() for p in (run / "p").rglob("*") if p.is_file()}
 
 
-def test_predict_refuses_an_output_that_is_an_input(run, tmp_path, capsys):
+def test_predict_refuses_an_output_that_is_an_input(run, tmp_path, capsys, one_line_error):
     folder = tmp_path / "imgs"
     folder.mkdir()
     tifffile.imwrite(folder / "x.tif", np.zeros((32, 32), np.uint8))
-    _error(capsys, main(["predict", str(run / "run"), str(folder), "--out", str(folder)]), "imgs", "input")
+    one_line_error(main(["predict", str(run / "run"), str(folder), "--out", str(folder)]), "imgs", "input")
     assert sorted(p.name for p in folder.iterdir()) == ["x.tif"]
 
 
 @pytest.mark.parametrize("names, extra", [(["a.tif", "a.png"], []), (["x.tif", "x_prob.tif"], ["--prob"])])
-def test_inputs_whose_outputs_collide_are_named(run, tmp_path, capsys, names, extra):
+def test_inputs_whose_outputs_collide_are_named(run, tmp_path, capsys, names, extra, one_line_error):
     folder = tmp_path / "in"
     folder.mkdir()
     for n in names:
         (tifffile.imwrite if n.endswith(".tif") else _png)(folder / n, np.zeros((32, 32), np.uint8))
     rc = main(["predict", str(run / "run"), str(folder), "--out", str(tmp_path / "o"), *extra])
-    _error(capsys, rc, names[0], names[1])
+    one_line_error(rc, names[0], names[1])
     assert not (tmp_path / "o").exists()
 
 
@@ -72,13 +61,13 @@ def _png(path, arr):
 
 
 # -- train never replaces a folder it does not own -------------------------------------------
-def test_train_refuses_a_folder_of_other_files(run, tmp_path, capsys):
+def test_train_refuses_a_folder_of_other_files(run, tmp_path, capsys, one_line_error):
     out = tmp_path / "thesis"
     out.mkdir()
     (out / "chapter1.docx").write_text("years of work")
     (out / "metrics.jsonl").write_text('{"mine": 1}\n')
     rc = main(["train", str(run / "p"), "--out", str(out), "--steps", "2", *TINY])
-    _error(capsys, rc, "thesis", "--force")
+    one_line_error(rc, "thesis", "--force")
     assert (out / "metrics.jsonl").read_text() == '{"mine": 1}\n' and sorted(p.name for p in out.iterdir()) == [
         "chapter1.docx",
         "metrics.jsonl",
@@ -87,26 +76,26 @@ def test_train_refuses_a_folder_of_other_files(run, tmp_path, capsys):
     assert (out / "chapter1.docx").exists() and (out / "model.pt").exists()
 
 
-def test_train_refuses_to_replace_a_finished_run_without_resume_or_force(run, capsys):
+def test_train_refuses_to_replace_a_finished_run_without_resume_or_force(run, capsys, one_line_error):
     before = (run / "run" / "model.pt").read_bytes()
-    _error(capsys, main(["train", str(run / "p"), "--out", str(run / "run"), "--steps", "2", *TINY]), "--resume")
+    one_line_error(main(["train", str(run / "p"), "--out", str(run / "run"), "--steps", "2", *TINY]), "--resume")
     assert (run / "run" / "model.pt").read_bytes() == before
 
 
-def test_sample_refuses_to_write_truth_over_user_files(tmp_path, capsys):
+def test_sample_refuses_to_write_truth_over_user_files(tmp_path, capsys, one_line_error):
     (tmp_path / "truth").mkdir()
     (tmp_path / "truth" / "mine.tif").write_bytes(b"x")
     rc = main(["sample", str(tmp_path / "p"), "--n-images", "2", "--size", "32", "--truth", str(tmp_path / "truth")])
-    _error(capsys, rc, "truth", "not empty")
+    one_line_error(rc, "truth", "not empty")
     assert not (tmp_path / "p").exists()
 
 
-def test_two_trainings_cannot_share_a_run_folder(run, tmp_path, capsys):
+def test_two_trainings_cannot_share_a_run_folder(run, tmp_path, capsys, one_line_error):
     out = tmp_path / "busy"
     out.mkdir()
     (out / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))
     rc = main(["train", str(run / "p"), "--out", str(out), "--steps", "2", *TINY])
-    _error(capsys, rc, "in use", str(os.getpid()))
+    one_line_error(rc, "in use", str(os.getpid()))
 
 
 def test_a_stale_lock_is_taken_over_with_a_warning(run, tmp_path, capsys):
@@ -129,23 +118,23 @@ def test_a_project_without_weak_annotations_trains_the_default_method(tmp_path, 
     assert err.count("no weak annotations") == 1 and (tmp_path / "r" / "model.pt").exists()
 
 
-def test_a_failure_claims_a_checkpoint_only_when_there_is_one(run, tmp_path, capsys, monkeypatch):
+def test_a_failure_claims_a_checkpoint_only_when_there_is_one(run, tmp_path, capsys, monkeypatch, one_line_error):
     from napari_hybridseg.training import TrainingLoop
 
     def boom(self):
         raise RuntimeError("simulated")
 
     monkeypatch.setattr(TrainingLoop, "train_step", boom)
-    last = _error(capsys, main(["train", str(run / "p"), "--out", str(tmp_path / "r"), "--steps", "5", *TINY]))
+    last = one_line_error(main(["train", str(run / "p"), "--out", str(tmp_path / "r"), "--steps", "5", *TINY]))
     assert "simulated" in last and "checkpoint" not in last
 
 
-def test_a_diverged_run_stops_with_the_step_and_keeps_the_last_finite_model(run, tmp_path, capsys):
+def test_a_diverged_run_stops_with_the_step_and_keeps_the_last_finite_model(run, tmp_path, capsys, one_line_error):
     out = tmp_path / "r"
     assert main(["train", str(run / "p"), "--out", str(out), "--steps", "2", *TINY]) == 0
     good = (out / "model.pt").read_bytes()
     rc = main(["train", str(run / "p"), "--out", str(out), "--steps", "40", "--resume", "--lr", "1e30", *TINY])
-    _error(capsys, rc, "diverged at step")
+    one_line_error(rc, "diverged at step")
     assert (out / "model.pt").read_bytes() == good
     for line in (out / "metrics.jsonl").read_text().splitlines():
         json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} written into metrics.jsonl"))
@@ -179,10 +168,10 @@ def test_ctrl_c_saves_a_checkpoint_before_exiting(run, tmp_path):
         (lambda p: tifffile.imwrite(p, np.zeros((2, 3, 32, 32), np.uint8)), "4D"),
     ],
 )
-def test_predict_says_what_is_wrong_with_an_input(run, tmp_path, capsys, make, needle):
+def test_predict_says_what_is_wrong_with_an_input(run, tmp_path, capsys, make, needle, one_line_error):
     path = tmp_path / "bad.tif"
     make(path)
-    _error(capsys, main(["predict", str(run / "run"), str(path), "--out", str(tmp_path / "o")]), "bad.tif", needle)
+    one_line_error(main(["predict", str(run / "run"), str(path), "--out", str(tmp_path / "o")]), "bad.tif", needle)
 
 
 @pytest.mark.parametrize(
@@ -196,18 +185,18 @@ def test_predict_says_what_is_wrong_with_an_input(run, tmp_path, capsys, make, n
         ("--lr", "nan"),
     ],
 )
-def test_absurd_options_are_refused_in_one_line(run, tmp_path, capsys, option, value):
+def test_absurd_options_are_refused_in_one_line(run, tmp_path, capsys, option, value, one_line_error):
     rc = main(["train", str(run / "p"), "--out", str(tmp_path / "r"), *TINY, option, value])
-    _error(capsys, rc, option.lstrip("-").replace("-", "_"))
+    one_line_error(rc, option.lstrip("-").replace("-", "_"))
     assert not (tmp_path / "r").exists()
 
 
-def test_predict_never_writes_over_an_input_image(run, tmp_path, capsys):
+def test_predict_never_writes_over_an_input_image(run, tmp_path, capsys, one_line_error):
     folder = tmp_path / "in"
     folder.mkdir()
     tifffile.imwrite(folder / "x.tif", np.zeros((32, 32), np.uint8))
     before = (folder / "x.tif").read_bytes()
-    _error(capsys, main(["predict", str(run / "run"), str(folder / "x.tif"), "--out", str(folder)]), "x.tif", "input")
+    one_line_error(main(["predict", str(run / "run"), str(folder / "x.tif"), "--out", str(folder)]), "x.tif", "input")
     assert (folder / "x.tif").read_bytes() == before
 
 

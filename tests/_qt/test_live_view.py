@@ -79,25 +79,14 @@ def test_weights_that_look_the_same_are_not_redrawn(two_images_with_boxes, monke
 def test_the_first_preview_appears_on_a_project_of_real_size(make_napari_viewer, qtbot, tmp_path):
     """Ten 700 x 1100 images, one fully masked, boxes on the rest; training in the child
     process (the default): the visible image's prediction arrives while training runs."""
-    from napari_hybridseg.annotations import ImageAnnotations, Project
     from napari_hybridseg.config import TrainConfig
-    from napari_hybridseg.synthetic import simulate_weak_labels
+    from napari_hybridseg.synthetic import make_project
 
-    rng = np.random.default_rng(0)
-    items = []
-    for k in range(10):
-        image, labels = synth_image(rng, (700, 1100), n_objects=40)
-        item = ImageAnnotations(f"img{k}", image)
-        if k == 0:
-            item.strong = labels
-        else:
-            item.boxes = simulate_weak_labels(labels, rng, 0.3, boxes=True).boxes
-        items.append(item)
-    Project(items).save(tmp_path / "project")
+    make_project(tmp_path / "project", n_images=10, weak="boxes", shape=(700, 1100), n_objects=40)
     viewer = make_napari_viewer()
     widget = HybridSegWidget(viewer)
     widget.open_project(tmp_path / "project")
-    widget.annotate.image_combo.setCurrentText("img3")
+    widget.annotate.image_combo.setCurrentText("img003")
     original = widget._config
 
     def small(steps=None):
@@ -119,5 +108,5 @@ def test_the_first_preview_appears_on_a_project_of_real_size(make_napari_viewer,
         with qtbot.waitSignal(widget.finished, timeout=120_000):
             widget.stop_training()
     first = previews[0]
-    assert first.image == "img3" and first.probability.shape == (700, 1100)
-    assert viewer.layers["img3 prediction"].data.shape == (700, 1100)
+    assert first.image == "img003" and first.probability.shape == (700, 1100)
+    assert viewer.layers["img003 prediction"].data.shape == (700, 1100)
