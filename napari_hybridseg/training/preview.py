@@ -7,6 +7,8 @@ updates nothing), so a run with previews trains exactly as one without.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -21,6 +23,12 @@ from ..task import Task
 # tiles to compute twice (prediction for export keeps its smaller, blended tiles)
 PREVIEW_TILE = 1024
 
+# Previews asked for on demand (the user showed another image or slice) take at most this
+# share of the training time; periodic previews (every N steps) and the first are not held
+# back.  A preview costs two full-image predictions: unlimited, a user who looks around
+# while waiting halved the steps per second (BENCHMARKS.md, the live loop).
+PREVIEW_BUDGET = 0.2
+
 
 class Previewer:
     def __init__(self, project, task: Task, cfg: TrainConfig, device: torch.device) -> None:
@@ -30,6 +38,9 @@ class Previewer:
         self.device = device
         self.request: RequestPreview | None = None
         self.pending = False
+        self.budget = PREVIEW_BUDGET
+        self._began: float | None = None  # when the first preview was asked for
+        self._spent = 0.0  # seconds spent on previews so far
         self._nets: list = []
         self._ranges: dict[str, list] = {}  # intensity ranges per image: whole-volume statistics, once
 
@@ -45,7 +56,14 @@ class Previewer:
         if self.request is None:
             return False
         every = self.request.every
-        return self.pending or bool(every and step % every == 0)
+        if every and step % every == 0:
+            return True
+        if not self.pending:
+            return False
+        now = time.monotonic()
+        if self._began is None:
+            self._began = now
+        return self._spent == 0.0 or self._spent <= self.budget * (now - self._began)
 
     def _input(self, item, z: int | None) -> np.ndarray:
         """The normalised network input: ``(C, H, W)``, or ``(C, Z, H, W)`` for 3D networks."""
@@ -73,6 +91,15 @@ class Previewer:
         request = self.request
         if request is None or request.image not in self.project.images:
             return None
+        began = time.monotonic()
+        try:
+            return self._event(step, nets, request)
+        finally:
+            self._spent += time.monotonic() - began
+            if self._began is None:
+                self._began = began
+
+    def _event(self, step: int, nets, request: RequestPreview) -> PreviewEvent | None:
         item = self.project[request.image]
         z = None
         if item.is_volume:

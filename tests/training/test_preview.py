@@ -1,0 +1,57 @@
+"""Previews asked for on demand stay within their share of the training time."""
+
+import torch
+
+from napari_hybridseg.config import TrainConfig
+from napari_hybridseg.networks import create_model
+from napari_hybridseg.protocol import RequestPreview
+from napari_hybridseg.task import Task
+from napari_hybridseg.training import preview as preview_module
+from napari_hybridseg.training.preview import Previewer
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_on_demand_previews_wait_for_their_time_budget(hand_project, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(preview_module.time, "monotonic", clock)
+    cfg = TrainConfig(depth=2, width=4)
+    nets = [create_model(Task(), 2, 4, seed=s) for s in (0, 1)]
+    previewer = Previewer(hand_project, Task(), cfg, torch.device("cpu"))
+    previewer.budget = 0.2
+    real = previewer._event
+
+    def costly(step, nets, request):  # every preview takes 2 s
+        clock.now += 2.0
+        return real(step, nets, request)
+
+    previewer._event = costly
+    previewer.set_request(RequestPreview("w", None, 0))
+    assert previewer.due(1)  # the first one at once
+    assert previewer.event(1, nets).image == "w"
+    previewer.set_request(RequestPreview("s", None, 0))  # the user shows another image
+    clock.now += 1.0
+    assert not previewer.due(2)  # 2 s of previews in 3 s: over 20%
+    clock.now += 6.0
+    assert not previewer.due(3)  # 2 s in 9 s
+    clock.now += 1.0
+    assert previewer.due(4)  # 2 s in 10 s
+    assert previewer.event(4, nets).image == "s"
+    assert not previewer.due(5)  # nothing asked for
+
+
+def test_periodic_previews_are_not_held_back(hand_project, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(preview_module.time, "monotonic", clock)
+    previewer = Previewer(hand_project, Task(), TrainConfig(depth=2, width=4), torch.device("cpu"))
+    nets = [create_model(Task(), 2, 4, seed=s) for s in (0, 1)]
+    previewer.set_request(RequestPreview("w", None, 5))
+    previewer.event(0, nets)
+    previewer._spent = 1e6  # far over any budget
+    assert previewer.due(5) and previewer.due(10) and not previewer.due(7)
