@@ -4,6 +4,7 @@ weights (table, box and stroke colours), live predictions, and where to annotate
 from __future__ import annotations
 
 import time
+import weakref
 
 from .. import protocol as P
 from ..bridge import rank_next
@@ -34,7 +35,7 @@ class LiveView:
         self.weights: list[P.InstanceWeight] = []
         self._shown: dict[str, list] = {}  # per image, the weights as last displayed
         self._stale: set[str] = set()  # images whose colours wait until they are in view
-        self._watched: set[str] = set()  # images whose layer tells us when it is shown
+        self._watched: weakref.WeakSet = weakref.WeakSet()  # image layers that say when they are shown
         self.disagreement: dict[str, float] = {}
         self.total_steps = 0
         self._progress = None
@@ -134,11 +135,11 @@ class LiveView:
         if visible:
             L.show_weights(self.viewer, self.weights, visible)
             self._stale -= visible
-        for image in self._stale - self._watched:
+        for image in self._stale:
             layer = L.find_layer(self.viewer, image, "image")
-            if layer is not None:
+            if layer is not None and layer not in self._watched:
                 layer.events.visible.connect(lambda event, image=image: self.image_shown(image))
-                self._watched.add(image)
+                self._watched.add(layer)
         self.rank()
 
     def image_shown(self, image: str | None) -> None:

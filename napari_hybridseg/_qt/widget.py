@@ -263,7 +263,6 @@ class HybridSegWidget(QWidget):
         return RequestPreview(name, L.visible_slice(self.viewer, layer), self.train.every.value())
 
     def _request_preview(self) -> None:
-        self.live.image_shown(self.current_name())
         self.session.request_preview(self._preview_request())
 
     def attach_run(self, run_dir) -> None:
@@ -304,7 +303,6 @@ class HybridSegWidget(QWidget):
     def go_to(self, image: str, kind: str, instance: str) -> None:
         """Show ``image`` and centre the view on one of its annotations."""
         L.go_to(self.viewer, image, kind, instance)
-        self.live.image_shown(image)
 
     # -- models and export (see ModelActions) ---------------------------------------------
     def predict_once(self) -> None:

@@ -39,7 +39,7 @@ class Previewer:
         self.request: RequestPreview | None = None
         self.pending = False
         self.budget = PREVIEW_BUDGET
-        self._began: float | None = None  # when the first preview was asked for
+        self._began: float | None = None  # when the first preview began
         self._spent = 0.0  # seconds spent on previews so far
         self._nets: list = []
         self._ranges: dict[str, list] = {}  # intensity ranges per image: whole-volume statistics, once
@@ -60,10 +60,9 @@ class Previewer:
             return True
         if not self.pending:
             return False
-        now = time.monotonic()
-        if self._began is None:
-            self._began = now
-        return self._spent == 0.0 or self._spent <= self.budget * (now - self._began)
+        if self._began is None:  # no preview yet
+            return True
+        return self._spent <= self.budget * (time.monotonic() - self._began)
 
     def _input(self, item, z: int | None) -> np.ndarray:
         """The normalised network input: ``(C, H, W)``, or ``(C, Z, H, W)`` for 3D networks."""

@@ -86,17 +86,17 @@ def _main_module_hidden():
     hidden while the child's start-up data is taken (inside ``Process.start``).
     """
     main = sys.modules.get("__main__")
-    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    if main is None:
+        yield
+        return
+    file, spec = vars(main).pop("__file__", None), getattr(main, "__spec__", None)
+    main.__spec__ = None
     try:
-        for k in saved:
-            if k == "__spec__":
-                main.__spec__ = None
-            else:
-                del main.__dict__[k]
         yield
     finally:
-        for k, v in saved.items():
-            setattr(main, k, v)
+        main.__spec__ = spec
+        if file is not None:
+            main.__file__ = file
 
 
 class ProcessRunner(Runner):
