@@ -77,6 +77,14 @@ def cli_steps_per_s(project: Path, threads: int, steps: int) -> float:
     return (rows[-1]["step"] - rows[0]["step"]) / (rows[-1]["elapsed"] - rows[0]["elapsed"])
 
 
+def settle(app, seconds: float) -> None:
+    """Keep napari responsive for ``seconds`` without measuring."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.01)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60)
@@ -85,6 +93,13 @@ def main() -> None:
     ap.add_argument("--objects", type=int, default=150)
     ap.add_argument("--every", type=int, default=20, help="live preview every N steps (the widget's default)")
     ap.add_argument("--runners", nargs="+", default=["process", "thread"], choices=["process", "thread"])
+    ap.add_argument(
+        "--threads",
+        nargs="+",
+        type=int,
+        help="torch threads for training in the child process, one run each (default: the GUI's own choice); "
+        "the thread runner and the command line use the first",
+    )
     ap.add_argument("--cli-steps", type=int, default=40)
     ap.add_argument("--profile", action="store_true", help="profile napari's thread while training")
     ap.add_argument("--out", type=Path, default=OUT / "live_loop.json")
@@ -95,6 +110,7 @@ def main() -> None:
 
     from napari_hybridseg import protocol as P
     from napari_hybridseg._qt.widget import HybridSegWidget
+    from napari_hybridseg.training.runners import ProcessRunner, close_spare
 
     tmp = tempfile.TemporaryDirectory()
     root = Path(tmp.name) / "project"
@@ -108,6 +124,10 @@ def main() -> None:
     widget.annotate.image_combo.setCurrentText(names[0])
     widget.train.every.setValue(args.every)
     app = napari.qt.get_qapp()
+    threads = args.threads or [widget.session.threads]
+    # the child process for the first run starts when the project opens; a user annotates
+    # for a while before Start: let it load torch before anything is measured
+    settle(app, 15)
     user = User(viewer, widget, names)
     user.timer.start()
     result = {
@@ -117,8 +137,16 @@ def main() -> None:
         "idle_with_actions": measure(app, args.seconds),
         "runners": {},
     }
-    for runner in args.runners:
+    runs = [(r, t) for r in args.runners for t in (threads if r == "process" else threads[:1])]
+    for runner, n_threads in runs:
         widget.train.separate_process.setChecked(runner == "process")
+        widget.session.threads = n_threads
+        if runner == "process":  # as after opening the project, or after the previous run
+            widget.session.runner_factory = ProcessRunner
+            widget.session.prepare()
+        else:
+            close_spare()
+        settle(app, 15)
         first_preview: list[float] = []
         started: list[float] = []
         steps: list[tuple[float, int]] = []
@@ -145,6 +173,7 @@ def main() -> None:
             app.processEvents()
             time.sleep(0.01)
         widget.session.event_received.disconnect(watch)
+        close_spare()  # the one started for a next run
         rate = (steps[-1][1] - steps[0][1]) / (steps[-1][0] - steps[0][0]) if len(steps) > 1 else 0.0
         row = {
             "training": lag,
@@ -159,10 +188,9 @@ def main() -> None:
             path.write_text(text.getvalue())
             profiler.dump_stats(path.with_suffix(".prof"))  # for pstats / snakeviz
             row["profile"] = str(path)
-        result["runners"][runner] = row
+        result["runners"][runner if len(threads) == 1 else f"{runner}, {n_threads} threads"] = row
     user.timer.stop()
-    threads = max(1, (os.cpu_count() or 2) - 1)  # what the GUI gives its training
-    result["cli_steps_per_s_same_threads"] = round(cli_steps_per_s(root, threads, args.cli_steps), 3)
+    result["cli_steps_per_s"] = {str(t): round(cli_steps_per_s(root, t, args.cli_steps), 3) for t in threads}
     result["training_threads"] = threads
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

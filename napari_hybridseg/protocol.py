@@ -79,11 +79,14 @@ class Pin:
 @dataclass(frozen=True)
 class RequestPreview:
     """Predict ``image`` (slice ``z`` of a volume) at the next step and then every
-    ``every`` steps (0: once); ``image=None`` stops previews."""
+    ``every`` steps (0: once); ``image=None`` stops previews.  ``region``, the part on
+    screen as ``((y0, y1), (x0, x1))`` in the image's pixels, limits the prediction to it
+    (``None``: the whole image or slice)."""
 
     image: str | None
     z: int | None = None
     every: int = 0
+    region: tuple[tuple[int, int], tuple[int, int]] | None = None
 
 
 # -- events -------------------------------------------------------------------------------
@@ -139,6 +142,7 @@ class PreviewEvent:
     z: int | None
     probability: np.ndarray
     uncertainty: np.ndarray | None
+    origin: tuple[int, int] | None = None  # where the maps start in the image (y, x); None: they cover it
 
 
 @dataclass
@@ -213,7 +217,7 @@ def event_to_record(event) -> dict:
     if isinstance(event, WeightsEvent):
         data = {"step": event.step, "weights": [[*w.key, w.weight, w.pinned] for w in event.weights]}
     elif isinstance(event, PreviewEvent):
-        data = {"step": event.step, "image": event.image, "z": event.z}
+        data = {"step": event.step, "image": event.image, "z": event.z, "origin": event.origin}
     else:
         data = dict(event.__dict__)
     return {"type": type(event).__name__, **data}
@@ -233,7 +237,9 @@ def event_from_record(record: dict, arrays: dict | None = None):
         if cls is PreviewEvent:
             arrays = arrays or {}
             unc = arrays.get("uncertainty")
-            return PreviewEvent(int(data["step"]), data["image"], data["z"], arrays["probability"], unc)
+            origin = data.get("origin")
+            origin = tuple(int(v) for v in origin) if origin is not None else None
+            return PreviewEvent(int(data["step"]), data["image"], data["z"], arrays["probability"], unc, origin)
         if cls is StartedEvent and data.get("dii_schedule") is not None:
             data["dii_schedule"] = tuple(data["dii_schedule"])
         return cls(**data)

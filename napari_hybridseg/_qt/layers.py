@@ -130,6 +130,15 @@ def visible_slice(viewer, layer) -> int | None:
     return min(max(z, 0), layer.data.shape[0] - 1)
 
 
+def visible_region(layer):
+    """The part of an image layer's current plane on screen, ``((y0, y1), (x0, x1))`` in
+    its pixels, or ``None`` before napari has drawn it."""
+    corners = np.asarray(layer.corner_pixels)[:, -2:]
+    if not corners.any():
+        return None
+    return tuple((int(a), int(b) + 1) for a, b in corners.T)
+
+
 def collect_project(viewer, root=None, snapshot: bool = True) -> Project:
     """A :class:`Project` of every tagged image layer and its annotation layers.
 
@@ -186,8 +195,11 @@ def show_weights(viewer, weights, images=None) -> None:
             scribbles.colormap = DirectLabelColormap(color_dict=colors)
 
 
-def show_prediction(viewer, image: str, z, probability, uncertainty, threshold: float = 0.5, all_layers=False) -> None:
-    """Create or update ``<image> prediction``/``probability``/``disagreement`` for one slice.
+def show_prediction(
+    viewer, image: str, z, probability, uncertainty, threshold: float = 0.5, all_layers=False, origin=None
+) -> None:
+    """Create or update ``<image> prediction``/``probability``/``disagreement`` for one slice,
+    or for the part of it that starts at ``origin`` (y, x) when the maps cover only that.
 
     While training, one missing layer is added per call (adding a layer costs napari
     0.1-0.2 s); ``all_layers`` adds them all at once, for one-off predictions.
@@ -205,6 +217,7 @@ def show_prediction(viewer, image: str, z, probability, uncertainty, threshold: 
     ]
     if uncertainty is not None:
         maps.append(("disagreement", uncertainty.astype(np.float32), "image"))
+    where = _map_index(z, origin, probability.shape)
     created = False
     for role, data, kind in maps:
         layer = find_layer(viewer, image, role)
@@ -229,27 +242,46 @@ def show_prediction(viewer, image: str, z, probability, uncertainty, threshold: 
             tag(layer, role, image)
             layer.events.visible.connect(lambda event, layer=layer: _apply_pending(layer))
         if not layer.visible and not all_layers:  # while training, a hidden map waits until it is shown
-            _PENDING[layer] = (z, data)
+            _hold(layer, where, data)
             continue
         _PENDING.pop(layer, None)
-        _set_map(layer, z, data)
+        _set_map(layer, where, data)
 
 
-# the latest map of a hidden prediction layer, applied when the layer is shown
+# per hidden prediction layer, the updates to apply when it is shown: the latest whole
+# map and the parts predicted since
 _PENDING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+MAX_PENDING = 8
 
 
-def _set_map(layer, z, data) -> None:
-    if z is None or layer.data.ndim == 2:
+def _map_index(z, origin, shape) -> tuple:
+    """Where a map of ``shape`` goes in its layer's data: slice ``z`` (of a volume), the
+    part from ``origin``; ``()`` for the whole 2D data."""
+    index = () if z is None else (z,)
+    if origin is not None:
+        index += tuple(slice(o, o + n) for o, n in zip(origin, shape))
+    return index
+
+
+def _hold(layer, where: tuple, data) -> None:
+    updates = _PENDING.get(layer, [])
+    if not any(isinstance(i, slice) for i in where):  # a whole map replaces what waited
+        updates = [u for u in updates if u[0][:1] != where[:1]] if where else []
+    _PENDING[layer] = [*updates, (where, data)][-MAX_PENDING:]
+
+
+def _set_map(layer, where: tuple, data) -> None:
+    if layer.data.ndim == data.ndim and not any(isinstance(i, slice) for i in where):
         layer.data = data.astype(layer.data.dtype)
     else:
-        layer.data[z] = data
+        layer.data[where] = data
         layer.refresh()
 
 
 def _apply_pending(layer) -> None:
     if layer.visible and layer in _PENDING:
-        _set_map(layer, *_PENDING.pop(layer))
+        for where, data in _PENDING.pop(layer):
+            _set_map(layer, where, data)
 
 
 def instance_location(viewer, image: str, kind: str, instance: str):

@@ -82,7 +82,7 @@ class LiveView:
             t.message.setText(event.message)
 
     def show_preview(self, event: P.PreviewEvent) -> None:
-        L.show_prediction(self.viewer, event.image, event.z, event.probability, event.uncertainty)
+        L.show_prediction(self.viewer, event.image, event.z, event.probability, event.uncertainty, origin=event.origin)
         if event.uncertainty is not None:
             self.disagreement[event.image] = float(event.uncertainty.mean())
             self.rank()

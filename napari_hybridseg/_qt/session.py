@@ -31,7 +31,7 @@ from ..protocol import (
     UpdateProject,
 )
 from ..training import TrainingSpec
-from ..training.runners import FollowRunner, ProcessRunner
+from ..training.runners import FollowRunner, ProcessRunner, close_spare, start_spare
 
 POLL_MS = 30
 
@@ -55,6 +55,8 @@ class Session(QObject):
     def __init__(self, parent=None, runner_factory=ProcessRunner) -> None:
         super().__init__(parent)
         self.runner_factory = runner_factory
+        # torch threads for training: one core is left to napari's event loop
+        self.threads = max(1, (os.cpu_count() or 2) - 1)
         self.runner = None
         self.state = TrainingState.IDLE
         self.model: LoadedModel | None = None
@@ -88,12 +90,17 @@ class Session(QObject):
         spec = TrainingSpec(
             project, config, str(run_dir), False, init_model and str(init_model), dict(self.pins), preview
         )
-        # leave a core to napari's event loop
-        self.runner = self.runner_factory(spec, threads=max(1, (os.cpu_count() or 2) - 1))
+        self.runner = self.runner_factory(spec, threads=self.threads)
         self._final = None
         self._set_state(TrainingState.STARTING)
         self.runner.start()
         self._timer.start()
+
+    def prepare(self) -> None:
+        """Start the training process of the next run now, while the user annotates: it
+        loads torch ahead, so that Start shows a first prediction sooner."""
+        if self.runner_factory is ProcessRunner and not self.busy:
+            start_spare(self.threads)
 
     def attach(self, run_dir) -> None:
         """Follow a run that trains elsewhere (started with ``train --follow-project``)."""
@@ -188,15 +195,19 @@ class Session(QObject):
                 pass  # a damaged checkpoint: the previous model stays current
 
     def _finish(self) -> None:
+        runner = self.runner
         self._timer.stop()
         self.runner = None
         final = self._final or ErrorEvent(0, "training ended without a result")
         self._set_state(TrainingState.IDLE)
         self.finished.emit(final)
+        if isinstance(runner, ProcessRunner):
+            self.prepare()  # for the next run: users train, correct and train again
 
     def shutdown(self, timeout: float = 120.0) -> None:
         """Stop a running training and wait until it has written its checkpoint and model
         (when napari quits)."""
+        close_spare()
         runner = self.runner
         if runner is not None and not isinstance(runner, FollowRunner):  # a followed run goes on without us
             runner.send(Stop())

@@ -92,6 +92,8 @@ class HybridSegWidget(QWidget):
         self.export.load_model_btn.clicked.connect(self.models.load_dialog)
         self.export.export_model_btn.clicked.connect(self.models.export_model_dialog)
         self.viewer.dims.events.current_step.connect(lambda e: self._view_timer.start())
+        self.viewer.camera.events.zoom.connect(lambda e: self._view_timer.start())
+        self.viewer.camera.events.center.connect(lambda e: self._view_timer.start())
         a.image_combo.currentTextChanged.connect(lambda _: self._view_timer.start())
         t.live.toggled.connect(lambda _: self._view_timer.start())
         self.viewer.layers.events.inserted.connect(self._layers_changed)
@@ -144,6 +146,13 @@ class HybridSegWidget(QWidget):
             return
         L.ensure_annotation_layers(self.viewer, layer)
         self._layers_changed()
+        self._prepare_training()
+
+    def _prepare_training(self) -> None:
+        """Start the next run's training process now, while the user annotates."""
+        if self.train.separate_process.isChecked():
+            self.session.runner_factory = ProcessRunner
+            self.session.prepare()
 
     def new_object(self) -> None:
         name = self.current_name()
@@ -198,6 +207,7 @@ class HybridSegWidget(QWidget):
         self.project_root = root
         self.annotate.project_label.setText(f"project: {root}")
         self._layers_changed()
+        self._prepare_training()
 
     def save_project(self, root) -> None:
         root = Path(root)
@@ -260,7 +270,8 @@ class HybridSegWidget(QWidget):
         layer = L.find_layer(self.viewer, name, "image")
         if layer is None:
             return None
-        return RequestPreview(name, L.visible_slice(self.viewer, layer), self.train.every.value())
+        region = L.visible_region(layer)
+        return RequestPreview(name, L.visible_slice(self.viewer, layer), self.train.every.value(), region)
 
     def _request_preview(self) -> None:
         self.session.request_preview(self._preview_request())

@@ -23,11 +23,16 @@ from ..task import Task
 # tiles to compute twice (prediction for export keeps its smaller, blended tiles)
 PREVIEW_TILE = 1024
 
-# Previews asked for on demand (the user showed another image or slice) take at most this
-# share of the training time; periodic previews (every N steps) and the first are not held
-# back.  A preview costs two full-image predictions: unlimited, a user who looks around
-# while waiting halved the steps per second (BENCHMARKS.md, the live loop).
-PREVIEW_BUDGET = 0.2
+# Previews asked for on demand (the user showed another image or slice, or a part of the
+# image not predicted by the last preview) take at most this share of the training time;
+# periodic previews (every N steps) and the first are not held back.  A preview costs two
+# predictions of what is on screen: unlimited, a user who looks around while waiting
+# halved the steps per second (BENCHMARKS.md, the live loop).
+PREVIEW_BUDGET = 0.1
+
+# Pixels of context predicted around the region on screen (and then dropped), so that the
+# region's border is predicted as it would be inside the whole image
+PREVIEW_MARGIN = 32
 
 
 class Previewer:
@@ -42,6 +47,7 @@ class Previewer:
         self._began: float | None = None  # when the first preview began
         self._spent = 0.0  # seconds spent on previews so far
         self._nets: list = []
+        self._last: tuple | None = None  # image, slice and region of the last preview
         self._ranges: dict[str, list] = {}  # intensity ranges per image: whole-volume statistics, once
 
     def set_project(self, project) -> None:
@@ -49,8 +55,22 @@ class Previewer:
         self._ranges.clear()
 
     def set_request(self, request: RequestPreview) -> None:
+        """Follow ``request``; a preview is due (within the budget) unless the last one
+        already showed what it asks for."""
         self.request = request if request.image is not None else None
-        self.pending = self.request is not None
+        self.pending = self.request is not None and not self._covered(self.request)
+
+    def _covered(self, request: RequestPreview) -> bool:
+        if self._last is None:
+            return False
+        image, z, region = self._last
+        if (image, z) != (request.image, request.z):
+            return False
+        if region is None:
+            return True
+        if request.region is None:
+            return False
+        return all(a0 <= b0 and b1 <= a1 for (a0, a1), (b0, b1) in zip(region, request.region))
 
     def due(self, step: int) -> bool:
         if self.request is None:
@@ -105,8 +125,31 @@ class Previewer:
             z = request.z if request.z is not None else item.spatial_shape[0] // 2
             if not 0 <= z < item.spatial_shape[0]:
                 return None
-        pred = predict_array(self._snapshot(nets), self._input(item, z), tile=PREVIEW_TILE, device=self.device)
+        x = self._input(item, z)
+        plane = x.shape[-2:]
+        region = _clip(request.region, plane)
+        if region is not None:  # predict the region on screen with some context around it
+            outer = [(max(0, a - PREVIEW_MARGIN), min(n, b + PREVIEW_MARGIN)) for (a, b), n in zip(region, plane)]
+            x = np.ascontiguousarray(x[(..., *(slice(a, b) for a, b in outer))])
+            inner = (..., *(slice(a - o, b - o) for (a, b), (o, _) in zip(region, outer)))
+        pred = predict_array(self._snapshot(nets), x, tile=PREVIEW_TILE, device=self.device)
+        prob, unc = pred.probability, pred.uncertainty
         if self.task.spatial_dims == 3 and item.is_volume:
-            unc = None if pred.uncertainty is None else pred.uncertainty[z]
-            return PreviewEvent(step, request.image, z, pred.probability[z], unc)
-        return PreviewEvent(step, request.image, z, pred.probability, pred.uncertainty)
+            prob, unc = prob[z], None if unc is None else unc[z]
+        origin = None
+        if region is not None:
+            prob, unc = prob[inner], None if unc is None else unc[inner]
+            origin = (region[0][0], region[1][0])
+        self._last = (request.image, request.z, region)
+        return PreviewEvent(step, request.image, z, np.ascontiguousarray(prob), unc, origin)
+
+
+def _clip(region, plane: tuple[int, int]):
+    """``region`` inside an image plane of shape ``plane``; ``None`` for the whole plane
+    (or no region, or one that misses the plane)."""
+    if region is None:
+        return None
+    clipped = tuple((max(0, int(a)), min(n, int(b))) for (a, b), n in zip(region, plane))
+    if any(b <= a for a, b in clipped) or clipped == tuple((0, n) for n in plane):
+        return None
+    return clipped

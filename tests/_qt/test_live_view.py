@@ -110,3 +110,47 @@ def test_the_first_preview_appears_on_a_project_of_real_size(make_napari_viewer,
     first = previews[0]
     assert first.image == "img003" and first.probability.shape == (700, 1100)
     assert viewer.layers["img003 prediction"].data.shape == (700, 1100)
+
+
+def test_a_preview_of_part_of_an_image_updates_only_that_part(make_napari_viewer):
+    from napari_hybridseg._qt import layers as L
+
+    viewer = make_napari_viewer()
+    widget = HybridSegWidget(viewer)
+    viewer.add_image(np.zeros((120, 160), np.float32), name="a")
+    widget.annotate.image_combo.setCurrentText("a")
+    widget.create_layers()
+    ones = np.ones((120, 160), np.float32)
+    L.show_prediction(viewer, "a", None, ones * 0.9, ones * 0.1, all_layers=True)
+    assert viewer.layers["a prediction"].data.all()
+    part = np.zeros((30, 40), np.float32)
+    widget.live.show_preview(P.PreviewEvent(2, "a", None, part, part + 0.3, origin=(10, 20)))
+    pred = viewer.layers["a prediction"].data
+    assert not pred[10:40, 20:60].any() and pred[:10].all() and pred[40:].all() and pred[:, 60:].all()
+    # the hidden maps take every part in order when they are shown
+    widget.live.show_preview(P.PreviewEvent(3, "a", None, part + 0.2, part, origin=(50, 50)))
+    disagreement = viewer.layers["a disagreement"]
+    assert not disagreement.visible and np.allclose(disagreement.data, 0.1)
+    disagreement.visible = True
+    np.testing.assert_allclose(disagreement.data[10:40, 20:60], 0.3)
+    np.testing.assert_allclose(disagreement.data[50:80, 50:90], 0.0)
+    np.testing.assert_allclose(disagreement.data[:10], 0.1)
+    np.testing.assert_allclose(viewer.layers["a probability"].data, 0.9)  # still hidden
+    viewer.layers["a probability"].visible = True
+    np.testing.assert_allclose(viewer.layers["a probability"].data[50:80, 50:90], 0.2)
+
+
+def test_the_preview_asked_for_is_the_part_on_screen(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)  # napari finds what is on screen when it draws
+    widget = HybridSegWidget(viewer)
+    viewer.add_image(np.zeros((400, 600), np.float32), name="a")
+    widget.annotate.image_combo.setCurrentText("a")
+    widget.create_layers()
+    viewer.reset_view()
+    qtbot.waitUntil(lambda: widget._preview_request().region is not None, timeout=5000)
+    whole = widget._preview_request().region
+    viewer.camera.zoom *= 4
+    qtbot.waitUntil(lambda: widget._preview_request().region != whole, timeout=5000)
+    (y0, y1), (x0, x1) = widget._preview_request().region
+    assert 0 < y1 - y0 < 400 and 0 < x1 - x0 < 600
+    assert y0 <= 200 <= y1 and x0 <= 300 <= x1  # the view stays centred

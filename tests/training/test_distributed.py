@@ -47,7 +47,9 @@ def test_two_gloo_ranks_equal_one_process(project, tmp_path):
         assert not [e for e in alone.events() if isinstance(e, P.ErrorEvent)]
     finally:
         torch.set_num_threads(threads)
-    ctx = mp.get_context("fork")  # the heavy modules are imported already: the ranks start at once
+    # spawned, not forked: a fork copies this process's threads' locks (Qt's, torch's, other
+    # tests' queues), and forked ranks were seen to end without a word after the GUI tests
+    ctx = mp.get_context("spawn")
     results = ctx.Queue()
     ranks = [ctx.Process(target=_rank, args=(r, 2, str(tmp_path / "init"), project, results)) for r in range(2)]
     for p in ranks:

@@ -1,5 +1,6 @@
 """Previews asked for on demand stay within their share of the training time."""
 
+import numpy as np
 import torch
 
 from napari_hybridseg.config import TrainConfig
@@ -55,3 +56,49 @@ def test_periodic_previews_are_not_held_back(hand_project, monkeypatch):
     previewer.event(0, nets)
     previewer._spent = 1e6  # far over any budget
     assert previewer.due(5) and previewer.due(10) and not previewer.due(7)
+
+
+def _previewer(project, budget=1.0):
+    previewer = Previewer(project, Task(), TrainConfig(depth=2, width=4), torch.device("cpu"))
+    previewer.budget = budget
+    return previewer, [create_model(Task(), 2, 4, seed=s) for s in (0, 1)]
+
+
+def test_a_preview_of_the_region_on_screen_matches_the_whole_image_inside_it(hand_project):
+    previewer, nets = _previewer(hand_project)
+    previewer.set_request(RequestPreview("w"))
+    whole = previewer.event(1, nets)
+    assert whole.origin is None and whole.probability.shape == (64, 64)
+    previewer.set_request(RequestPreview("w", region=((10, 40), (20, 50))))
+    part = previewer.event(2, nets)
+    assert part.origin == (10, 20) and part.probability.shape == (30, 30)
+    assert part.uncertainty.shape == (30, 30)
+    # the region was predicted with the image around it as context: same values
+    np.testing.assert_allclose(part.probability, whole.probability[10:40, 20:50], atol=1e-4)
+    np.testing.assert_allclose(part.uncertainty, whole.uncertainty[10:40, 20:50], atol=1e-4)
+
+
+def test_a_region_outside_the_image_or_covering_it_predicts_the_whole_image(hand_project):
+    previewer, nets = _previewer(hand_project)
+    for region in (((-5, 80), (0, 64)), ((70, 90), (0, 10))):
+        previewer.set_request(RequestPreview("w", region=region))
+        event = previewer.event(1, nets)
+        assert event.origin is None and event.probability.shape == (64, 64)
+
+
+def test_only_what_the_last_preview_did_not_show_is_asked_for_again(hand_project):
+    previewer, nets = _previewer(hand_project)
+    previewer.set_request(RequestPreview("w", region=((0, 32), (0, 32))))
+    assert previewer.pending
+    previewer.event(1, nets)
+    previewer.set_request(RequestPreview("w", region=((4, 30), (2, 20))))  # zoomed in further
+    assert not previewer.pending
+    previewer.set_request(RequestPreview("w", region=((20, 50), (0, 32))))  # panned
+    assert previewer.pending
+    previewer.set_request(RequestPreview("w"))  # zoomed out
+    assert previewer.pending
+    previewer.event(2, nets)
+    previewer.set_request(RequestPreview("w", region=((20, 50), (0, 32))))
+    assert not previewer.pending
+    previewer.set_request(RequestPreview("s", region=((20, 50), (0, 32))))  # another image
+    assert previewer.pending

@@ -3,7 +3,7 @@
 
 from .base import Runner
 from .follow import FollowRunner
-from .process import ProcessRunner
+from .process import ProcessRunner, close_spare, start_spare
 from .thread import ThreadRunner
 
-__all__ = ["FollowRunner", "ProcessRunner", "Runner", "ThreadRunner"]
+__all__ = ["FollowRunner", "ProcessRunner", "Runner", "ThreadRunner", "close_spare", "start_spare"]

@@ -34,6 +34,7 @@ class FollowRunner(Runner):
 
     def send(self, command) -> None:
         c = dict(read_control(self.run_dir) or self.control)  # the trainer may have reset it
+        before = dict(c)
         if isinstance(command, P.Pause | P.Resume):
             c["pause"] = isinstance(command, P.Pause)
         elif isinstance(command, P.Stop):
@@ -46,7 +47,8 @@ class FollowRunner(Runner):
         else:
             return  # a project update reaches the run through the project folder it watches
         self.control = c
-        write_control(self.run_dir, c)
+        if c != before:  # the view moves often; the file changes only when the request does
+            write_control(self.run_dir, c)
 
     @property
     def alive(self) -> bool:

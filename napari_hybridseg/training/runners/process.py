@@ -62,11 +62,26 @@ class _Inbox:
                 continue
 
 
+def _warm_up(threads: int | None) -> None:
+    """Import what training needs and take one optimiser step on a toy parameter: the
+    first AdamW step imports ``torch._dynamo`` (1.3-3.7 s), paid here while the child
+    waits for its spec instead of after Start."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param])
+    param.sum().backward()
+    optimizer.step()
+
+
 def _child(commands, events: _PipeOut, threads: int | None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the terminal is for the GUI, not for us
     signal.signal(signal.SIGTERM, lambda *_: stop.set())  # finish the step, write a checkpoint
     try:
+        _warm_up(threads)
         inbox = _Inbox(commands, stop)
         spec = inbox.get()  # the first item; a Stop if SIGTERM came first
         if isinstance(spec, TrainingSpec):
@@ -99,24 +114,84 @@ def _main_module_hidden():
             main.__file__ = file
 
 
+class Worker:
+    """A child process (started with ``spawn``: safe beside Qt and other threads) that
+    prepares itself and then waits for the spec of the run it will train.
+
+    Started ahead of a run (:func:`start_spare`), it has imported torch and taken its
+    warm-up step before the user presses Start.
+    """
+
+    def __init__(self, threads: int | None = None, context: str = "spawn") -> None:
+        ctx = mp.get_context(context)
+        self.threads, self.context = threads, context
+        self.inbox = ctx.Queue()
+        # a command put after the child stopped reading (an edit sent as the run ends) is
+        # never read; waiting at exit to deliver it would keep napari from quitting
+        self.inbox.cancel_join_thread()
+        self.reader, writer = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(
+            target=_child, args=(self.inbox, _PipeOut(writer), threads), name="hybridseg-training", daemon=True
+        )
+        with _main_module_hidden():
+            self.process.start()
+        writer.close()  # only the child writes: its death ends the pipe
+        self.taken = False
+
+    def usable(self, threads: int | None, context: str) -> bool:
+        return not self.taken and self.process.is_alive() and (self.threads, self.context) == (threads, context)
+
+    def close(self) -> None:
+        """End a worker that was never given a run (it holds nothing of the user's); does
+        not wait for it."""
+        if not self.taken:
+            self.taken = True
+            self.process.terminate()  # read as Stop: it exits
+
+
+_spare: Worker | None = None  # at most one worker waits at a time
+
+
+def start_spare(threads: int | None = None, context: str = "spawn") -> None:
+    """Start a worker now for the next :class:`ProcessRunner` with these settings, so that
+    its Start does not wait for torch to load (about 3 s on a 2-core machine)."""
+    global _spare
+    if _spare is not None and _spare.usable(threads, context):
+        return
+    close_spare()
+    _spare = Worker(threads, context)
+
+
+def close_spare() -> None:
+    global _spare
+    if _spare is not None:
+        _spare.close()
+        _spare = None
+
+
+def _take_spare(threads: int | None, context: str) -> Worker | None:
+    global _spare
+    worker, _spare = _spare, None
+    if worker is not None and not worker.usable(threads, context):
+        worker.close()
+        return None
+    return worker
+
+
 class ProcessRunner(Runner):
     """Builds and runs a :class:`~napari_hybridseg.training.loop.TrainingLoop` from ``spec``
-    in a child process (started with ``spawn``: safe beside Qt and other threads)."""
+    in a child process: the spare one when it was started with the same settings and still
+    waits (:func:`start_spare`), a new one otherwise."""
 
     def __init__(self, spec: TrainingSpec, threads: int | None = None, context: str = "spawn") -> None:
         super().__init__(spec, threads)
-        ctx = mp.get_context(context)
-        self.inbox = ctx.Queue()
-        self._reader, writer = ctx.Pipe(duplex=False)
-        self._writer = writer
-        self._process = ctx.Process(
-            target=_child, args=(self.inbox, _PipeOut(writer), threads), name="hybridseg-training", daemon=True
-        )
+        self.context = context
+        self._process = None
 
     def _start(self) -> None:
-        with _main_module_hidden():
-            self._process.start()
-        self._writer.close()  # only the child writes: its death ends the pipe
+        worker = _take_spare(self.threads, self.context) or Worker(self.threads, self.context)
+        worker.taken = True
+        self.inbox, self._reader, self._process = worker.inbox, worker.reader, worker.process
         # the spec (images included) goes through the queue, whose feeder thread writes it
         # while the child starts: passed as an argument, it would hold napari until the
         # child had imported torch (1.7 s) to read it
@@ -133,14 +208,15 @@ class ProcessRunner(Runner):
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid
+        return None if self._process is None else self._process.pid
 
     @property
     def alive(self) -> bool:
-        return self._process.is_alive()
+        return self._process is not None and self._process.is_alive()
 
     def join(self, timeout: float | None = None) -> None:
-        self._process.join(timeout)
+        if self._process is not None:
+            self._process.join(timeout)
 
     def death_message(self) -> str:
         code = self._process.exitcode
