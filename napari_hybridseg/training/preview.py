@@ -23,8 +23,7 @@ from ..task import Task
 # tiles to compute twice (prediction for export keeps its smaller, blended tiles)
 PREVIEW_TILE = 1024
 
-# Previews asked for on demand (the user showed another image or slice, or a part of the
-# image not predicted by the last preview) take at most this share of the training time;
+# Previews asked for on demand (the user showed another image or slice) take at most this share of the training time;
 # periodic previews (every N steps) and the first are not held back.  A preview costs two
 # predictions of what is on screen: unlimited, a user who looks around while waiting
 # halved the steps per second (BENCHMARKS.md, the live loop).
@@ -47,7 +46,7 @@ class Previewer:
         self._began: float | None = None  # when the first preview began
         self._spent = 0.0  # seconds spent on previews so far
         self._nets: list = []
-        self._last: tuple | None = None  # image, slice and region of the last preview
+        self._last: tuple | None = None  # image and slice of the last preview
         self._ranges: dict[str, list] = {}  # intensity ranges per image: whole-volume statistics, once
 
     def set_project(self, project) -> None:
@@ -55,22 +54,12 @@ class Previewer:
         self._ranges.clear()
 
     def set_request(self, request: RequestPreview) -> None:
-        """Follow ``request``; a preview is due (within the budget) unless the last one
-        already showed what it asks for."""
+        """Follow ``request``; a preview is due at once (within the budget) when it shows
+        another image or slice than the last preview.  Where the view moves within the
+        image, the next periodic preview follows it: previews on every pan and zoom cost
+        napari more than they showed (BENCHMARKS.md, the live loop)."""
         self.request = request if request.image is not None else None
-        self.pending = self.request is not None and not self._covered(self.request)
-
-    def _covered(self, request: RequestPreview) -> bool:
-        if self._last is None:
-            return False
-        image, z, region = self._last
-        if (image, z) != (request.image, request.z):
-            return False
-        if region is None:
-            return True
-        if request.region is None:
-            return False
-        return all(a0 <= b0 and b1 <= a1 for (a0, a1), (b0, b1) in zip(region, request.region))
+        self.pending = self.request is not None and self._last != (self.request.image, self.request.z)
 
     def due(self, step: int) -> bool:
         if self.request is None:
@@ -140,7 +129,7 @@ class Previewer:
         if region is not None:
             prob, unc = prob[inner], None if unc is None else unc[inner]
             origin = (region[0][0], region[1][0])
-        self._last = (request.image, request.z, region)
+        self._last = (request.image, request.z)
         return PreviewEvent(step, request.image, z, np.ascontiguousarray(prob), unc, origin)
 
 

@@ -86,19 +86,13 @@ def test_a_region_outside_the_image_or_covering_it_predicts_the_whole_image(hand
         assert event.origin is None and event.probability.shape == (64, 64)
 
 
-def test_only_what_the_last_preview_did_not_show_is_asked_for_again(hand_project):
+def test_moving_the_view_waits_for_the_next_periodic_preview_another_image_does_not(hand_project):
     previewer, nets = _previewer(hand_project)
-    previewer.set_request(RequestPreview("w", region=((0, 32), (0, 32))))
+    previewer.set_request(RequestPreview("w", region=((0, 32), (0, 32)), every=5))
     assert previewer.pending
     previewer.event(1, nets)
-    previewer.set_request(RequestPreview("w", region=((4, 30), (2, 20))))  # zoomed in further
-    assert not previewer.pending
-    previewer.set_request(RequestPreview("w", region=((20, 50), (0, 32))))  # panned
-    assert previewer.pending
-    previewer.set_request(RequestPreview("w"))  # zoomed out
-    assert previewer.pending
-    previewer.event(2, nets)
-    previewer.set_request(RequestPreview("w", region=((20, 50), (0, 32))))
-    assert not previewer.pending
-    previewer.set_request(RequestPreview("s", region=((20, 50), (0, 32))))  # another image
-    assert previewer.pending
+    previewer.set_request(RequestPreview("w", region=((20, 50), (0, 32)), every=5))  # panned
+    assert not previewer.pending and not previewer.due(2)
+    assert previewer.due(5) and previewer.event(5, nets).origin == (20, 0)  # the new region
+    previewer.set_request(RequestPreview("s", region=((20, 50), (0, 32)), every=5))  # another image
+    assert previewer.pending and previewer.due(6)
