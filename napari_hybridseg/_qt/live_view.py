@@ -10,6 +10,7 @@ from .. import protocol as P
 from ..bridge import rank_next
 from ..inference import explain_empty
 from . import layers as L
+from .prediction_layers import show_prediction
 
 PLOT_EVERY_S = 0.5  # redraw the loss curve and the status line at most this often
 
@@ -81,8 +82,17 @@ class LiveView:
         elif isinstance(event, P.NoticeEvent):
             t.message.setText(event.message)
 
+    def preview_request(self, name: str | None) -> P.RequestPreview | None:
+        """A preview of image ``name`` (its visible slice, the part on screen), or ``None``
+        when live mode is off."""
+        layer = L.find_layer(self.viewer, name, "image") if name is not None else None
+        if not self.train.live.isChecked() or layer is None:
+            return None
+        every = self.train.every.value()
+        return P.RequestPreview(name, L.visible_slice(self.viewer, layer), every, L.visible_region(layer))
+
     def show_preview(self, event: P.PreviewEvent) -> None:
-        L.show_prediction(self.viewer, event.image, event.z, event.probability, event.uncertainty, origin=event.origin)
+        show_prediction(self.viewer, event.image, event.z, event.probability, event.uncertainty, origin=event.origin)
         if event.uncertainty is not None:
             self.disagreement[event.image] = float(event.uncertainty.mean())
             self.rank()

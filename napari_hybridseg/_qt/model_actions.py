@@ -15,6 +15,7 @@ from ..images import ImageMeta, spatial_axes
 from ..inference import predict_image, save_prediction
 from . import layers as L
 from .live_view import notify_error, notify_info
+from .prediction_layers import show_prediction
 
 MODEL_FILTER = "napari-hybridseg model (*.pt)"
 LOAD_FILTER = "napari-hybridseg model, checkpoint or bioimage.io package (*.pt *.zip)"
@@ -54,7 +55,7 @@ class ModelActions:
         z = L.visible_slice(self.viewer, layer) if axes == "zyx" else None
         worker = create_worker(predict_image, model.nets, data, axes, device=device, z=z, _start_thread=False)
         worker.returned.connect(
-            lambda p: L.show_prediction(self.viewer, name, z, p.probability, p.uncertainty, all_layers=True)
+            lambda p: show_prediction(self.viewer, name, z, p.probability, p.uncertainty, all_layers=True)
         )
         worker.errored.connect(lambda exc: notify_error(f"prediction failed: {exc}"))
         worker.start()

@@ -148,11 +148,9 @@ class HybridSegWidget(QWidget):
         self._layers_changed()
         self._prepare_training()
 
-    def _prepare_training(self) -> None:
-        """Start the next run's training process now, while the user annotates."""
-        if self.train.separate_process.isChecked():
-            self.session.runner_factory = ProcessRunner
-            self.session.prepare()
+    def _prepare_training(self) -> None:  # the next run's process loads torch while the user annotates
+        self.session.runner_factory = ProcessRunner if self.train.separate_process.isChecked() else ThreadRunner
+        self.session.prepare()
 
     def new_object(self) -> None:
         name = self.current_name()
@@ -263,15 +261,7 @@ class HybridSegWidget(QWidget):
         return True
 
     def _preview_request(self) -> RequestPreview | None:
-        """A preview of the visible image (and slice), or ``None`` when live mode is off."""
-        name = self.current_name()
-        if not self.train.live.isChecked() or name is None:
-            return None
-        layer = L.find_layer(self.viewer, name, "image")
-        if layer is None:
-            return None
-        region = L.visible_region(layer)
-        return RequestPreview(name, L.visible_slice(self.viewer, layer), self.train.every.value(), region)
+        return self.live.preview_request(self.current_name())
 
     def _request_preview(self) -> None:
         self.session.request_preview(self._preview_request())

@@ -113,7 +113,7 @@ def test_the_first_preview_appears_on_a_project_of_real_size(make_napari_viewer,
 
 
 def test_a_preview_of_part_of_an_image_updates_only_that_part(make_napari_viewer):
-    from napari_hybridseg._qt import layers as L
+    from napari_hybridseg._qt.prediction_layers import show_prediction
 
     viewer = make_napari_viewer()
     widget = HybridSegWidget(viewer)
@@ -121,7 +121,7 @@ def test_a_preview_of_part_of_an_image_updates_only_that_part(make_napari_viewer
     widget.annotate.image_combo.setCurrentText("a")
     widget.create_layers()
     ones = np.ones((120, 160), np.float32)
-    L.show_prediction(viewer, "a", None, ones * 0.9, ones * 0.1, all_layers=True)
+    show_prediction(viewer, "a", None, ones * 0.9, ones * 0.1, all_layers=True)
     assert viewer.layers["a prediction"].data.all()
     part = np.zeros((30, 40), np.float32)
     widget.live.show_preview(P.PreviewEvent(2, "a", None, part, part + 0.3, origin=(10, 20)))
