@@ -136,17 +136,14 @@ class Worker:
         with _main_module_hidden():
             self.process.start()
         writer.close()  # only the child writes: its death ends the pipe
-        self.taken = False
 
     def usable(self, threads: int | None, context: str) -> bool:
-        return not self.taken and self.process.is_alive() and (self.threads, self.context) == (threads, context)
+        return self.process.is_alive() and (self.threads, self.context) == (threads, context)
 
     def close(self) -> None:
         """End a worker that was never given a run (it holds nothing of the user's); does
         not wait for it."""
-        if not self.taken:
-            self.taken = True
-            self.process.terminate()  # read as Stop: it exits
+        self.process.terminate()  # read as Stop: it exits
 
 
 _spare: Worker | None = None  # at most one worker waits at a time
@@ -190,7 +187,6 @@ class ProcessRunner(Runner):
 
     def _start(self) -> None:
         worker = _take_spare(self.threads, self.context) or Worker(self.threads, self.context)
-        worker.taken = True
         self.inbox, self._reader, self._process = worker.inbox, worker.reader, worker.process
         # the spec (images included) goes through the queue, whose feeder thread writes it
         # while the child starts: passed as an argument, it would hold napari until the
