@@ -141,11 +141,10 @@ def main() -> None:
     for runner, n_threads in runs:
         widget.train.separate_process.setChecked(runner == "process")
         widget.session.threads = n_threads
+        close_spare()  # the one waiting may have other settings
         if runner == "process":  # as after opening the project, or after the previous run
             widget.session.runner_factory = ProcessRunner
             widget.session.prepare()
-        else:
-            close_spare()
         settle(app, 15)
         first_preview: list[float] = []
         started: list[float] = []

@@ -224,10 +224,9 @@ def show_only(viewer, image: str) -> None:
         role, owner = role_of(layer)
         if owner is None:
             continue
-        if owner == image:
-            layer.visible = role not in ("probability", "disagreement")
-        else:
-            layer.visible = False
+        visible = owner == image and role not in ("probability", "disagreement")
+        if layer.visible != visible:  # napari redraws a layer whenever it is set visible
+            layer.visible = visible
 
 
 def go_to(viewer, image: str, kind: str, instance: str) -> None:

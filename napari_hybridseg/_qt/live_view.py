@@ -41,6 +41,7 @@ class LiveView:
         self.total_steps = 0
         self._progress = None
         self._last_plot = 0.0
+        self._last_preview: P.PreviewEvent | None = None
 
     def started(self, steps: int, run_dir) -> None:
         from napari.utils import progress
@@ -92,6 +93,7 @@ class LiveView:
         return P.RequestPreview(name, L.visible_slice(self.viewer, layer), every, L.visible_region(layer))
 
     def show_preview(self, event: P.PreviewEvent) -> None:
+        self._last_preview = event
         show_prediction(self.viewer, event.image, event.z, event.probability, event.uncertainty, origin=event.origin)
         if event.uncertainty is not None:
             self.disagreement[event.image] = float(event.uncertainty.mean())
@@ -109,6 +111,11 @@ class LiveView:
         t.loss_plot.update()
         if self.weights:
             self.show_weights(self.weights, exact=True)
+        last, self._last_preview = self._last_preview, None
+        if last is not None:  # the probability and disagreement layers of the image last previewed
+            show_prediction(
+                self.viewer, last.image, last.z, last.probability, last.uncertainty, all_layers=True, origin=last.origin
+            )
         if isinstance(event, P.ErrorEvent):
             notify_error(f"training failed: {event.message}")
             t.message.setText(f"training failed at step {event.step}: {event.message}. Annotations are kept.")

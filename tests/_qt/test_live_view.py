@@ -127,30 +127,35 @@ def test_a_preview_of_part_of_an_image_updates_only_that_part(make_napari_viewer
     widget.live.show_preview(P.PreviewEvent(2, "a", None, part, part + 0.3, origin=(10, 20)))
     pred = viewer.layers["a prediction"].data
     assert not pred[10:40, 20:60].any() and pred[:10].all() and pred[40:].all() and pred[:, 60:].all()
-    # the hidden maps take every part in order when they are shown
-    widget.live.show_preview(P.PreviewEvent(3, "a", None, part + 0.2, part, origin=(50, 50)))
+    # a hidden map takes every part in place and is not redrawn until it is shown
     disagreement = viewer.layers["a disagreement"]
-    assert not disagreement.visible and np.allclose(disagreement.data, 0.1)
-    disagreement.visible = True
+    redrawn = []
+    disagreement.events.set_data.connect(lambda event: redrawn.append(event))
+    widget.live.show_preview(P.PreviewEvent(3, "a", None, part + 0.2, part, origin=(50, 50)))
+    assert not disagreement.visible and redrawn == []
     np.testing.assert_allclose(disagreement.data[10:40, 20:60], 0.3)
     np.testing.assert_allclose(disagreement.data[50:80, 50:90], 0.0)
     np.testing.assert_allclose(disagreement.data[:10], 0.1)
-    np.testing.assert_allclose(viewer.layers["a probability"].data, 0.9)  # still hidden
-    viewer.layers["a probability"].visible = True
     np.testing.assert_allclose(viewer.layers["a probability"].data[50:80, 50:90], 0.2)
+    disagreement.visible = True
+    assert redrawn  # shown: napari slices it again
+    # a visible map is redrawn with each part
+    redrawn.clear()
+    widget.live.show_preview(P.PreviewEvent(4, "a", None, part + 0.2, part + 0.4, origin=(0, 0)))
+    assert redrawn and np.allclose(disagreement.data[:30, :40], 0.4)
 
 
-def test_the_preview_asked_for_is_the_part_on_screen(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer(show=True)  # napari finds what is on screen when it draws
-    widget = HybridSegWidget(viewer)
-    viewer.add_image(np.zeros((400, 600), np.float32), name="a")
-    widget.annotate.image_combo.setCurrentText("a")
-    widget.create_layers()
-    viewer.reset_view()
-    qtbot.waitUntil(lambda: widget._preview_request().region is not None, timeout=5000)
-    whole = widget._preview_request().region
-    viewer.camera.zoom *= 4
-    qtbot.waitUntil(lambda: widget._preview_request().region != whole, timeout=5000)
-    (y0, y1), (x0, x1) = widget._preview_request().region
-    assert 0 < y1 - y0 < 400 and 0 < x1 - x0 < 600
-    assert y0 <= 200 <= y1 and x0 <= 300 <= x1  # the view stays centred
+def test_a_live_preview_adds_the_prediction_layer_without_taking_the_users_layer(two_images_with_boxes):
+    viewer, widget = two_images_with_boxes
+    scribbles = viewer.layers["a scribbles"]
+    viewer.layers.selection.active = scribbles  # the user paints strokes while it trains
+    probability = np.full((48, 48), 0.8, np.float32)
+    widget.live.show_preview(P.PreviewEvent(5, "a", None, probability, probability * 0.1))
+    assert "a prediction" in viewer.layers
+    assert viewer.layers.selection.active is scribbles and set(viewer.layers.selection) == {scribbles}
+    # while training only the prediction is added; the run's end adds the maps of the last preview
+    assert "a probability" not in viewer.layers and "a disagreement" not in viewer.layers
+    widget.live.finished(P.FinishedEvent(5, None, False, 1.0), "model.safetensors")
+    np.testing.assert_allclose(viewer.layers["a probability"].data, 0.8)
+    np.testing.assert_allclose(viewer.layers["a disagreement"].data, 0.08)
+    assert viewer.layers.selection.active is scribbles
