@@ -41,3 +41,6 @@ def check_declared_size(path: str | Path, shape) -> None:
             f"{path}: declares {' x '.join(str(int(s)) for s in shape)} = {voxels:,} values, more than the "
             f"limit of {limit:,}; raise it with --max-voxels or {ENV} if the machine has the memory"
         )
+
+
+MAX_CLASSES = 255  # structures a project may segment: class ids fit in 8 bits with background

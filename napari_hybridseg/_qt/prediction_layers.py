@@ -41,7 +41,9 @@ def show_prediction(
             full = np.zeros(spatial, data.dtype if kind == "image" else np.int32)
             full[where] = data
             if kind == "labels":
-                layer = _add_inactive(viewer, viewer.add_labels, full, name=layer_name(image, role), opacity=0.6, **common)
+                layer = _add_inactive(
+                    viewer, viewer.add_labels, full, name=layer_name(image, role), opacity=0.6, **common
+                )
             else:
                 layer = _add_inactive(
                     viewer,
