@@ -43,4 +43,4 @@ def check_declared_size(path: str | Path, shape) -> None:
         )
 
 
-MAX_CLASSES = 255  # structures a project may segment: class ids fit in 8 bits with background
+MAX_CLASSES = 127  # structures a project may segment: class ids fit the int8 training targets

@@ -143,6 +143,7 @@ class PreviewEvent:
     probability: np.ndarray
     uncertainty: np.ndarray | None
     origin: tuple[int, int] | None = None  # where the maps start in the image (y, x); None: they cover it
+    classes: np.ndarray | None = None  # uint8 class ids, in a project of several classes
 
 
 @dataclass
@@ -239,7 +240,8 @@ def event_from_record(record: dict, arrays: dict | None = None):
             unc = arrays.get("uncertainty")
             origin = data.get("origin")
             origin = tuple(int(v) for v in origin) if origin is not None else None
-            return PreviewEvent(int(data["step"]), data["image"], data["z"], arrays["probability"], unc, origin)
+            probability, classes = arrays["probability"], arrays.get("classes")
+            return PreviewEvent(int(data["step"]), data["image"], data["z"], probability, unc, origin, classes)
         if cls is StartedEvent and data.get("dii_schedule") is not None:
             data["dii_schedule"] = tuple(data["dii_schedule"])
         return cls(**data)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from .annotations import Box, ImageAnnotations, Project
+from .annotations import Box, ImageAnnotations, LabelClasses, Project
 from .atomic import atomic_write_text
 from .images import ImageMeta, write_image
 
@@ -115,8 +115,13 @@ def simulate_weak_labels(
     corrupt_fraction: float = 0.3,
     boxes: bool = True,
     scribbles: bool = False,
+    classes: dict[int, int] | None = None,
 ) -> WeakLabels:
     """Simulate boxes and/or scribbles from instance ``labels``.
+
+    ``classes`` maps each instance to its class (several structures): boxes get that
+    class and strokes the value ``1 + class`` (``corrupted`` still numbers strokes in the
+    order drawn); without it every stroke has a value of its own from 2.
 
     Corruptions, each for about ``corrupt_fraction`` of the annotations:
     boxes are shifted by most of their size, made 2-3x too large, or placed on
@@ -147,7 +152,7 @@ def simulate_weak_labels(
                     y0, y1 = int(cy - f * bh / 2), int(cy + f * bh / 2)
                     x0, x1 = int(cx - f * bw / 2), int(cx + f * bw / 2)
                 else:  # on background: the object keeps its true box, an extra one is wrong
-                    out.boxes.append(Box(next_id, y0, x0, y1, x1))
+                    out.boxes.append(Box(next_id, y0, x0, y1, x1, cls=classes[i] if classes else 1))
                     out.corrupted[("box", next_id)] = False
                     next_id += 1
                     found = _background_spot(fg, bh, bw, rng)
@@ -158,7 +163,7 @@ def simulate_weak_labels(
             y0, x0, y1, x1 = max(y0, 0), max(x0, 0), min(y1, h), min(x1, w)
             if y1 - y0 < 2 or x1 - x0 < 2:
                 continue
-            out.boxes.append(Box(next_id, y0, x0, y1, x1))
+            out.boxes.append(Box(next_id, y0, x0, y1, x1, cls=classes[i] if classes else 1))
             out.corrupted[("box", next_id)] = bool(corrupt)
             out.corruption[("box", next_id)] = how
             next_id += 1
@@ -185,7 +190,7 @@ def simulate_weak_labels(
                 stroke = _stroke(labels.shape, (y0 + 1, x0 + 1), (y0 + 6, x0 + 6)) & ~fg
             if stroke.sum() == 0:
                 continue
-            scr[stroke & (scr == 0)] = sid
+            scr[stroke & (scr == 0)] = 1 + classes[i] if classes else sid
             out.corrupted[("scribble", sid)] = bool(corrupt)
             out.corruption[("scribble", sid)] = "background" if corrupt else "none"
             sid += 1
@@ -220,6 +225,7 @@ def make_project(
     seed: int = 0,
     truth_dir: str | Path | None = None,
     n_objects: int | None = None,
+    n_classes: int = 1,
 ) -> Project:
     """Build (and, with ``root``, write) a synthetic project.
 
@@ -227,6 +233,8 @@ def make_project(
     ``truth_dir``, when given, receives the ground-truth instance masks and
     ``corruptions.csv`` (image, instance, kind, corrupted, corruption) for benchmarks.
     ``n_objects``: objects per image (by default, as many as suit ``shape``).
+    ``n_classes`` above 1: objects are classes by size (class 1 the smallest), the
+    project names them ``size1..sizeK``, and masks and ground truth hold class ids.
     """
     if weak not in ("boxes", "scribbles", "both"):
         raise ValueError(f"weak must be 'boxes', 'scribbles' or 'both', not {weak!r}")
@@ -236,19 +244,23 @@ def make_project(
     for k in range(n_images):
         name = f"img{k:03d}"
         image, labels = synth_image(rng, shape, kind, n_objects)
-        truth[name] = labels
+        classes = _size_classes(labels, n_classes) if n_classes > 1 else None
+        truth[name] = labels if classes is None else _class_map(labels, classes)
         item = ImageAnnotations(name=name, image=image)
         if k < n_strong:
-            item.strong = labels.copy()
+            item.strong = truth[name].copy()
         else:
             use_boxes = weak == "boxes" or (weak == "both" and k % 2 == 0)
-            weak_labels = simulate_weak_labels(labels, rng, corrupt_fraction, boxes=use_boxes, scribbles=not use_boxes)
+            weak_labels = simulate_weak_labels(
+                labels, rng, corrupt_fraction, boxes=use_boxes, scribbles=not use_boxes, classes=classes
+            )
             item.boxes = weak_labels.boxes
             item.scribbles = weak_labels.scribbles
             for (kind_, iid), bad in weak_labels.corrupted.items():
                 rows.append([name, iid, kind_, int(bad), weak_labels.corruption.get((kind_, iid), "none")])
         items.append(item)
-    project = Project(items)
+    names = LabelClasses(tuple(f"size{c}" for c in range(1, n_classes + 1))) if n_classes > 1 else None
+    project = Project(items, classes=names)
     if root is not None:
         project.save(root)
     if truth_dir is not None:
@@ -258,6 +270,21 @@ def make_project(
         lines = ["image,instance,kind,corrupted,corruption"] + [",".join(map(str, r)) for r in rows]
         atomic_write_text(truth_dir / "corruptions.csv", "\n".join(lines) + "\n")
     return project
+
+
+def _size_classes(labels: np.ndarray, n_classes: int) -> dict[int, int]:
+    """Each object's class by its area: equal-count bins, class 1 the smallest."""
+    areas = np.bincount(labels.ravel())[1:]
+    ids = np.flatnonzero(areas) + 1
+    order = np.argsort(areas[ids - 1], kind="stable")
+    return {int(ids[j]): 1 + (rank * n_classes) // max(1, len(ids)) for rank, j in enumerate(order)}
+
+
+def _class_map(labels: np.ndarray, classes: dict[int, int]) -> np.ndarray:
+    lut = np.zeros(int(labels.max()) + 1, np.uint8)
+    for obj, c in classes.items():
+        lut[obj] = c
+    return lut[labels]
 
 
 def synth_volume(rng: np.random.Generator, shape: tuple[int, int, int] = (16, 96, 96)) -> tuple[np.ndarray, np.ndarray]:

@@ -185,3 +185,34 @@ def test_clipped_box_warning_is_one_line(tmp_path, capsys):
     warning = [line for line in err.splitlines() if "was clipped" in line]
     assert warning == ["napari-hybridseg: warning: " + warning[0].split("warning: ", 1)[1]]
     assert "b.csv" in warning[0]
+
+
+def test_several_classes_from_sample_to_evaluation(tmp_path, capsys):
+    """A project that names two classes: trained, predicted to class-id maps with one
+    probability file per class and a label table, and scored per class."""
+    p, truth, run, out = tmp_path / "p", tmp_path / "truth", tmp_path / "run", tmp_path / "pred"
+    sample = ["sample", str(p), "--n-images", "4", "--size", "48", "--strong-fraction", "0.25", "--classes", "2"]
+    assert main([*sample, "--truth", str(truth)]) == 0
+    assert json.loads((p / "project.json").read_text())["classes"][1]["name"] == "size2"
+    assert main(["train", str(p), "--out", str(run), "--method", "dii+dcr", *TRAIN]) == 0
+    from napari_hybridseg.modelfile import load_model
+
+    task = load_model(run / "model.pt").task
+    assert (task.n_classes, task.class_names) == (2, ("size1", "size2"))
+    assert main(["predict", str(run), str(p / "images" / "img001.tif"), "--out", str(out), "--prob"]) == 0
+    names = sorted(f.name for f in out.iterdir())
+    assert names == ["img001.tif", "img001_prob_1-size1.tif", "img001_prob_2-size2.tif", "labels.ctbl", "labels.txt"]
+    labels, _ = read_image(out / "img001.tif")
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2}
+    assert '"size2"' in (out / "labels.txt").read_text()
+    capsys.readouterr()
+    assert main(["evaluate", str(out), str(truth)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["classes"]) == {"size1", "size2"}
+    gt, _ = read_image(truth / "img001.tif")
+    for c, name in ((1, "size1"), (2, "size2")):
+        p_c, t_c = labels == c, gt == c
+        dice = 2 * (p_c & t_c).sum() / (p_c.sum() + t_c.sum())
+        assert report["images"]["img001"][name]["dice"] == pytest.approx(dice, abs=1e-6)
+        assert report["classes"][name]["dice"] == pytest.approx(dice, abs=1e-6)  # the one image
+    assert report["mean"]["dice"] == pytest.approx(np.mean([report["classes"][n]["dice"] for n in ("size1", "size2")]))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from napari_hybridseg.annotations import parse_boxes_csv
 from napari_hybridseg.annotations.model import label_array
-from napari_hybridseg.annotations.project import _read_flags
+from napari_hybridseg.annotations.project import _read_project_json
 from napari_hybridseg.config import TrainConfig
 from napari_hybridseg.errors import HybridSegError
 from napari_hybridseg.images import READERS, read_image
@@ -63,15 +63,16 @@ json_values = st.recursive(
 
 
 @FAST
-@given(data=json_values)
+@given(data=json_values | st.builds(lambda c, i: {"classes": c, "images": i}, json_values, json_values))
 def test_project_json_takes_any_json(tmp_path, data):
     (tmp_path / "project.json").write_text(json.dumps(data))
     try:
-        flags = _read_flags(tmp_path)
+        flags, classes = _read_project_json(tmp_path)
     except Exception as exc:  # noqa: BLE001
         _one_line(exc, "project.json")
     else:
         assert all(isinstance(v, dict) and isinstance(v.get("exhaustive", True), bool) for v in flags.values())
+        assert classes is None or all(name and name == name.strip() for name in classes.names)
 
 
 @FAST

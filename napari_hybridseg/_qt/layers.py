@@ -15,6 +15,8 @@ from ..annotations.model import read_only_copy
 from ..bridge import (
     META_KEY,
     annotations_from_layers,
+    class_colormaps,
+    classes_of_layers,
     layer_name,
     role_of,
     scribble_label_weights,
@@ -69,19 +71,26 @@ def assign_role(image_layer, layer, shown_role: str) -> str | None:
 def ensure_annotation_layers(viewer, image_layer) -> dict:
     """Tag ``image_layer`` and create its boxes, scribbles and masks layers if missing."""
     role, name = role_of(image_layer)
+    classes = classes_of_layers(viewer.layers)
     if role != "image":
         name = image_layer.name
         meta = ImageMeta.from_layer_metadata((image_layer.metadata or {}).get(META_KEY), image_layer.scale)
-        tag(image_layer, "image", name, exhaustive=True, **meta.to_layer_metadata())
+        more = {"classes": classes.to_json()} if classes is not None else {}
+        tag(image_layer, "image", name, exhaustive=True, **meta.to_layer_metadata(), **more)
+    mask_colours, stroke_colours = class_colormaps(classes)
     spatial = image_layer.data.shape[:-1] if image_layer.rgb else image_layer.data.shape
     ndim = len(spatial)
     common = {"scale": image_layer.scale[-ndim:], "translate": image_layer.translate[-ndim:]}
     out = {}
     if find_layer(viewer, name, "strong") is None:
-        layer = viewer.add_labels(np.zeros(spatial, np.uint16), name=layer_name(name, "strong"), opacity=0.5, **common)
+        layer = viewer.add_labels(
+            np.zeros(spatial, np.uint16), name=layer_name(name, "strong"), opacity=0.5, **mask_colours, **common
+        )
         tag(layer, "strong", name)
     if find_layer(viewer, name, "scribbles") is None:
-        layer = viewer.add_labels(np.zeros(spatial, np.uint16), name=layer_name(name, "scribbles"), **common)
+        layer = viewer.add_labels(
+            np.zeros(spatial, np.uint16), name=layer_name(name, "scribbles"), **stroke_colours, **common
+        )
         layer.brush_size = 3
         layer.selected_label = 2
         tag(layer, "scribbles", name)
@@ -92,7 +101,7 @@ def ensure_annotation_layers(viewer, image_layer) -> dict:
             edge_color="yellow",
             face_color="transparent",
             edge_width=max(1.0, float(min(spatial[-2:])) / 256),
-            features={"id": np.zeros(0, int)},
+            features={"id": np.zeros(0, int), "class": np.zeros(0, int)},
             **common,
         )
         layer.current_edge_color = "yellow"
@@ -162,7 +171,7 @@ def collect_project(viewer, root=None, snapshot: bool = True) -> Project:
             if current is None or list(np.asarray(current, dtype=float)) != ids:
                 boxes_layer.features = {**{k: v for k, v in boxes_layer.features.items() if k != "id"}, "id": ids}
         items.append(item)
-    return Project(items, root=root)
+    return Project(items, root=root, classes=classes_of_layers(layers))
 
 
 def show_weights(viewer, weights, images=None) -> None:

@@ -94,7 +94,15 @@ class LiveView:
 
     def show_preview(self, event: P.PreviewEvent) -> None:
         self._last_preview = event
-        show_prediction(self.viewer, event.image, event.z, event.probability, event.uncertainty, origin=event.origin)
+        show_prediction(
+            self.viewer,
+            event.image,
+            event.z,
+            event.probability,
+            event.uncertainty,
+            origin=event.origin,
+            classes=event.classes,
+        )
         if event.uncertainty is not None:
             self.disagreement[event.image] = float(event.uncertainty.mean())
             self.rank()
@@ -113,9 +121,8 @@ class LiveView:
             self.show_weights(self.weights, exact=True)
         last, self._last_preview = self._last_preview, None
         if last is not None:  # the probability and disagreement layers of the image last previewed
-            show_prediction(
-                self.viewer, last.image, last.z, last.probability, last.uncertainty, all_layers=True, origin=last.origin
-            )
+            maps = (last.image, last.z, last.probability, last.uncertainty)
+            show_prediction(self.viewer, *maps, all_layers=True, origin=last.origin, classes=last.classes)
         if isinstance(event, P.ErrorEvent):
             notify_error(f"training failed: {event.message}")
             t.message.setText(f"training failed at step {event.step}: {event.message}. Annotations are kept.")

@@ -55,7 +55,15 @@ class ModelActions:
         z = L.visible_slice(self.viewer, layer) if axes == "zyx" else None
         worker = create_worker(predict_image, model.nets, data, axes, device=device, z=z, _start_thread=False)
         worker.returned.connect(
-            lambda p: show_prediction(self.viewer, name, z, p.probability, p.uncertainty, all_layers=True)
+            lambda p: show_prediction(
+                self.viewer,
+                name,
+                z,
+                p.probability,
+                p.uncertainty,
+                all_layers=True,
+                classes=p.labels() if p.class_probability is not None else None,
+            )
         )
         worker.errored.connect(lambda exc: notify_error(f"prediction failed: {exc}"))
         worker.start()
@@ -63,13 +71,19 @@ class ModelActions:
 
     def export_predictions(self, folder, fmt: str = "same as image") -> list[Path]:
         """Predict every image with the current model and write masks to ``folder``."""
+        from ..inference.output import write_label_table
+
         model, device = self._model(), self._device()
+        names = model.task.label_names
         written = []
         for layer in L.tagged_images(self.viewer):
             meta = ImageMeta.from_layer_metadata(layer.metadata.get(META_KEY, {}), layer.scale)
             data = np.asarray(layer.data)
             pred = predict_image(model.nets, data, spatial_axes(data), device=device)
-            written += save_prediction(pred, folder, role_of(layer)[1], meta, None if fmt == "same as image" else fmt)
+            fmt_ = None if fmt == "same as image" else fmt
+            written += save_prediction(pred, folder, role_of(layer)[1], meta, fmt_, class_names=names)
+        if names:  # class names and colours for ITK-SNAP and 3D Slicer
+            write_label_table(folder, names)
         return written
 
     def save_model(self, path) -> Path:

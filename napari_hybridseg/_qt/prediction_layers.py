@@ -9,10 +9,11 @@ from .layers import find_layer, layer_name, tag
 
 
 def show_prediction(
-    viewer, image: str, z, probability, uncertainty, threshold: float = 0.5, all_layers=False, origin=None
+    viewer, image: str, z, probability, uncertainty, threshold: float = 0.5, all_layers=False, origin=None, classes=None
 ) -> None:
     """Create or update ``<image> prediction``/``probability``/``disagreement`` for one slice,
     or for the part of it that starts at ``origin`` (y, x) when the maps cover only that.
+    The prediction shows ``classes`` (class ids) where given, else the objects numbered.
 
     While training, only the prediction layer is added where it is missing (adding a
     layer holds napari for 0.1-0.3 s at 700 x 1100); maps whose layers exist are updated.
@@ -27,7 +28,7 @@ def show_prediction(
     spatial = src.data.shape[:-1] if src.rgb else src.data.shape
     common = {"scale": src.scale[-len(spatial) :], "translate": src.translate[-len(spatial) :]}
     maps = [
-        ("prediction", labels_from_probability(probability, threshold), "labels"),
+        ("prediction", classes if classes is not None else labels_from_probability(probability, threshold), "labels"),
         ("probability", probability.astype(np.float32), "image"),
     ]
     if uncertainty is not None:

@@ -6,7 +6,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QScrollArea, QVBoxLayout, QWidget
 
@@ -16,6 +15,7 @@ from ..protocol import RequestPreview
 from ..training.run_folder import fresh_run_folder
 from ..training.runners import ProcessRunner, ThreadRunner
 from . import layers as L
+from .class_panel import ClassPanel
 from .live_view import LiveView, notify_error
 from .model_actions import ModelActions
 from .panels import AnnotatePanel, ExportPanel, NextPanel, TrainPanel, WeightsPanel
@@ -47,13 +47,14 @@ class HybridSegWidget(QWidget):
         self.session = Session(self)
 
         self.annotate = AnnotatePanel()
+        self.classes = ClassPanel(self.viewer, self._edited)
         self.train = TrainPanel()
         self.weights_panel = WeightsPanel()
         self.next_panel = NextPanel()
         self.export = ExportPanel()
         inner = QWidget()
         lay = QVBoxLayout(inner)
-        for panel in (self.annotate, self.train, self.weights_panel, self.next_panel, self.export):
+        for panel in (self.annotate, self.classes, self.train, self.weights_panel, self.next_panel, self.export):
             lay.addWidget(panel)
         lay.addStretch(1)
         scroll = QScrollArea()
@@ -116,6 +117,7 @@ class HybridSegWidget(QWidget):
                 layer.events.data.connect(self._edited)
                 if hasattr(layer.events, "paint"):
                     layer.events.paint.connect(self._edited)
+        self.classes.refresh()
         self.refresh_status()
 
     def _edited(self, event=None) -> None:
@@ -158,7 +160,7 @@ class HybridSegWidget(QWidget):
         if layer is None:
             notify_error("create the annotation layers first")
             return
-        layer.selected_label = max(2, int(np.max(layer.data)) + 1)
+        layer.selected_label = self.classes.new_object_label(layer)
         layer.mode = "paint"
         self.viewer.layers.selection.active = layer
 
@@ -267,8 +269,7 @@ class HybridSegWidget(QWidget):
         self.session.request_preview(self._preview_request())
 
     def attach_run(self, run_dir) -> None:
-        """Show a run that trains elsewhere, live; edits (saved by autosave), pins, pause and
-        stop reach it."""
+        """Follow a run that trains elsewhere; edits (autosaved), pins, pause and stop reach it."""
         self.session.attach(run_dir)
         self.live.started(0, run_dir)
         self._request_preview()
@@ -294,8 +295,7 @@ class HybridSegWidget(QWidget):
 
     # -- navigation -----------------------------------------------------------------------
     def _weight_clicked(self, row: int, col: int) -> None:
-        table = self.weights_panel.table
-        image, instance, kind = (table.item(row, c).text() for c in (0, 1, 2))
+        image, instance, kind = (self.weights_panel.table.item(row, c).text() for c in (0, 1, 2))
         self.go_to(image, kind, instance)
 
     def go_to_image(self, image: str) -> None:

@@ -4,6 +4,7 @@ No torch, no napari, no Qt.
 """
 
 from .box_files import BOX_COLUMNS_2D, BOX_COLUMNS_3D, boxes_to_csv, parse_boxes_csv, read_boxes_csv
+from .classes import LabelClasses, check_class_values
 from .model import (
     BACKGROUND_STROKE,
     FIRST_OBJECT_STROKE,
@@ -22,9 +23,11 @@ __all__ = [
     "FIRST_OBJECT_STROKE",
     "Box",
     "ImageAnnotations",
+    "LabelClasses",
     "Project",
     "Stroke",
     "boxes_to_csv",
+    "check_class_values",
     "parse_boxes_csv",
     "parse_stroke_id",
     "read_boxes_csv",

@@ -16,7 +16,8 @@ FIRST_OBJECT_STROKE = 2
 
 @dataclass(frozen=True)
 class Box:
-    """An axis-aligned box; ``y1``/``x1`` exclusive; ``z`` is the slice in a volume."""
+    """An axis-aligned box; ``y1``/``x1`` exclusive; ``z`` is the slice in a volume;
+    ``cls`` the class of the object it encloses (1 in a project of one structure)."""
 
     id: int
     y0: int
@@ -24,6 +25,7 @@ class Box:
     y1: int
     x1: int
     z: int | None = None
+    cls: int = 1
 
     @property
     def area(self) -> int:
@@ -139,7 +141,7 @@ def check_box(box: Box, shape: tuple[int, ...], where: str) -> Box:
     h, w = shape[-2:]
     if box.z is not None and not 0 <= box.z < shape[0]:
         raise AnnotationError(f"{where}: box {box.id} is on slice {box.z}, outside 0..{shape[0] - 1}")
-    clipped = Box(box.id, max(box.y0, 0), max(box.x0, 0), min(box.y1, h), min(box.x1, w), box.z)
+    clipped = Box(box.id, max(box.y0, 0), max(box.x0, 0), min(box.y1, h), min(box.x1, w), box.z, box.cls)
     if clipped.y1 <= clipped.y0 or clipped.x1 <= clipped.x0:
         raise AnnotationError(f"{where}: box {box.id} lies entirely outside the {h}x{w} image")
     return clipped

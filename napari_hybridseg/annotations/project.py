@@ -4,12 +4,13 @@ On disk (the contract shared by the CLI, the napari widget and scripts)::
 
     PROJECT/images/NAME.(tif|tiff|png|nii|nii.gz)   2D (Y,X), 2D multichannel (Y,X,C) or 3D (Z,Y,X)
     PROJECT/strong/NAME.(tif|tiff|nii|nii.gz)       full mask: 0 background, >0 foreground
-    PROJECT/boxes/NAME.csv                          id,y0,x0,y1,x1 (2D) or id,z,y0,x0,y1,x1 (3D)
+    PROJECT/boxes/NAME.csv                          id,y0,x0,y1,x1 (2D) or id,z,y0,x0,y1,x1 (3D)[,class]
     PROJECT/scribbles/NAME.(tif|tiff|nii|nii.gz)    0 unlabelled, 1 background, k>=2 object k
-    PROJECT/project.json                            optional per-image flags ("exhaustive")
+    PROJECT/project.json                            optional: "classes", per-image flags ("exhaustive")
 
-Box coordinates are pixel indices with ``y1`` and ``x1`` exclusive.  Every write
-is atomic.
+Box coordinates are pixel indices with ``y1`` and ``x1`` exclusive.  With classes named
+in ``project.json`` (see :mod:`.classes`), full masks hold class ids and a scribble value
+``1 + c`` is a stroke of class ``c``.  Every write is atomic.
 """
 
 from __future__ import annotations
@@ -23,21 +24,48 @@ from ..atomic import atomic_write_text, compound_suffix
 from ..errors import AnnotationError
 from ..images import IMAGE_SUFFIXES, LABEL_SUFFIXES, read_image, strip_suffix, write_image
 from .box_files import boxes_to_csv, read_boxes_csv
+from .classes import LabelClasses, check_class_values
 from .model import ImageAnnotations, label_array, validate_annotations, validate_image
 
 
 class Project:
     """A set of images with their annotations, loaded from or saved to a project folder."""
 
-    def __init__(self, images: list[ImageAnnotations] | None = None, root: Path | None = None):
+    def __init__(
+        self,
+        images: list[ImageAnnotations] | None = None,
+        root: Path | None = None,
+        classes: LabelClasses | None = None,
+    ):
         self.images: dict[str, ImageAnnotations] = {}
         self.root = Path(root) if root is not None else None
+        self.classes = classes  # None: one structure, every value above 0 of a mask
         for item in images or []:
             self.add(item)
 
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes) if self.classes is not None else 1
+
     def add(self, item: ImageAnnotations) -> None:
         validate_annotations(item)
+        self.check_classes(item)
         self.images[item.name] = item
+
+    def check_classes(self, item: ImageAnnotations, where: dict[str, str] | None = None) -> None:
+        """Refuse values that name no class of this project; ``where`` names the file of
+        each annotation (``"mask"``, ``"scribbles"``, ``"boxes"``) in the message."""
+        where = where or {}
+        k = self.n_classes
+        if self.classes is not None:
+            for kind, arr in (("mask", item.strong), ("scribbles", item.scribbles)):
+                if arr is not None:
+                    check_class_values(arr, k, kind, where.get(kind, f"{item.name} {kind}"))
+        for box in item.boxes:
+            if not 1 <= box.cls <= k:
+                named = f"classes are 1..{k}" if self.classes is not None else "the project names no classes"
+                place = where.get("boxes", f"{item.name} boxes")
+                raise AnnotationError(f"{place}: box {box.id} is class {box.cls}; {named}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -74,8 +102,8 @@ class Project:
                     raise AnnotationError(f"{path}: no image {name!r} in {root / 'images'}")
         if not images:
             raise AnnotationError(f"{root}: empty project (no images in {root / 'images'})")
-        flags = _read_flags(root)
-        project = cls(root=root)
+        flags, classes = _read_project_json(root)
+        project = cls(root=root, classes=classes)
         for name, path in images.items():
             image, meta = read_image(path)
             validate_image(image, str(path))
@@ -87,7 +115,9 @@ class Project:
             if name in scribbles:
                 item.scribbles = _read_label(scribbles[name], shape)
             if name in boxes:
-                item.boxes = read_boxes_csv(boxes[name], shape)
+                item.boxes = read_boxes_csv(boxes[name], shape, classes)
+            files = {"mask": strong.get(name), "scribbles": scribbles.get(name), "boxes": boxes.get(name)}
+            project.check_classes(item, {k: str(v) for k, v in files.items() if v is not None})
             project.images[name] = item
         return project
 
@@ -97,8 +127,8 @@ class Project:
         if root is None:
             raise ValueError("no project folder given")
         for name in names if names is not None else list(self.images):
-            save_image_annotations(root, self.images[name])
-        _write_flags(root, {n: {"exhaustive": a.exhaustive} for n, a in self.images.items()})
+            save_image_annotations(root, self.images[name], with_class=self.classes is not None)
+        _write_project_json(root, {n: {"exhaustive": a.exhaustive} for n, a in self.images.items()}, self.classes)
         self.root = root
         return root
 
@@ -133,11 +163,12 @@ def _read_label(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     return label_array(arr, str(path))
 
 
-def _read_flags(root: Path) -> dict:
-    """``project.json``'s per-image flags, each checked: one line names what is wrong."""
+def _read_project_json(root: Path) -> tuple[dict, LabelClasses | None]:
+    """``project.json``'s per-image flags and classes, each checked: one line names what is
+    wrong."""
     path = root / "project.json"
     if not path.exists():
-        return {}
+        return {}, None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -156,10 +187,11 @@ def _read_flags(root: Path) -> dict:
             raise AnnotationError(
                 f"{path}: image {name!r}: exhaustive must be true or false, not {json.dumps(entry['exhaustive'])}"
             )
-    return images
+    classes = LabelClasses.from_json(data["classes"], str(path)) if "classes" in data else None
+    return images, classes
 
 
-def _write_flags(root: Path, flags: dict) -> None:
+def _write_project_json(root: Path, flags: dict, classes: LabelClasses | None) -> None:
     path = root / "project.json"
     data: dict = {}
     if path.exists():
@@ -172,6 +204,8 @@ def _write_flags(root: Path, flags: dict) -> None:
     images = data.setdefault("images", {})
     for name, value in flags.items():
         images.setdefault(name, {}).update(value)
+    if classes is not None:  # a project that does not know its classes leaves them as they are
+        data["classes"] = classes.to_json()
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
@@ -183,8 +217,9 @@ def _existing(folder: Path, name: str, suffixes: tuple[str, ...]) -> Path | None
     return None
 
 
-def save_image_annotations(root: str | Path, item: ImageAnnotations) -> None:
-    """Write one image and its annotations into the project folder ``root``.
+def save_image_annotations(root: str | Path, item: ImageAnnotations, with_class: bool = False) -> None:
+    """Write one image and its annotations into the project folder ``root``; box files get
+    a ``class`` column ``with_class`` (a project that names classes).
 
     The image itself is written only when the folder has none for it yet.  An
     annotation that is now empty has its file removed.
@@ -205,7 +240,7 @@ def save_image_annotations(root: str | Path, item: ImageAnnotations) -> None:
             current.unlink()
     box_path = root / "boxes" / f"{item.name}.csv"
     if item.boxes:
-        atomic_write_text(box_path, boxes_to_csv(item.boxes, item.is_volume))
+        atomic_write_text(box_path, boxes_to_csv(item.boxes, item.is_volume, with_class))
     elif box_path.exists():
         box_path.unlink()
 

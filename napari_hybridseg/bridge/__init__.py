@@ -4,12 +4,15 @@ Works on plain layer-data tuples and duck-typed layers: imports neither napari n
 """
 
 from .layer_data import (
+    BACKGROUND_STROKE_COLOUR,
     META_KEY,
     ROLE_SUFFIX,
     annotation_layer_data,
     annotations_from_layers,
     box_to_corners,
     boxes_from_shapes,
+    class_colormaps,
+    classes_of_layers,
     corners_to_box,
     image_metadata,
     layer_name,
@@ -19,12 +22,15 @@ from .layer_data import (
 from .weights_view import rank_next, scribble_label_weights, stroke_centre, weight_colors
 
 __all__ = [
+    "BACKGROUND_STROKE_COLOUR",
     "META_KEY",
     "ROLE_SUFFIX",
     "annotation_layer_data",
     "annotations_from_layers",
     "box_to_corners",
     "boxes_from_shapes",
+    "class_colormaps",
+    "classes_of_layers",
     "corners_to_box",
     "image_metadata",
     "layer_name",

@@ -6,7 +6,10 @@ plain layer-data tuples and duck-typed layers, so it imports neither napari nor 
 Role tags live in ``layer.metadata["hybridseg"]``::
 
     {"role": "image" | "boxes" | "scribbles" | "strong" | "prediction" | ...,
-     "image": NAME, "exhaustive": bool, "format": ..., "spacing": [...], "affine": [...]}
+     "image": NAME, "exhaustive": bool, "format": ..., "spacing": [...], "affine": [...],
+     "classes": [{"name": ..., "colour": ...}, ...]}   (image layers of a project with classes)
+
+A boxes layer's ``class`` feature holds each box's class (1 where missing).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..annotations import Box, ImageAnnotations, Project
+from ..annotations import Box, ImageAnnotations, LabelClasses, Project
 from ..annotations.model import read_only_copy
 from ..images import ImageMeta
 
@@ -37,7 +40,7 @@ def box_to_corners(box: Box) -> np.ndarray:
     return corners
 
 
-def corners_to_box(corners: np.ndarray, box_id: int) -> Box:
+def corners_to_box(corners: np.ndarray, box_id: int, cls: int = 1) -> Box:
     """Inverse of :func:`box_to_corners`; any quadrilateral becomes its bounding box."""
     corners = np.asarray(corners, float)
     z = None
@@ -46,28 +49,51 @@ def corners_to_box(corners: np.ndarray, box_id: int) -> Box:
         corners = corners[:, 1:]
     lo = np.floor(corners.min(0) + 0.5).astype(int)
     hi = np.floor(corners.max(0) + 0.5).astype(int)
-    return Box(int(box_id), int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1]), z)
+    return Box(int(box_id), int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1]), z, int(cls))
 
 
-def image_metadata(item: ImageAnnotations, role: str, root: Path | None = None) -> dict:
+def image_metadata(
+    item: ImageAnnotations, role: str, root: Path | None = None, classes: LabelClasses | None = None
+) -> dict:
     meta = {"role": role, "image": item.name, "exhaustive": item.exhaustive}
     meta.update(item.meta.to_layer_metadata())
     if root is not None:
         meta["project"] = str(root)
+    if classes is not None and role == "image":  # the project's classes travel with its images
+        meta["classes"] = classes.to_json()
     return {META_KEY: meta}
 
 
-def annotation_layer_data(item: ImageAnnotations, root: Path | None = None, visible: bool = True):
+BACKGROUND_STROKE_COLOUR = "#ffffff"  # outside the class palette
+
+
+def class_colormaps(classes: LabelClasses | None) -> tuple[dict, dict]:
+    """Label colours ``(masks, scribbles)`` by class (napari reads a dict of id to colour):
+    a mask's id is its class, a stroke's value ``1 + class`` (1 is background).  Empty
+    without classes: napari's own colours, as for a project of one structure."""
+    if classes is None:
+        return {}, {}
+    masks = {0: "transparent", None: "magenta"}
+    strokes = {0: "transparent", 1: BACKGROUND_STROKE_COLOUR, None: "magenta"}
+    for k, colour in enumerate(classes.colours, start=1):
+        masks[k], strokes[k + 1] = colour, colour
+    return {"colormap": masks}, {"colormap": strokes}
+
+
+def annotation_layer_data(
+    item: ImageAnnotations, root: Path | None = None, visible: bool = True, classes: LabelClasses | None = None
+):
     """Layer-data tuples for one image and its annotations (image, masks, scribbles, boxes)."""
     scale = item.meta.napari_scale(len(item.spatial_shape))
     common = {"scale": scale, "visible": visible}
+    mask_colours, stroke_colours = class_colormaps(classes)
     layers = [
         (
             item.image,
             {
                 "name": item.name,
                 "rgb": item.axes == "yxc" and item.n_channels in (3, 4),
-                "metadata": image_metadata(item, "image", root),
+                "metadata": image_metadata(item, "image", root, classes),
                 **common,
             },
             "image",
@@ -81,6 +107,7 @@ def annotation_layer_data(item: ImageAnnotations, root: Path | None = None, visi
                     "name": layer_name(item.name, "strong"),
                     "metadata": image_metadata(item, "strong", root),
                     "opacity": 0.5,
+                    **mask_colours,
                     **common,
                 },
                 "labels",
@@ -93,6 +120,7 @@ def annotation_layer_data(item: ImageAnnotations, root: Path | None = None, visi
                 {
                     "name": layer_name(item.name, "scribbles"),
                     "metadata": image_metadata(item, "scribbles", root),
+                    **stroke_colours,
                     **common,
                 },
                 "labels",
@@ -105,8 +133,8 @@ def annotation_layer_data(item: ImageAnnotations, root: Path | None = None, visi
                 {
                     "name": layer_name(item.name, "boxes"),
                     "shape_type": "rectangle",
-                    "features": {"id": [b.id for b in item.boxes]},
-                    "edge_color": "yellow",
+                    "features": {"id": [b.id for b in item.boxes], "class": [b.cls for b in item.boxes]},
+                    "edge_color": [classes.colours[b.cls - 1] for b in item.boxes] if classes else "yellow",
                     "face_color": "transparent",
                     "edge_width": 1,
                     "metadata": image_metadata(item, "boxes", root),
@@ -122,7 +150,7 @@ def project_layer_data(project: Project) -> list:
     """Layer-data tuples for every image of a project; only the first is visible."""
     out = []
     for k, item in enumerate(project):
-        out.extend(annotation_layer_data(item, project.root, visible=k == 0))
+        out.extend(annotation_layer_data(item, project.root, visible=k == 0, classes=project.classes))
     return out
 
 
@@ -147,11 +175,15 @@ def boxes_from_shapes(data, features=None) -> list[Box]:
                 ids[k] = int(value)
                 seen.add(int(value))
     next_id = max([i for i in ids if i is not None], default=0) + 1
+    classes = [1] * len(data)
+    if features is not None and "class" in features and len(features["class"]) == len(data):
+        # a shape drawn without a class (napari fills the column with NaN or its default) is class 1
+        classes = [int(v) if v == v and v >= 1 else 1 for v in np.asarray(features["class"], dtype=float)]
     boxes = []
     for k, corners in enumerate(data):
         if ids[k] is None:
             ids[k], next_id = next_id, next_id + 1
-        boxes.append(corners_to_box(corners, ids[k]))
+        boxes.append(corners_to_box(corners, ids[k], classes[k]))
     return boxes
 
 
@@ -183,3 +215,14 @@ def annotations_from_layers(image_layer, layers, image: np.ndarray | None = None
         elif role == "boxes":
             item.boxes = boxes_from_shapes(layer.data, getattr(layer, "features", None))
     return item
+
+
+def classes_of_layers(layers) -> LabelClasses | None:
+    """The classes recorded on the tagged image layers (the first that has them), or
+    ``None`` for a project of one structure."""
+    for layer in layers:
+        role, _ = role_of(layer)
+        value = ((getattr(layer, "metadata", {}) or {}).get(META_KEY) or {}).get("classes")
+        if role == "image" and value is not None:
+            return LabelClasses.from_json(value, f"layer {layer.name!r}")
+    return None

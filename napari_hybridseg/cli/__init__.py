@@ -20,10 +20,22 @@ from .predict import add_predict, run_predict
 from .train import add_train, run_train
 
 
+def _classes_to_score(args) -> list[str] | None:
+    """``--classes`` (a count or comma-separated names), else the label table that
+    ``predict`` wrote beside the label maps; ``None``: score foreground vs background."""
+    from ..evaluate import read_label_table
+
+    if args.classes:
+        text = args.classes.strip()
+        return [f"class {k}" for k in range(1, int(text) + 1)] if text.isdigit() else text.split(",")
+    table = Path(args.pred_dir) / "labels.ctbl"
+    return read_label_table(table) if table.is_file() else None
+
+
 def _evaluate(args) -> int:
     from ..evaluate import evaluate_folders
 
-    print(json.dumps(evaluate_folders(args.pred_dir, args.gt_dir), indent=2))
+    print(json.dumps(evaluate_folders(args.pred_dir, args.gt_dir, _classes_to_score(args)), indent=2))
     return 0
 
 
@@ -43,6 +55,7 @@ def _sample(args) -> int:
         kind=args.kind,
         seed=args.seed,
         truth_dir=args.truth,
+        n_classes=args.classes,
     )
     print(f"wrote {args.out}: {project.summary()}", file=sys.stderr)
     return 0
@@ -67,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="Dice and IoU of predicted masks against ground truth, as JSON")
     p.add_argument("pred_dir", type=Path)
     p.add_argument("gt_dir", type=Path)
+    p.add_argument(
+        "--classes",
+        help="score label maps per class: a count (3) or names (liver,tumour); default: the labels.ctbl that "
+        "predict wrote beside the predictions, else foreground vs background",
+    )
     p = sub.add_parser("sample", help="write a synthetic project (with optional ground truth)")
     p.add_argument("out", type=Path)
     p.add_argument("--n-images", type=int, default=10)
@@ -77,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["microscopy", "medical"], default="microscopy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--truth", type=Path, default=None, help="folder for ground truth and corruptions.csv")
+    p.add_argument("--classes", type=int, default=1, help="structures to segment (objects classed by size)")
     p = sub.add_parser("demo", help="open napari with the sample project and the training widget")
     p.add_argument("--project", type=Path, default=None, help="project folder (default: the sample project)")
     p.add_argument("--steps", type=int, default=None, help="train this many steps live on start")

@@ -14,7 +14,11 @@ def add_predict(sub) -> None:
     p.add_argument("inputs", type=Path, nargs="+", help="image files or folders of images")
     p.add_argument("--out", type=Path, required=True, help="output folder (not an input, not inside a project)")
     p.add_argument("--format", choices=["tif", "nii.gz"], default=None, help="default: that of each input")
-    p.add_argument("--prob", action="store_true", help="also write NAME_prob (foreground probability)")
+    p.add_argument(
+        "--prob",
+        action="store_true",
+        help="also write NAME_prob (probability of the structure; with several classes, NAME_prob_<class> each)",
+    )
     p.add_argument("--uncertainty", action="store_true", help="also write NAME_uncertainty (two-network disagreement)")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--device", default="auto")
@@ -47,15 +51,16 @@ def run_predict(args) -> int:
     from ..devices import resolve_device
     from ..images import read_image, spatial_axes, strip_suffix
     from ..inference import explain_empty, predict_image, save_prediction
-    from ..inference.output import check_output_folder, plan_outputs
+    from ..inference.output import check_output_folder, plan_outputs, write_label_table
     from ..modelfile import load_model
 
     apply_max_voxels(args)
     files = _inputs(args.inputs)
     check_output_folder(args.out, args.inputs)
-    plan_outputs(files, args.out, args.format, args.prob, args.uncertainty)  # collisions refused up front
     device = resolve_device(args.device)
     model = load_model(args.run).to(device)
+    names = model.task.label_names
+    plan_outputs(files, args.out, args.format, args.prob, args.uncertainty, names)  # collisions refused up front
     if args.uncertainty and len(model.nets) < 2:
         say(f"{args.run}: the model has one network; no uncertainty maps")
     for path in tqdm(files, unit="image", disable=len(files) < 2 or None, file=sys.stderr):
@@ -67,10 +72,12 @@ def run_predict(args) -> int:
             return err(f"{path}: image has {channels} channel(s), the model expects {model.in_channels}")
         pred = predict_image(model.nets, image, axes, device=device)
         save_prediction(
-            pred, args.out, strip_suffix(path), meta, args.format, args.threshold, args.prob, args.uncertainty
+            pred, args.out, strip_suffix(path), meta, args.format, args.threshold, args.prob, args.uncertainty, names
         )
         why = explain_empty(pred.probability, args.threshold)
         if why:
             say(f"{path}: empty prediction: {why}")
-    say(f"wrote {len(files)} mask(s) to {args.out}")
+    if names:  # class ids with their names and colours, for ITK-SNAP and 3D Slicer
+        write_label_table(args.out, names)
+    say(f"wrote {len(files)} {'label map' if names else 'mask'}(s) to {args.out}")
     return 0

@@ -14,6 +14,10 @@ Every training sample (a 2D image, or one annotated slice of a volume) gets:
   pixels inside the ellipse inscribed in the box that owns them, which that update
   reads as the box's claim.
 
+Class ids come from the project: a full mask's value (any value above 0 in a project
+of one structure), a box's ``cls``, a stroke's value minus one (1 is background; in a
+project of one structure every value from 2 is the one class).
+
 A box is its class inside (``filled``) or constrains the mask's projections
 (``projection``; its region, the box plus a one-pixel ring for the affinity
 term, is ignored by the cross-entropy); pixels outside every box are background
@@ -36,8 +40,6 @@ from ..methods import Method, get_method
 from ..protocol import InstanceKey
 from ..task import Task, task_for
 from .preprocess import normalize
-
-FOREGROUND = 1  # the class of boxes and object strokes in a project with one structure
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,12 @@ def inscribed_ellipse(h: int, w: int) -> np.ndarray:
     return yy[:, None] ** 2 + xx[None, :] ** 2 <= 1.0
 
 
-def _stroke_class(label: int) -> int:
-    return 0 if label == BACKGROUND_STROKE else FOREGROUND
+def stroke_class(label: int, n_classes: int) -> int:
+    """The class a scribble value draws: 1 is background, ``1 + c`` class ``c`` (every value
+    from 2 is the one class of a project with one structure)."""
+    if label == BACKGROUND_STROKE:
+        return 0
+    return 1 if n_classes == 1 else label - 1
 
 
 def _weak_sample(
@@ -122,6 +128,7 @@ def _weak_sample(
     cfg: TrainConfig,
     ellipse: bool,
     reg: _Registry,
+    n_classes: int,
 ) -> TrainingSample:
     h, w = image.shape[-2:]
     target = np.full((h, w), -1, np.int8)
@@ -143,11 +150,11 @@ def _weak_sample(
             target[region] = -1
             instance[region] = k
             covered[region] = True
-            boxmap[rect] = reg.new_box(k, FOREGROUND)
+            boxmap[rect] = reg.new_box(k, box.cls)
             if boxcore is not None:
                 boxcore[rect] = inscribed_ellipse(box.y1 - box.y0, box.x1 - box.x0)
         else:
-            target[rect] = FOREGROUND
+            target[rect] = box.cls
             instance[rect] = k
             covered[rect] = True
     if boxes and item.exhaustive:
@@ -156,13 +163,13 @@ def _weak_sample(
         instance[bg] = inst("background", "background")
     if scribbles is not None:
         for stroke in slice_strokes(scribbles, z):
-            target.flat[stroke.pixels] = _stroke_class(stroke.label)
+            target.flat[stroke.pixels] = stroke_class(stroke.label, n_classes)
             instance.flat[stroke.pixels] = inst(stroke.instance_id, "scribble", stroke.signature)
     return TrainingSample(item.name, z, image, target, instance, False, boxmap, boxcore)
 
 
-def _strong_samples(item: ImageAnnotations, norm: np.ndarray) -> list[TrainingSample]:
-    fg = (item.strong > 0).astype(np.int8)
+def _strong_samples(item: ImageAnnotations, norm: np.ndarray, n_classes: int) -> list[TrainingSample]:
+    fg = (item.strong > 0).astype(np.int8) if n_classes == 1 else item.strong.astype(np.int8)
     out = []
     for z in range(norm.shape[0]) if item.is_volume else [None]:
         img = norm[z] if z is not None else norm
@@ -185,14 +192,15 @@ def build_training_set(project: Project, cfg: TrainConfig, method: Method | None
             continue
         norm = normalize(item.image, item.axes)
         if role == "strong":
-            samples.extend(_strong_samples(item, norm))
+            samples.extend(_strong_samples(item, norm, task.n_classes))
             continue
         first = len(reg.instances)
         own = []
         for z in item.weak_slices() if item.is_volume else [None]:
             boxes = [b for b in item.boxes if b.z == z]
             scribbles = item.scribbles if z is None or item.scribbles is None else item.scribbles[z]
-            own.append(_weak_sample(item, z, norm if z is None else norm[z], boxes, scribbles, cfg, ellipse, reg))
+            plane = norm if z is None else norm[z]
+            own.append(_weak_sample(item, z, plane, boxes, scribbles, cfg, ellipse, reg, task.n_classes))
         mine = np.arange(first, len(reg.instances), dtype=np.int64)
         for s in own:
             s.image_instances = mine

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +24,28 @@ def labels_from_probability(probability: np.ndarray, threshold: float = 0.5) -> 
     return lab.astype(np.uint16) if n < 65536 else lab
 
 
-def output_names(name: str, suffix: str, probability: bool, uncertainty: bool) -> list[str]:
-    """The files :func:`save_prediction` writes for image ``name``."""
+def class_labels(probability: np.ndarray, class_probability: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Class ids (uint8, 0 background): each pixel's most probable class where the
+    probability of any structure exceeds ``threshold``."""
+    ids = class_probability.argmax(0).astype(np.uint8) + 1
+    ids[probability <= threshold] = 0
+    return ids
+
+
+def _file_part(class_name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", class_name).strip("-") or "class"
+
+
+def output_names(
+    name: str, suffix: str, probability: bool, uncertainty: bool, class_names: tuple[str, ...] = ()
+) -> list[str]:
+    """The files :func:`save_prediction` writes for image ``name``: with several
+    ``class_names``, one probability file per class (``NAME_prob_<class>``)."""
     names = [f"{name}{suffix}"]
-    names += [f"{name}_prob{suffix}"] if probability else []
+    if probability and len(class_names) > 1:
+        names += [f"{name}_prob_{k}-{_file_part(c)}{suffix}" for k, c in enumerate(class_names, start=1)]
+    elif probability:
+        names += [f"{name}_prob{suffix}"]
     names += [f"{name}_uncertainty{suffix}"] if uncertainty else []
     return names
 
@@ -45,7 +64,7 @@ def check_output_folder(out: Path, inputs: list[Path]) -> None:
             raise OutputError(f"{out}: is an input folder; predictions would replace its images, choose another --out")
 
 
-def plan_outputs(files: list[Path], out: Path, fmt: str | None, probability=False, uncertainty=False):
+def plan_outputs(files: list[Path], out: Path, fmt: str | None, probability=False, uncertainty=False, class_names=()):
     """``{input: [output paths]}``; two inputs whose outputs would share a file are an error
     naming both (nothing is written)."""
     owner: dict[Path, Path] = {}
@@ -53,7 +72,8 @@ def plan_outputs(files: list[Path], out: Path, fmt: str | None, probability=Fals
     inputs = {Path(p).resolve() for p in files}
     for path in files:
         suffix = f".{fmt.lstrip('.')}" if fmt else (".nii.gz" if compound_suffix(path).startswith(".nii") else ".tif")
-        plan[path] = [Path(out) / n for n in output_names(strip_suffix(path), suffix, probability, uncertainty)]
+        names = output_names(strip_suffix(path), suffix, probability, uncertainty, tuple(class_names))
+        plan[path] = [Path(out) / n for n in names]
         for target in plan[path]:
             if target.resolve() in inputs:
                 raise OutputError(f"{target} is an input image; predictions would replace it, choose another --out")
@@ -75,6 +95,7 @@ def save_prediction(
     threshold: float = 0.5,
     probability: bool = False,
     uncertainty: bool = False,
+    class_names: tuple[str, ...] = (),
 ) -> list[Path]:
     """Write ``NAME.tif``/``NAME.nii.gz`` (labels) and optionally ``NAME_prob``/``NAME_uncertainty``.
 
@@ -85,9 +106,14 @@ def save_prediction(
     suffix = f".{fmt.lstrip('.')}" if fmt else label_suffix_for(meta)
     out_meta = ImageMeta(spacing=meta.spacing, affine=meta.affine, format=suffix.lstrip("."))
     maps = [pred.labels(threshold)]
-    maps += [pred.probability.astype(np.float32)] if probability else []
+    if probability and pred.class_probability is not None:
+        maps += list(pred.class_probability.astype(np.float32, copy=False))
+        class_names = class_names or tuple(f"class{k}" for k in range(1, len(pred.class_probability) + 1))
+    elif probability:
+        maps += [pred.probability.astype(np.float32)]
     maps += [pred.uncertainty.astype(np.float32)] if uncertainty and pred.uncertainty is not None else []
-    names = output_names(name, suffix, probability, uncertainty and pred.uncertainty is not None)
+    several = class_names if pred.class_probability is not None else ()
+    names = output_names(name, suffix, probability, uncertainty and pred.uncertainty is not None, several)
     return [write_image(folder / n, m, out_meta) for n, m in zip(names, maps, strict=True)]
 
 
@@ -100,3 +126,33 @@ def explain_empty(probability: np.ndarray, threshold: float = 0.5) -> str | None
         f"no pixel reached probability {threshold} (highest {top:.2f}): the model has seen too "
         "little foreground; add full masks or boxes on objects like these, or train longer"
     )
+
+
+LABEL_TABLES = ("labels.txt", "labels.ctbl")
+
+
+def write_label_table(folder: str | Path, names: tuple[str, ...], colours: tuple[str, ...] = ()) -> list[Path]:
+    """Write the class names and colours of a label map beside it: ``labels.txt`` in
+    ITK-SNAP's label description format and ``labels.ctbl``, a 3D Slicer colour table, so
+    that both show each class by its name and colour."""
+    from ..annotations import LabelClasses
+    from ..atomic import atomic_write_text
+
+    classes = LabelClasses(tuple(names), tuple(colours))
+    snap = [
+        "# ITK-SNAP Label Description File (napari-hybridseg)",
+        "# IDX  -R-  -G-  -B-  -A--  VIS MSH  LABEL",
+        '    0    0    0    0     0  0  0    "Clear Label"',
+    ]
+    slicer = ["# Color table file written by napari-hybridseg", f"# {len(classes) + 1} values", "0 background 0 0 0 0"]
+    for k, name in enumerate(classes.names, start=1):
+        r, g, b = classes.rgb(k)
+        quoted = name.replace('"', "'")
+        token = re.sub(r"\s+", "_", name)  # a Slicer colour table's names are single words
+        snap.append(f'{k:5d}{r:5d}{g:5d}{b:5d}     1  1  1    "{quoted}"')
+        slicer.append(f"{k} {token} {r} {g} {b} 255")
+    folder = Path(folder)
+    paths = [folder / n for n in LABEL_TABLES]
+    for path, lines in zip(paths, (snap, slicer)):
+        atomic_write_text(path, "\n".join(lines) + "\n")
+    return paths

@@ -25,12 +25,26 @@ SLAB = 64  # rows (or slices) combined at a time when the tiles are blended
 @dataclass
 class Prediction:
     probability: np.ndarray  # probability of any structure (not background), mean of the networks
-    uncertainty: np.ndarray | None  # |p1 - p2| between the two networks, if two
+    uncertainty: np.ndarray | None  # |p1 - p2| of that probability between the two networks, if two
+    class_probability: np.ndarray | None = None  # (K, *S) each class's probability, for K > 1 classes
 
     def labels(self, threshold: float = 0.5) -> np.ndarray:
-        from .output import labels_from_probability
+        """One structure: objects numbered by connected components.  Several: each pixel's
+        most probable class where any structure's probability exceeds ``threshold``."""
+        from .output import class_labels, labels_from_probability
 
-        return labels_from_probability(self.probability, threshold)
+        if self.class_probability is None:
+            return labels_from_probability(self.probability, threshold)
+        return class_labels(self.probability, self.class_probability, threshold)
+
+    def take(self, index: tuple) -> Prediction:
+        """The maps at ``index`` of the spatial axes (a slice of a volume, a region)."""
+        cp = self.class_probability
+        return Prediction(
+            self.probability[index],
+            None if self.uncertainty is None else self.uncertainty[index],
+            None if cp is None else cp[(slice(None), *index)],
+        )
 
 
 @torch.no_grad()
@@ -58,7 +72,8 @@ def predict_array(
     shape = tuple(image.shape[1:])
     tiling = Tiling(shape, tile, overlap, nets[0].size_multiple)
     win = tiling.blend_weights()
-    acc = np.zeros((len(nets), *tiling.padded_shape), np.float32)
+    n_classes = nets[0].n_outputs - 1
+    acc = np.zeros((len(nets), n_classes, *tiling.padded_shape), np.float32)
     precision = precision_for(device)
     tiles = tiling.tiles
     for i in range(0, len(tiles), batch_size):
@@ -67,9 +82,9 @@ def predict_array(
         for k, net in enumerate(nets):
             with precision.autocast():
                 logits = net(x)
-            fg = torch.softmax(logits.float(), dim=1)[:, 1:].sum(1).cpu().numpy()
-            for t, p in zip(chunk, fg):
-                acc[(k, *t.window)] += p * win
+            classes = torch.softmax(logits.float(), dim=1)[:, 1:].cpu().numpy()
+            for t, p in zip(chunk, classes):
+                acc[(k, slice(None), *t.window)] += p * win
     return _blend(acc, tiling.weight_totals(), shape)
 
 
@@ -82,22 +97,25 @@ def _read_window(image, tile, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _blend(acc: np.ndarray, totals: list[np.ndarray], shape: tuple[int, ...]) -> Prediction:
-    """Divide the accumulated maps by the blend's total weight and combine the networks,
-    in place and in slabs of the first axis (no image-sized temporaries)."""
-    acc = acc[(slice(None), *(slice(0, s) for s in shape))]
+    """Divide the accumulated ``(networks, classes, *S)`` maps by the blend's total weight
+    and combine the networks, in place and in slabs of the first spatial axis."""
+    acc = acc[(slice(None), slice(None), *(slice(0, s) for s in shape))]
     rest = np.ones((), np.float32)
     for total, size in zip(totals[1:], shape[1:]):
         rest = np.multiply.outer(rest, total[:size])
+    uncertainty = np.empty(shape, np.float32) if len(acc) > 1 else None
     for start in range(0, shape[0], SLAB):
         rows = slice(start, min(start + SLAB, shape[0]))
         norm = np.multiply.outer(totals[0][rows], rest)
-        acc[:, rows] /= norm
-        if len(acc) > 1:
-            p0, p1 = acc[0, rows], acc[1, rows]
-            mean = (p0 + p1) / 2
-            np.abs(p0 - p1, out=p1)
-            p0[...] = mean
-    return Prediction(acc[0], acc[1] if len(acc) > 1 else None)
+        acc[:, :, rows] /= norm
+        if uncertainty is not None:
+            p0, p1 = acc[0, :, rows], acc[1, :, rows]
+            np.abs(p0.sum(0) - p1.sum(0), out=uncertainty[rows])
+            p0 += p1
+            p0 *= 0.5
+    if acc.shape[1] == 1:
+        return Prediction(acc[0, 0], uncertainty)
+    return Prediction(acc[0].sum(0), uncertainty, acc[0])
 
 
 def predict_image(
@@ -121,19 +139,20 @@ def predict_image(
     ranges = intensity_ranges(image, axes)
     if nets[0].spatial_dims == 3 and axes == "zyx":
         pred = predict_array(nets, NormalisedView(image, axes, ranges=ranges), tile=tile, device=device)
-        if z is None:
-            return pred
-        return Prediction(pred.probability[z], None if pred.uncertainty is None else pred.uncertainty[z])
+        return pred if z is None else pred.take((z,))
     if z is not None or axes != "zyx":
         return predict_array(nets, NormalisedView(image, axes, z, ranges), tile=tile, device=device)
-    depth = image.shape[0]
+    depth, n_classes = image.shape[0], nets[0].n_outputs - 1
     prob = np.empty(image.shape, np.float32)
     unc = np.empty(image.shape, np.float32) if len(nets) > 1 else None
+    classes = np.empty((n_classes, *image.shape), np.float32) if n_classes > 1 else None
     for k in range(depth):
         pred = predict_array(nets, NormalisedView(image, axes, k, ranges), tile=tile, device=device)
         prob[k] = pred.probability
         if unc is not None:
             unc[k] = pred.uncertainty
+        if classes is not None:
+            classes[:, k] = pred.class_probability
         if progress is not None:
             progress(k + 1, depth)
-    return Prediction(prob, unc)
+    return Prediction(prob, unc, classes)

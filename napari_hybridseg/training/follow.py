@@ -202,6 +202,8 @@ class EventLog:
             maps = {"probability": event.probability}
             if event.uncertainty is not None:
                 maps["uncertainty"] = event.uncertainty
+            if event.classes is not None:
+                maps["classes"] = event.classes
             with atomic_path(self.run_dir / PREVIEW_FILE) as tmp:
                 with open(tmp, "wb") as fh:
                     np.savez(fh, step=np.array(event.step), **maps)

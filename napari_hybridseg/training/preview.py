@@ -122,15 +122,16 @@ class Previewer:
             x = np.ascontiguousarray(x[(..., *(slice(a, b) for a, b in outer))])
             inner = (..., *(slice(a - o, b - o) for (a, b), (o, _) in zip(region, outer)))
         pred = predict_array(self._snapshot(nets), x, tile=PREVIEW_TILE, device=self.device)
-        prob, unc = pred.probability, pred.uncertainty
         if self.task.spatial_dims == 3 and item.is_volume:
-            prob, unc = prob[z], None if unc is None else unc[z]
+            pred = pred.take((z,))
         origin = None
         if region is not None:
-            prob, unc = prob[inner], None if unc is None else unc[inner]
+            pred = pred.take(inner[1:])
             origin = (region[0][0], region[1][0])
         self._last = (request.image, request.z)
-        return PreviewEvent(step, request.image, z, np.ascontiguousarray(prob), unc, origin)
+        classes = pred.labels() if pred.class_probability is not None else None
+        prob = np.ascontiguousarray(pred.probability)
+        return PreviewEvent(step, request.image, z, prob, pred.uncertainty, origin, classes)
 
 
 def _clip(region, plane: tuple[int, int]):

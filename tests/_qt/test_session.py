@@ -20,11 +20,13 @@ TIMEOUT = 120_000
 SMALL = dict(batch_size=2, patch_size=32, width=4, depth=2, dii_warmup=1, dii_interval=2)
 
 
-def test_gui_and_cli_train_the_same_model(make_napari_viewer, qtbot, tmp_path):
+@pytest.mark.parametrize("n_classes", [1, 2])
+def test_gui_and_cli_train_the_same_model(make_napari_viewer, qtbot, tmp_path, n_classes):
     """Same project, options and seed: the widget (live previews every step, annotations
-    read from layers, training in a thread) and the command line write identical models."""
+    read from layers, training in a thread) and the command line write identical models,
+    for one structure and for two classes (class ids of masks, boxes and strokes)."""
     root = tmp_path / "p"
-    make_project(root, n_images=3, strong_fraction=0.34, shape=(48, 48), seed=5)
+    make_project(root, n_images=3, strong_fraction=0.34, shape=(48, 48), seed=5, n_classes=n_classes)
     viewer = make_napari_viewer()
     widget = HybridSegWidget(viewer)
     widget.open_project(root)
@@ -37,6 +39,9 @@ def test_gui_and_cli_train_the_same_model(make_napari_viewer, qtbot, tmp_path):
         assert widget.start_training(steps=5)
     gui = blocker.args[0]
     assert isinstance(gui, P.FinishedEvent) and len(previews) == 5
+    if n_classes > 1:  # previews and the prediction layer show class ids
+        assert previews[-1].classes is not None and previews[-1].classes.max() <= n_classes
+        assert viewer.layers["img001 prediction"].data.max() <= n_classes
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))  # the GUI runner's thread count
     try:

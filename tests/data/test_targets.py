@@ -128,3 +128,30 @@ def test_inscribed_ellipse_drops_the_corners_only():
     assert not core[0, 0] and not core[19, 39] and not core[0, 39] and not core[19, 0]
     assert abs(core.mean() - np.pi / 4) < 0.03  # an ellipse fills pi/4 of its box
     assert inscribed_ellipse(1, 1).all() and inscribed_ellipse(1, 7).all()
+
+
+def test_class_ids_reach_the_targets_from_masks_boxes_and_strokes():
+    from napari_hybridseg.annotations import LabelClasses
+
+    img = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    mask = np.zeros((40, 40), np.uint8)
+    mask[2:10, 2:10], mask[20:30, 20:30] = 1, 2
+    strokes = np.zeros((40, 40), np.uint8)
+    strokes[35, 2:10], strokes[36, 12:20], strokes[37, 22:30] = 1, 2, 3
+    weak = ImageAnnotations("w", img, boxes=[Box(1, 2, 2, 12, 12, cls=2)], scribbles=strokes, exhaustive=False)
+    classes = LabelClasses(("liver", "tumour"))
+    tset = build_training_set(
+        Project([ImageAnnotations("s", img, strong=mask), weak], classes=classes), _cfg(box_target="filled")
+    )
+    assert tset.task.n_outputs == 3
+    np.testing.assert_array_equal(tset.strong[0].target, mask)
+    w = tset.weak[0]
+    assert (w.target[2:12, 2:12] == 2).all()
+    assert (w.target[35, 2:10] == 0).all() and (w.target[36, 12:20] == 1).all() and (w.target[37, 22:30] == 2).all()
+    proj = build_training_set(Project([ImageAnnotations("s", img, strong=mask), weak], classes=classes), _cfg())
+    assert proj.box_class.tolist() == [2]
+    # one structure: every mask value above 0 and every stroke value from 2 is that structure
+    weak.boxes = [Box(1, 2, 2, 12, 12)]
+    binary = build_training_set(Project([ImageAnnotations("s", img, strong=mask * 3), weak]), _cfg())
+    assert set(np.unique(binary.strong[0].target)) == {0, 1} and binary.task.n_outputs == 2
+    assert (binary.weak[0].target[37, 22:30] == 1).all()

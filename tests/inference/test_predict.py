@@ -157,10 +157,21 @@ def test_blending_divides_by_the_total_window_weight():
 
     tiling = Tiling((300, 260), 64, 16, 8)
     win = tiling.blend_weights()
-    acc = np.zeros((2, *tiling.padded_shape), np.float32)
+    acc = np.zeros((2, 1, *tiling.padded_shape), np.float32)  # (networks, classes, *S)
     for t in tiling.tiles:
-        acc[(0, *t.window)] += 0.25 * win
-        acc[(1, *t.window)] += 0.75 * win
+        acc[(0, 0, *t.window)] += 0.25 * win
+        acc[(1, 0, *t.window)] += 0.75 * win
     pred = _blend(acc, tiling.weight_totals(), (300, 260))
     np.testing.assert_allclose(pred.probability, 0.5, atol=1e-5)
     np.testing.assert_allclose(pred.uncertainty, 0.5, atol=1e-5)
+    assert pred.class_probability is None
+    # two classes: each class's mean over the networks, disagreement on any structure
+    acc = np.zeros((2, 2, *tiling.padded_shape), np.float32)
+    for t in tiling.tiles:
+        acc[(0, slice(None), *t.window)] += np.multiply.outer([0.1, 0.6], win)
+        acc[(1, slice(None), *t.window)] += np.multiply.outer([0.3, 0.2], win)
+    pred = _blend(acc, tiling.weight_totals(), (300, 260))
+    np.testing.assert_allclose(pred.class_probability[:, 5, 7], [0.2, 0.4], atol=1e-5)
+    np.testing.assert_allclose(pred.probability, 0.6, atol=1e-5)
+    np.testing.assert_allclose(pred.uncertainty, 0.2, atol=1e-5)
+    assert (pred.labels() == 2).all() and pred.labels().dtype == np.uint8

@@ -104,6 +104,20 @@ def _extent_loss_reference(z: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     return loss
 
 
+def _closed_form_on_first_weak_sample(project, cfg):
+    """The loop, its first network in float64, the closed-form weak gradients, and the
+    first weak sample with its tensors ``(x, target, instance, boxmap)``."""
+    loop = TrainingLoop(project, cfg)
+    net = loop.state.nets[0].double()
+    for s in loop.tset.samples:
+        s.image = s.image.astype(np.float64)
+    got = loop.scorer.weak_gradients(net)
+    s = loop.tset.weak[0]
+    tensors = [torch.from_numpy(a[None]) if a is not None else None for a in (s.image, s.target, s.instance, s.boxmap)]
+    x, t, inst, br = tensors[0], tensors[1].long(), tensors[2].long(), tensors[3]
+    return loop, net, got, s, (x, t, inst, br.long() if br is not None else None)
+
+
 @pytest.mark.parametrize(
     "box_target, dii_box_target",
     [
@@ -116,16 +130,7 @@ def _extent_loss_reference(z: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
 )
 def test_weak_gradients_match_autograd(hand_project, box_target, dii_box_target):
     cfg = TrainConfig(method="dii", box_target=box_target, dii_box_target=dii_box_target, **TINY)
-    loop = TrainingLoop(hand_project, cfg)
-    net = loop.state.nets[0].double()
-    for s in loop.tset.samples:
-        s.image = s.image.astype(np.float64)
-    got = loop.scorer.weak_gradients(net)
-    s = loop.tset.weak[0]
-    x = torch.from_numpy(s.image[None])
-    t = torch.from_numpy(s.target[None]).long()
-    inst = torch.from_numpy(s.instance[None]).long()
-    br = torch.from_numpy(s.boxmap[None]).long() if s.boxmap is not None else None
+    loop, net, got, s, (x, t, inst, br) = _closed_form_on_first_weak_sample(hand_project, cfg)
     edges = affinity_edges(x, cfg.affinity_threshold)
     box_instance = torch.from_numpy(loop.tset.box_instance)
 
@@ -314,3 +319,40 @@ def test_weights_csv_quotes_commas_and_neutralises_formulas():
     rows = list(csv.reader(io.StringIO(InstanceWeights(records).csv())))
     assert rows[0] == ["image", "instance", "kind", "weight"] and all(len(r) == 4 for r in rows)
     assert [r[0] for r in rows[1:]] == ["a,b", "'=HYPERLINK(1)", "plain"]
+
+
+@pytest.mark.parametrize("dii_box_target", ["same", "filled"])
+def test_weak_gradients_of_several_classes_match_autograd(dii_box_target):
+    """Three classes: boxes of class 2 and 1 judged on their own class channel, strokes of
+    each class; the closed form against autograd over the network's 3 outputs."""
+    from napari_hybridseg.annotations import Box, LabelClasses
+
+    rng = np.random.default_rng(3)
+    img_s, lab_s = synth_image(rng, (64, 64), n_objects=4)
+    img_w, _ = synth_image(rng, (64, 64), n_objects=4)
+    strokes = np.zeros((64, 64), np.uint8)
+    strokes[60, 2:20], strokes[58, 30:50], strokes[2, 30:60] = 1, 3, 2
+    weak = ImageAnnotations("w", img_w, boxes=[Box(1, 4, 4, 20, 20, cls=2), Box(2, 30, 30, 50, 52)], scribbles=strokes)
+    project = Project(
+        [ImageAnnotations("s", img_s, strong=np.minimum(lab_s, 2)), weak], classes=LabelClasses(("a", "b"))
+    )
+    cfg = TrainConfig(method="dii", box_target="projection", dii_box_target=dii_box_target, **TINY)
+    loop, net, got, _, (x, t, inst, br) = _closed_form_on_first_weak_sample(project, cfg)
+    assert net.n_outputs == 3
+    edges = affinity_edges(x, cfg.affinity_threshold)
+    box_instance = torch.from_numpy(loop.tset.box_instance)
+    box_class = torch.from_numpy(loop.tset.box_class)
+    assert sorted(box_class.tolist()) == [1, 2]
+
+    def loss_k(z, k):
+        loss = (pixel_ce(z, t) * (inst == k)).sum()
+        if dii_box_target == "filled":  # every pixel of the box is its class
+            claim = torch.where((br >= 0) & (inst == k), box_class[br.clamp(min=0)], -1)
+            return loss + pixel_ce(z, claim).sum()
+        nb = int(br.max()) + 1
+        per_box = box_losses(z, br, nb, edges, cfg.pairwise_weight, box_class[:nb])
+        return loss + per_box[box_instance[:nb] == k].sum()
+
+    net.eval()
+    expected = _autograd_per_instance(net, x, loss_k, len(loop.weights))
+    assert expected.norm() > 0 and (got - expected).norm() / expected.norm() < 1e-6
