@@ -204,6 +204,32 @@ def show_weights(viewer, weights, images=None) -> None:
             scribbles.colormap = DirectLabelColormap(color_dict=colors)
 
 
+def instance_classes(viewer, weights) -> list[str] | None:
+    """The class name of each weak annotation (box: its ``class`` feature; stroke: its
+    value; background regions: background), or ``None`` in a project of one structure."""
+    from ..annotations import parse_stroke_id, stroke_class
+
+    classes = classes_of_layers(viewer.layers)
+    if classes is None:
+        return None
+    box_class: dict[tuple[str, str], int] = {}
+    for layer in viewer.layers:
+        role, image = role_of(layer)
+        if role == "boxes" and "class" in layer.features and "id" in layer.features:
+            for i, c in zip(layer.features["id"], layer.features["class"]):
+                box_class[(image, str(int(i)))] = int(c) if c == c and c >= 1 else 1
+    out = []
+    for w in weights:
+        if w.kind == "box":
+            cid = box_class.get((w.image, w.instance), 1)
+        elif w.kind == "scribble":
+            cid = stroke_class(parse_stroke_id(w.instance)[0], len(classes))
+        else:
+            cid = 0 if w.kind == "background" else -1
+        out.append(classes.name(cid) if 0 <= cid <= len(classes) else "")
+    return out
+
+
 def instance_location(viewer, image: str, kind: str, instance: str):
     """World coordinates of an instance's centre, and its slice (or ``None``)."""
     if kind == "box":

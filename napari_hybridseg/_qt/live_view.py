@@ -153,7 +153,7 @@ class LiveView:
         if not changed and set(shown) == set(self._shown):
             return
         self._shown = shown
-        self.weights_panel.set_weights(self.weights)
+        self.weights_panel.set_weights(self.weights, L.instance_classes(self.viewer, self.weights))
         self._stale |= changed
         visible = {image for image in self._stale if L.image_visible(self.viewer, image)}
         if visible:

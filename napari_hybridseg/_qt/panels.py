@@ -199,8 +199,9 @@ class WeightsPanel(QGroupBox):
 
     def __init__(self, parent=None) -> None:
         super().__init__("3. Annotation weights", parent)
-        self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["image", "instance", "kind", "weight"])
+        self.table = QTableWidget(0, 5)
+        self.table.setHorizontalHeaderLabels(["image", "instance", "kind", "weight", "class"])
+        self.table.setColumnHidden(4, True)  # shown in projects of several classes
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
         self.table.verticalHeader().setVisible(False)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
@@ -230,8 +231,11 @@ class WeightsPanel(QGroupBox):
         if key is not None:
             self.pin_requested.emit(key, value)
 
-    def set_weights(self, weights) -> None:
+    def set_weights(self, weights, classes: list[str] | None = None) -> None:
+        """One row per weak annotation; ``classes``: the class of each, for a project of
+        several classes."""
         selected = self.selected_key()
+        self.table.setColumnHidden(4, classes is None)
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(weights))
         for r, w in enumerate(weights):
@@ -244,6 +248,7 @@ class WeightsPanel(QGroupBox):
                 item.setToolTip("pinned")
                 item.setText(f"{w.weight:.3f} (pinned)")
             self.table.setItem(r, 3, item)
+            self.table.setItem(r, 4, QTableWidgetItem(classes[r] if classes is not None else ""))
         self.table.setSortingEnabled(True)
         if selected is not None:
             for r in range(self.table.rowCount()):

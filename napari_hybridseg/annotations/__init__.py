@@ -4,7 +4,7 @@ No torch, no napari, no Qt.
 """
 
 from .box_files import BOX_COLUMNS_2D, BOX_COLUMNS_3D, boxes_to_csv, parse_boxes_csv, read_boxes_csv
-from .classes import LabelClasses, check_class_values
+from .classes import LabelClasses, check_class_values, stroke_class
 from .model import (
     BACKGROUND_STROKE,
     FIRST_OBJECT_STROKE,
@@ -33,6 +33,7 @@ __all__ = [
     "read_boxes_csv",
     "save_image_annotations",
     "slice_strokes",
+    "stroke_class",
     "validate_annotations",
     "validate_image",
 ]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from ..errors import AnnotationError
 from ..limits import MAX_CLASSES
+from .model import BACKGROUND_STROKE
 
 # distinct colours for classes 1, 2, ... (then repeated); chosen for contrast on grey images
 PALETTE = (
@@ -118,3 +119,11 @@ def check_class_values(arr, n_classes: int, kind: str, where: str) -> None:
         raise AnnotationError(
             f"{where}: value {top} is no class (1 is background, 2..{n_classes + 1} are classes 1..{n_classes})"
         )
+
+
+def stroke_class(label: int, n_classes: int) -> int:
+    """The class a scribble value draws: 1 is background, ``1 + c`` class ``c`` (every value
+    from 2 is the one class of a project with one structure)."""
+    if label == BACKGROUND_STROKE:
+        return 0
+    return 1 if n_classes == 1 else label - 1

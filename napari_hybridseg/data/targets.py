@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..annotations import BACKGROUND_STROKE, Box, ImageAnnotations, Project, slice_strokes
+from ..annotations import Box, ImageAnnotations, Project, slice_strokes, stroke_class
 from ..config import TrainConfig
 from ..errors import AnnotationError
 from ..methods import Method, get_method
@@ -109,14 +109,6 @@ def inscribed_ellipse(h: int, w: int) -> np.ndarray:
     yy = (np.arange(h) + 0.5 - h / 2) / (h / 2)
     xx = (np.arange(w) + 0.5 - w / 2) / (w / 2)
     return yy[:, None] ** 2 + xx[None, :] ** 2 <= 1.0
-
-
-def stroke_class(label: int, n_classes: int) -> int:
-    """The class a scribble value draws: 1 is background, ``1 + c`` class ``c`` (every value
-    from 2 is the one class of a project with one structure)."""
-    if label == BACKGROUND_STROKE:
-        return 0
-    return 1 if n_classes == 1 else label - 1
 
 
 def _weak_sample(

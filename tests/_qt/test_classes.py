@@ -92,3 +92,23 @@ def test_a_project_of_one_structure_becomes_one_of_two_classes(make_napari_viewe
     project = L.collect_project(viewer)
     assert project.classes.names == ("object", "tumour")
     assert set(np.unique(project["a"].strong)) == {0, 1}
+
+
+def test_the_weights_table_names_each_annotations_class(classed):
+    from napari_hybridseg import protocol as P
+
+    viewer, widget, root = classed
+    project = Project.load(root)
+    box = project["img002"].boxes[0]
+    stroke = next(v for v in np.unique(project["img001"].scribbles) if v >= 2)
+    ys, xs = np.nonzero(project["img001"].scribbles == stroke)
+    weights = [
+        P.InstanceWeight(P.InstanceKey("img002", str(box.id), "box"), 0.5),
+        P.InstanceWeight(P.InstanceKey("img001", f"{stroke}@{ys[0]}:{xs[0]}", "scribble"), 0.9),
+        P.InstanceWeight(P.InstanceKey("img002", "background", "background"), 0.7),
+    ]
+    widget.live.show_weights(weights)
+    table = widget.weights_panel.table
+    assert not table.isColumnHidden(4)
+    shown = {table.item(r, 2).text(): table.item(r, 4).text() for r in range(table.rowCount())}
+    assert shown == {"box": f"size{box.cls}", "scribble": f"size{stroke - 1}", "background": "background"}
