@@ -18,6 +18,7 @@ from ..bridge import (
     class_colormaps,
     classes_of_layers,
     layer_name,
+    record_painted_slices,
     role_of,
     scribble_label_weights,
     stroke_centre,
@@ -86,7 +87,7 @@ def ensure_annotation_layers(viewer, image_layer) -> dict:
         layer = viewer.add_labels(
             np.zeros(spatial, np.uint16), name=layer_name(name, "strong"), opacity=0.5, **mask_colours, **common
         )
-        tag(layer, "strong", name)
+        tag(layer, "strong", name, **({"annotated_slices": []} if ndim == 3 else {}))  # painted slices count
     if find_layer(viewer, name, "scribbles") is None:
         layer = viewer.add_labels(
             np.zeros(spatial, np.uint16), name=layer_name(name, "scribbles"), **stroke_colours, **common
@@ -114,9 +115,27 @@ def ensure_annotation_layers(viewer, image_layer) -> dict:
     return out
 
 
+def watch(layer, on_edit) -> None:
+    """Call ``on_edit`` when an annotation layer is edited.  A volume's masks layer also
+    records the slices painted on; its data replaced whole (by a script, say) is a mask
+    of every slice again."""
+    if role_of(layer)[0] == "strong":
+        layer.events.data.connect(lambda event, layer=layer: _whole_mask(layer))
+        layer.events.paint.connect(lambda event, layer=layer: record_painted_slices(layer, event.value))
+    layer.events.data.connect(on_edit)
+    if hasattr(layer.events, "paint"):
+        layer.events.paint.connect(on_edit)
+
+
+def _whole_mask(layer) -> None:
+    meta = dict(layer.metadata.get(META_KEY) or {})
+    if meta.pop("annotated_slices", None) is not None:
+        layer.metadata = {**layer.metadata, META_KEY: meta}
+
+
 def _empty_to_none(item: ImageAnnotations) -> ImageAnnotations:
-    if item.strong is not None and not np.any(item.strong):
-        item.strong = None
+    if item.strong is not None and not np.any(item.strong) and not item.strong_slices:
+        item.strong, item.strong_slices = None, None  # (slices painted and erased are background)
     if item.scribbles is not None and not np.any(item.scribbles):
         item.scribbles = None
     return item

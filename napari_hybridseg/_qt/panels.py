@@ -34,11 +34,20 @@ def _row(*widgets) -> QHBoxLayout:
     return row
 
 
+def _slices(zs) -> str:
+    return ", ".join(str(z) for z in zs[:8]) + (", ..." if len(zs) > 8 else "")
+
+
 def _role_text(item) -> str:
-    """The role of an image; for a volume, which slices carry weak annotations."""
-    if not item.is_volume or item.role != "weak":
+    """The role of an image; for a volume, which slices carry full masks and weak annotations."""
+    if not item.is_volume or item.role == "unlabelled":
         return item.role
-    return f"weak (slices {', '.join(str(z) for z in item.weak_slices())})"
+    parts = [f"strong (slices {_slices(item.mask_slices())})"] if item.role == "strong" else []
+    if item.strong_slices is None and item.role == "strong":
+        parts = ["strong"]
+    if item.weak_slices():
+        parts.append(f"weak (slices {_slices(item.weak_slices())})")
+    return ", ".join(parts)
 
 
 class AnnotatePanel(QGroupBox):

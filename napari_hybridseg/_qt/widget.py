@@ -114,9 +114,7 @@ class HybridSegWidget(QWidget):
         for layer in self.viewer.layers:
             if role_of(layer)[0] in ("strong", "scribbles", "boxes") and id(layer) not in self._watched:
                 self._watched.add(id(layer))
-                layer.events.data.connect(self._edited)
-                if hasattr(layer.events, "paint"):
-                    layer.events.paint.connect(self._edited)
+                L.watch(layer, self._edited)
         self.classes.refresh()
         self.refresh_status()
 

@@ -44,6 +44,7 @@ class ImageAnnotations:
     scribbles: np.ndarray | None = None
     exhaustive: bool = True
     axes: str = ""
+    strong_slices: list[int] | None = None  # a volume's fully annotated slices; None: all of them
 
     def __post_init__(self) -> None:
         if not self.axes:
@@ -66,16 +67,23 @@ class ImageAnnotations:
         return self.scribbles is not None and bool(np.any(self.scribbles > 0))
 
     def weak_slices(self) -> list[int]:
-        """Slices of a volume that carry boxes or scribbles, in order."""
+        """Slices of a volume that carry boxes or scribbles (and no full mask), in order."""
         zs = {b.z for b in self.boxes if b.z is not None}
         if self.scribbles is not None and self.is_volume:
             zs |= set(np.flatnonzero((self.scribbles > 0).any(axis=(1, 2))).tolist())
-        return sorted(zs)
+        return sorted(zs - set(self.mask_slices()))
+
+    def mask_slices(self) -> list[int]:
+        """Slices of a volume that its full mask covers (all, unless ``strong_slices``
+        names some); none without a full mask or for a 2D image."""
+        if self.strong is None or not self.is_volume:
+            return []
+        return list(range(self.spatial_shape[0])) if self.strong_slices is None else list(self.strong_slices)
 
     @property
     def role(self) -> str:
         """``"strong"``, ``"weak"`` or ``"unlabelled"``."""
-        if self.strong is not None:
+        if self.strong is not None and (self.strong_slices is None or self.strong_slices):
             return "strong"
         if self.boxes or self.has_scribbles:
             return "weak"
@@ -157,6 +165,20 @@ def warn_clipped(where: str, before: list[Box], after: list[Box]) -> None:
         warnings.warn(f"{where}: {len(ids)} boxes extend past the image and were clipped (ids {shown})", stacklevel=3)
 
 
+def check_slices(slices, item: ImageAnnotations, where: str) -> list[int]:
+    """The annotated slices of a volume's full mask, sorted; one line if they are not
+    slice indices of this volume."""
+    if not item.is_volume:
+        raise AnnotationError(f"{where}: only a volume's full mask can cover some slices (the image is 2D)")
+    if not isinstance(slices, list | tuple) or not all(isinstance(z, int) and not isinstance(z, bool) for z in slices):
+        raise AnnotationError(f"{where}: expected a list of slice indices, like [0, 10, 20]")
+    depth = item.spatial_shape[0]
+    bad = [z for z in slices if not 0 <= z < depth]
+    if bad:
+        raise AnnotationError(f"{where}: slice {bad[0]} is outside 0..{depth - 1}")
+    return sorted(set(slices))
+
+
 def validate_annotations(item: ImageAnnotations, where: str | None = None) -> None:
     """Validate one image's annotations in memory (the same rules as on disk)."""
     where = where or item.name
@@ -168,6 +190,8 @@ def validate_annotations(item: ImageAnnotations, where: str | None = None) -> No
         if arr.shape != tuple(shape):
             raise AnnotationError(f"{where} {label}: shape {arr.shape} differs from the image's {shape}")
         label_array(arr, f"{where} {label}")
+    if item.strong_slices is not None:
+        item.strong_slices = check_slices(item.strong_slices, item, f"{where} annotated_slices")
     seen: set[int] = set()
     checked: list[Box] = []
     for box in item.boxes:

@@ -6,11 +6,13 @@ On disk (the contract shared by the CLI, the napari widget and scripts)::
     PROJECT/strong/NAME.(tif|tiff|nii|nii.gz)       full mask: 0 background, >0 foreground
     PROJECT/boxes/NAME.csv                          id,y0,x0,y1,x1 (2D) or id,z,y0,x0,y1,x1 (3D)[,class]
     PROJECT/scribbles/NAME.(tif|tiff|nii|nii.gz)    0 unlabelled, 1 background, k>=2 object k
-    PROJECT/project.json                            optional: "classes", per-image flags ("exhaustive")
+    PROJECT/project.json                            optional: "classes", per-image "exhaustive", "annotated_slices"
 
 Box coordinates are pixel indices with ``y1`` and ``x1`` exclusive.  With classes named
 in ``project.json`` (see :mod:`.classes`), full masks hold class ids and a scribble value
-``1 + c`` is a stroke of class ``c``.  Every write is atomic.
+``1 + c`` is a stroke of class ``c``.  A volume's full mask may cover only some slices:
+``"annotated_slices": [0, 10, 20]`` in the image's entry of ``project.json`` says which
+(only they are taught; other slices may carry boxes and strokes).  Every write is atomic.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ..errors import AnnotationError
 from ..images import IMAGE_SUFFIXES, LABEL_SUFFIXES, read_image, strip_suffix, write_image
 from .box_files import boxes_to_csv, read_boxes_csv
 from .classes import LabelClasses, check_class_values
-from .model import ImageAnnotations, label_array, validate_annotations, validate_image
+from .model import ImageAnnotations, check_slices, label_array, validate_annotations, validate_image
 
 
 class Project:
@@ -109,9 +111,12 @@ class Project:
             validate_image(image, str(path))
             item = ImageAnnotations(name=name, image=image, meta=meta)
             item.exhaustive = bool(flags.get(name, {}).get("exhaustive", True))
+            slices = flags.get(name, {}).get("annotated_slices")
             shape = item.spatial_shape
             if name in strong:
                 item.strong = _read_label(strong[name], shape)
+            if slices is not None:
+                item.strong_slices = check_slices(slices, item, f"{root / 'project.json'}: image {name!r}")
             if name in scribbles:
                 item.scribbles = _read_label(scribbles[name], shape)
             if name in boxes:
@@ -128,7 +133,8 @@ class Project:
             raise ValueError("no project folder given")
         for name in names if names is not None else list(self.images):
             save_image_annotations(root, self.images[name], with_class=self.classes is not None)
-        _write_project_json(root, {n: {"exhaustive": a.exhaustive} for n, a in self.images.items()}, self.classes)
+        flags = {n: {"exhaustive": a.exhaustive, "annotated_slices": a.strong_slices} for n, a in self.images.items()}
+        _write_project_json(root, flags, self.classes)
         self.root = root
         return root
 
@@ -203,7 +209,10 @@ def _write_project_json(root: Path, flags: dict, classes: LabelClasses | None) -
         data = {}
     images = data.setdefault("images", {})
     for name, value in flags.items():
-        images.setdefault(name, {}).update(value)
+        entry = images.setdefault(name, {})
+        entry.update({k: v for k, v in value.items() if v is not None})
+        if value.get("annotated_slices", 0) is None:  # the whole volume is masked (or there is no mask)
+            entry.pop("annotated_slices", None)
     if classes is not None:  # a project that does not know its classes leaves them as they are
         data["classes"] = classes.to_json()
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -7,6 +7,7 @@ from .layer_data import (
     BACKGROUND_STROKE_COLOUR,
     META_KEY,
     ROLE_SUFFIX,
+    annotated_slices,
     annotation_layer_data,
     annotations_from_layers,
     box_to_corners,
@@ -17,6 +18,7 @@ from .layer_data import (
     image_metadata,
     layer_name,
     project_layer_data,
+    record_painted_slices,
     role_of,
 )
 from .weights_view import rank_next, scribble_label_weights, stroke_centre, weight_colors
@@ -25,6 +27,7 @@ __all__ = [
     "BACKGROUND_STROKE_COLOUR",
     "META_KEY",
     "ROLE_SUFFIX",
+    "annotated_slices",
     "annotation_layer_data",
     "annotations_from_layers",
     "box_to_corners",
@@ -36,6 +39,7 @@ __all__ = [
     "layer_name",
     "project_layer_data",
     "rank_next",
+    "record_painted_slices",
     "role_of",
     "scribble_label_weights",
     "stroke_centre",

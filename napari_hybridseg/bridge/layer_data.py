@@ -105,7 +105,7 @@ def annotation_layer_data(
                 item.strong,
                 {
                     "name": layer_name(item.name, "strong"),
-                    "metadata": image_metadata(item, "strong", root),
+                    "metadata": _with_slices(image_metadata(item, "strong", root), item.strong_slices),
                     "opacity": 0.5,
                     **mask_colours,
                     **common,
@@ -210,11 +210,50 @@ def annotations_from_layers(image_layer, layers, image: np.ndarray | None = None
             continue
         if role == "strong":
             item.strong = take(layer.data)
+            item.strong_slices = annotated_slices(layer)
         elif role == "scribbles":
             item.scribbles = take(layer.data)
         elif role == "boxes":
             item.boxes = boxes_from_shapes(layer.data, getattr(layer, "features", None))
     return item
+
+
+def _with_slices(metadata: dict, slices: list[int] | None) -> dict:
+    if slices is not None:
+        metadata[META_KEY]["annotated_slices"] = list(slices)
+    return metadata
+
+
+def annotated_slices(masks_layer) -> list[int] | None:
+    """The slices a volume's masks layer covers: those recorded as painted on (see
+    :func:`record_painted_slices`) and those holding any label; ``None`` (every slice)
+    for a layer that records none, such as a whole mask read from a file."""
+    tag = (getattr(masks_layer, "metadata", {}) or {}).get(META_KEY) or {}
+    recorded = tag.get("annotated_slices")
+    data = masks_layer.data
+    if recorded is None or np.ndim(data) != 3:
+        return None
+    holding = np.flatnonzero(np.asarray(data).reshape(data.shape[0], -1).any(axis=1)).tolist()
+    return sorted(set(recorded) | set(holding))
+
+
+def record_painted_slices(masks_layer, atoms) -> None:
+    """Remember the slices a paint event of a volume's masks layer touched (napari's undo
+    atoms: a bounding box of slices, or index arrays), so that a slice painted and then
+    erased to background still counts as annotated."""
+    tag = dict((getattr(masks_layer, "metadata", {}) or {}).get(META_KEY) or {})
+    if "annotated_slices" not in tag or np.ndim(masks_layer.data) != 3:
+        return
+    depth = masks_layer.data.shape[0]
+    zs = set(tag["annotated_slices"])
+    for atom in atoms or ():
+        key = getattr(atom, "slice_key", None)
+        if key is not None:
+            zs.update(range(*key[0].indices(depth)))
+        else:
+            zs.update(int(z) for z in np.unique(np.asarray(atom[0][0])))
+    tag["annotated_slices"] = sorted(zs)
+    masks_layer.metadata = {**masks_layer.metadata, META_KEY: tag}
 
 
 def classes_of_layers(layers) -> LabelClasses | None:

@@ -163,7 +163,7 @@ def _weak_sample(
 def _strong_samples(item: ImageAnnotations, norm: np.ndarray, n_classes: int) -> list[TrainingSample]:
     fg = (item.strong > 0).astype(np.int8) if n_classes == 1 else item.strong.astype(np.int8)
     out = []
-    for z in range(norm.shape[0]) if item.is_volume else [None]:
+    for z in item.mask_slices() if item.is_volume else [None]:  # a sparse mask: its annotated slices only
         img = norm[z] if z is not None else norm
         tgt = fg[z] if z is not None else fg
         out.append(TrainingSample(item.name, z, img, tgt, np.full(tgt.shape, -1, np.int32), True))
@@ -185,7 +185,8 @@ def build_training_set(project: Project, cfg: TrainConfig, method: Method | None
         norm = normalize(item.image, item.axes)
         if role == "strong":
             samples.extend(_strong_samples(item, norm, task.n_classes))
-            continue
+            if not (item.is_volume and item.strong_slices is not None and method.uses_weak):
+                continue  # a volume masked on some slices may carry boxes and strokes on others
         first = len(reg.instances)
         own = []
         for z in item.weak_slices() if item.is_volume else [None]:

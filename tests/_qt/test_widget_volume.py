@@ -94,3 +94,33 @@ def test_predictions_run_on_the_device_chosen_for_training(make_napari_viewer, m
     widget.train.device.setCurrentText("cuda")
     widget.export_predictions(tmp_path / "out")
     assert used == ["resolved cuda"]
+
+
+def test_a_volume_mask_painted_on_some_slices_teaches_those_slices(make_napari_viewer, tmp_path):
+    """Painting slices 1 and 4 (4 painted and erased: background there) makes a sparse
+    mask: only those slices are taught, the status says which, project.json keeps them."""
+    viewer = make_napari_viewer()
+    vol, labels = synth_volume(np.random.default_rng(0), (6, 32, 32))
+    viewer.add_image(vol, name="scan")
+    widget = HybridSegWidget(viewer)
+    widget.annotate.image_combo.setCurrentText("scan")
+    widget.create_layers()
+    masks = viewer.layers["scan masks"]
+    masks.paint((1, 10, 10), 1)
+    masks.paint((4, 20, 20), 1)
+    masks.paint((4, 20, 20), 0)
+    item = L.collect_project(viewer)["scan"]
+    assert item.role == "strong" and item.strong_slices == [1, 4]
+    widget.refresh_status()
+    assert widget.annotate.status.item(0, 1).text() == "strong (slices 1, 4)"
+    widget.save_project(tmp_path / "p")
+    from napari_hybridseg.annotations import Project
+    from napari_hybridseg.bridge import project_layer_data
+
+    saved = Project.load(tmp_path / "p")
+    assert saved["scan"].strong_slices == [1, 4]
+    reopened = {kw["name"]: kw for _, kw, _ in project_layer_data(saved)}
+    assert reopened["scan masks"]["metadata"]["hybridseg"]["annotated_slices"] == [1, 4]
+    # a mask set whole (a script, a file) covers every slice again
+    masks.data = labels.astype(np.uint16)
+    assert L.collect_project(viewer)["scan"].strong_slices is None

@@ -155,3 +155,43 @@ def test_class_ids_reach_the_targets_from_masks_boxes_and_strokes():
     binary = build_training_set(Project([ImageAnnotations("s", img, strong=mask * 3), weak]), _cfg())
     assert set(np.unique(binary.strong[0].target)) == {0, 1} and binary.task.n_outputs == 2
     assert (binary.weak[0].target[37, 22:30] == 1).all()
+
+
+def test_a_volume_masked_on_some_slices_teaches_only_those_and_its_strokes_elsewhere(tmp_path):
+    rng = np.random.default_rng(0)
+    vol = rng.random((6, 32, 32)).astype(np.float32)
+    mask = np.zeros((6, 32, 32), np.uint8)
+    mask[1, 4:12, 4:12] = 1  # slices 1 and 4 annotated; slice 4 has no object on it
+    strokes = np.zeros((6, 32, 32), np.uint8)
+    strokes[3, 20, 2:20] = 1
+    item = ImageAnnotations("v", vol, strong=mask, scribbles=strokes, strong_slices=[4, 1])
+    project = Project([item])
+    assert item.strong_slices == [1, 4] and item.role == "strong" and item.weak_slices() == [3]
+    tset = build_training_set(project, _cfg())
+    assert [(s.z, s.strong) for s in tset.samples] == [(1, True), (4, True), (3, False)]
+    assert not tset.samples[1].target.any()  # an annotated slice without the structure is background
+    # the slices are kept in project.json; a volume masked whole writes nothing there
+    project.save(tmp_path / "p")
+    assert Project.load(tmp_path / "p")["v"].strong_slices == [1, 4]
+    item.strong_slices = None
+    project.save(tmp_path / "p")
+    assert Project.load(tmp_path / "p")["v"].strong_slices is None
+    assert "annotated_slices" not in (tmp_path / "p" / "project.json").read_text()
+
+
+@pytest.mark.parametrize(
+    "slices, message", [([7], "slice 7 is outside 0..5"), ("1,2", "expected a list of slice indices")]
+)
+def test_annotated_slices_are_checked(tmp_path, slices, message):
+    import json
+
+    from napari_hybridseg.errors import AnnotationError
+
+    vol = np.zeros((6, 16, 16), np.float32)
+    Project([ImageAnnotations("v", vol, strong=np.ones((6, 16, 16), np.uint8))]).save(tmp_path / "p")
+    path = tmp_path / "p" / "project.json"
+    data = json.loads(path.read_text())
+    data["images"]["v"]["annotated_slices"] = slices
+    path.write_text(json.dumps(data))
+    with pytest.raises(AnnotationError, match=message):
+        Project.load(tmp_path / "p")
