@@ -15,6 +15,7 @@ BOX_TARGETS = ("filled", "projection")
 GRANULARITIES = ("object", "image")
 DII_SPACES = ("centred", "weight", "weight+bias")
 DII_BOX_TARGETS = ("filled", "ellipse", "extent", "same")
+NETWORKS = ("auto", "2d", "3d")
 
 
 # Plausible ranges: anything outside is a typo, and some values would exhaust memory
@@ -23,6 +24,7 @@ BOUNDS = {
     "steps": (1, 10**8),
     "batch_size": (1, 512),
     "patch_size": (8, 1024),
+    "patch_size_3d": (8, 512),
     "width": (1, 256),
     "depth": (1, 7),
     "lr": (1e-12, 1e38),
@@ -67,6 +69,12 @@ class TrainConfig:
     granularity
         ``object``: one weight per box, per connected scribble stroke and per
         boxed image's background; ``image``: one weight per weak image (the paper).
+    network, patch_size, patch_size_3d
+        ``2d`` trains on 2D images and the slices of volumes, in patches of
+        ``patch_size`` pixels a side; ``3d`` on whole volumes, in cubes of
+        ``patch_size_3d`` voxels a side, pooling in-plane only while slices are thick
+        (see :func:`napari_hybridseg.task.pool_kernels`); ``auto`` (default) picks 2D
+        (see BENCHMARKS.md for why).
     dii_space
         Which classifier gradients the weight update compares (see
         :func:`napari_hybridseg.training.dii.gradient_space`): ``centred`` (default),
@@ -104,6 +112,8 @@ class TrainConfig:
     steps: int = 600
     batch_size: int = 8
     patch_size: int = 128
+    patch_size_3d: int = 64
+    network: str = "auto"
     lr: float = 2e-3
     weight_decay: float = 1e-4
     depth: int = 3
@@ -145,6 +155,7 @@ class TrainConfig:
         choice("granularity", GRANULARITIES)
         choice("dii_space", DII_SPACES)
         choice("dii_box_target", DII_BOX_TARGETS)
+        choice("network", NETWORKS)
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N; got {self.device!r}")
         for name, (low, high) in BOUNDS.items():
@@ -156,11 +167,13 @@ class TrainConfig:
                 f"width * 2**depth must be at most {MAX_CHANNELS} (the deepest layer's channels); "
                 f"got {self.width} * 2**{self.depth}"
             )
-        if self.patch_size % (2**self.depth) or self.patch_size < 2**self.depth * 4:
-            raise ConfigError(
-                f"patch_size {self.patch_size} must be a multiple of 2**depth = {2**self.depth} "
-                f"and at least {2**self.depth * 4}"
-            )
+        for name in ("patch_size", "patch_size_3d"):
+            side = getattr(self, name)
+            if side % (2**self.depth) or side < 2**self.depth * (4 if name == "patch_size" else 2):
+                raise ConfigError(
+                    f"{name} {side} must be a multiple of 2**depth = {2**self.depth} "
+                    f"and at least {2**self.depth * (4 if name == 'patch_size' else 2)}"
+                )
         if not 0.0 <= self.cr_rampup <= 1.0:
             raise ConfigError(f"cr_rampup must be in [0, 1]; got {self.cr_rampup}")
         if not 0.0 < self.strong_per_batch <= 1.0:
@@ -171,6 +184,11 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be positive; got {value}")
         if self.dii_lr is not None and not (math.isfinite(self.dii_lr) and self.dii_lr > 0):
             raise ConfigError(f"dii_lr must be > 0; got {self.dii_lr}")
+
+    def patch_side(self, spatial_dims: int) -> int:
+        """The side of a training patch: ``patch_size`` for 2D samples, ``patch_size_3d``
+        for volumes seen by a 3D network."""
+        return self.patch_size_3d if spatial_dims == 3 else self.patch_size
 
     def to_dict(self) -> dict:
         return asdict(self)

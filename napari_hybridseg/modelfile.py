@@ -102,7 +102,7 @@ def save_model(path: str | Path, model: LoadedModel) -> Path:
 def _expected_shapes(task: Task, cfg: TrainConfig) -> dict[str, tuple]:
     """Every tensor's shape in the network the config describes, without allocating it."""
     with torch.device("meta"):
-        net = UNet(task.in_channels, task.n_outputs, cfg.depth, cfg.width, task.spatial_dims)
+        net = UNet(task.in_channels, task.n_outputs, cfg.depth, cfg.width, task.spatial_dims, task.pools or None)
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 

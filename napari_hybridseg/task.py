@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from .errors import AnnotationError, ConfigError
 from .limits import MAX_CLASSES
 
@@ -28,12 +30,16 @@ class Task:
         2: the network sees 2D images and the slices of volumes; 3: whole volumes.
     class_names
         Names of classes ``1..n_classes`` where the project names them (empty otherwise).
+    pools
+        A 3D network's pooling kernel per level (see :func:`pool_kernels`); empty: 2 on
+        every axis at every level.
     """
 
     in_channels: int = 1
     n_classes: int = 1
     spatial_dims: int = 2
     class_names: tuple[str, ...] = ()
+    pools: tuple[tuple[int, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.in_channels <= MAX_CHANNELS:
@@ -43,6 +49,9 @@ class Task:
         if self.spatial_dims not in (2, 3):
             raise ConfigError(f"spatial_dims must be 2 or 3; got {self.spatial_dims}")
         object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
+        object.__setattr__(self, "pools", tuple(tuple(int(v) for v in k) for k in self.pools))
+        if any(len(k) != self.spatial_dims or set(k) - {1, 2} for k in self.pools):
+            raise ConfigError(f"pools must be kernels of {self.spatial_dims} values, each 1 or 2; got {self.pools}")
         if self.class_names and len(self.class_names) != self.n_classes:
             raise ConfigError(f"{len(self.class_names)} class names for {self.n_classes} classes")
 
@@ -70,23 +79,63 @@ class Task:
         names = data.get("class_names") or ()
         if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
             raise ConfigError("class_names must be a list of names")
-        return cls(**{k: int(v) for k, v in data.items() if k in known}, class_names=tuple(names))
+        pools = data.get("pools") or ()
+        if not isinstance(pools, list | tuple) or not all(
+            isinstance(k, list | tuple) and all(isinstance(v, int) for v in k) for k in pools
+        ):
+            raise ConfigError("pools must be a list of kernels, like [[1, 2, 2], [2, 2, 2]]")
+        return cls(**{k: int(v) for k, v in data.items() if k in known}, class_names=tuple(names), pools=tuple(pools))
 
 
-def task_for(project) -> Task:
-    """The task of a project: its classes (one foreground class when it names none), 2D
-    networks, the images' channel count.
+def pool_kernels(spacing, depth: int) -> tuple[tuple[int, ...], ...]:
+    """Pooling kernels of a 3D U-Net for voxels of ``spacing`` (z, y, x): at each level an
+    axis is pooled only while its spacing is under twice the finest one, and a pooled
+    axis's spacing doubles.  Thick slices (5 mm under 1 mm pixels) are so pooled in-plane
+    until the voxels are near-isotropic, as nnU-Net plans its networks (Isensee et al.,
+    Nature Methods 2021)."""
+    current = [float(v) for v in spacing]
+    kernels = []
+    for _ in range(depth):
+        finest = min(current)
+        kernel = tuple(2 if v < 2 * finest else 1 for v in current)
+        current = [v * k for v, k in zip(current, kernel)]
+        kernels.append(kernel)
+    return tuple(kernels)
 
-    Raises :class:`AnnotationError` when annotated images differ in channel count.
+
+def spatial_dims_for(network: str) -> int:
+    """The network ``auto`` stands for: 2D.  On a 2-core CPU a 3D network trains far fewer
+    voxels per second, and the medical benchmark of BENCHMARKS.md has not shown it better
+    there; ``3d`` is chosen explicitly."""
+    return 3 if network == "3d" else 2
+
+
+def task_for(project, network: str = "auto", depth: int = 3) -> Task:
+    """The task of a project: its classes (one foreground class when it names none), the
+    images' channel count, and a 2D network or (``network="3d"``) a 3D one whose pooling
+    follows the median voxel spacing of the annotated volumes.
+
+    Raises :class:`AnnotationError` when annotated images differ in channel count, or
+    when a 3D network is asked for an annotated 2D image.
     """
-    channels = {item.n_channels for item in project if item.role != "unlabelled"}
+    annotated = [item for item in project if item.role != "unlabelled"]
+    channels = {item.n_channels for item in annotated}
     if len(channels) > 1:
         raise AnnotationError(
             f"images have different channel counts {sorted(channels)}; use one kind of image per project"
         )
     classes = getattr(project, "classes", None)
+    dims, pools = spatial_dims_for(network), ()
+    if dims == 3:
+        flat = [item.name for item in annotated if not item.is_volume]
+        if flat:
+            raise AnnotationError(f"{flat[0]}: a 3D network trains on volumes and this image is 2D; use --network 2d")
+        spacings = [item.meta.napari_scale(3) for item in annotated]
+        pools = pool_kernels(np.median(np.array(spacings), axis=0) if spacings else (1.0, 1.0, 1.0), depth)
     return Task(
         in_channels=next(iter(channels)) if channels else 1,
         n_classes=len(classes) if classes is not None else 1,
+        spatial_dims=dims,
         class_names=tuple(classes.names) if classes is not None else (),
+        pools=pools,
     )

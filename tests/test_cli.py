@@ -216,3 +216,28 @@ def test_several_classes_from_sample_to_evaluation(tmp_path, capsys):
         assert report["images"]["img001"][name]["dice"] == pytest.approx(dice, abs=1e-6)
         assert report["classes"][name]["dice"] == pytest.approx(dice, abs=1e-6)  # the one image
     assert report["mean"]["dice"] == pytest.approx(np.mean([report["classes"][n]["dice"] for n in ("size1", "size2")]))
+
+
+def test_a_3d_network_from_the_command_line(tmp_path):
+    """--network 3d on NIfTI volumes with 3 mm slices: the model pools in-plane first and
+    predicts a volume back into NIfTI with its affine."""
+    from napari_hybridseg.annotations import Box, ImageAnnotations, Project
+    from napari_hybridseg.modelfile import load_model
+    from napari_hybridseg.synthetic import synth_volume
+
+    rng = np.random.default_rng(0)
+    affine = np.diag([0.8, 0.8, 3.0, 1.0])
+    meta = ImageMeta(spacing=(3.0, 0.8, 0.8), affine=affine, format="nii.gz")
+    vol_s, lab_s = synth_volume(rng, (8, 32, 32))
+    vol_w, lab_w = synth_volume(rng, (8, 32, 32))
+    ys, xs = np.nonzero(lab_w[4])
+    weak = ImageAnnotations("w", vol_w, meta, boxes=[Box(1, ys.min(), xs.min(), ys.max() + 1, xs.max() + 1, z=4)])
+    Project([ImageAnnotations("s", vol_s, meta, strong=lab_s), weak]).save(tmp_path / "p")
+    run, out = tmp_path / "run", tmp_path / "pred"
+    argv = ["train", str(tmp_path / "p"), "--out", str(run), "--network", "3d", "--patch-size-3d", "16"]
+    assert main([*argv, "--steps", "2", "--batch-size", "2", "--width", "4", "--depth", "2", "--quiet"]) == 0
+    assert load_model(run / "model.pt").task.pools == ((1, 2, 2), (2, 2, 2))
+    assert main(["predict", str(run), str(tmp_path / "p" / "images" / "w.nii.gz"), "--out", str(out)]) == 0
+    img = nib.load(out / "w.nii.gz")
+    assert img.shape == (32, 32, 8)  # NIfTI order: x, y, z
+    np.testing.assert_allclose(img.affine, affine)

@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..config import DII_BOX_TARGETS, TrainConfig
+from ..config import DII_BOX_TARGETS, NETWORKS, TrainConfig
 from ..methods import METHODS
 from ..protocol import InstanceKey
 from .loss_plot import LossPlot
@@ -139,6 +139,10 @@ class TrainPanel(QGroupBox):
             "same: the loss the network learns the box from"
         )
         self.method.currentTextChanged.connect(lambda m: self.box_check.setEnabled(METHODS[m].learns_weights))
+        self.network = QComboBox()
+        self.network.addItems(list(NETWORKS))
+        self.network.setCurrentText(d.network)
+        self.network.setToolTip("2d: images and the slices of volumes; 3d: whole volumes (slower); auto: 2d")
         self.steps = QSpinBox()
         self.steps.setRange(10, 1_000_000)
         self.steps.setSingleStep(100)
@@ -180,6 +184,7 @@ class TrainPanel(QGroupBox):
         form = QFormLayout()
         form.addRow("method", self.method)
         form.addRow("boxes judged by", self.box_check)
+        form.addRow("network", self.network)
         form.addRow("steps", self.steps)
         form.addRow("device", _row(self.device, self.device_label))
         lay = QVBoxLayout(self)

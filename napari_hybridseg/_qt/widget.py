@@ -228,6 +228,7 @@ class HybridSegWidget(QWidget):
         return TrainConfig(
             method=self.train.method.currentText(),
             dii_box_target=self.train.box_check.currentText(),
+            network=self.train.network.currentText(),
             steps=int(steps if steps is not None else self.train.steps.value()),
             device=self.train.device.currentText(),
         )

@@ -20,7 +20,7 @@ from .common import add_max_voxels, apply_max_voxels, err, say
 
 
 def add_train(sub) -> None:
-    from ..config import BOX_TARGETS, DII_BOX_TARGETS, GRANULARITIES, TrainConfig
+    from ..config import BOX_TARGETS, DII_BOX_TARGETS, GRANULARITIES, NETWORKS, TrainConfig
     from ..methods import METHODS
 
     d = TrainConfig.__dataclass_fields__
@@ -51,6 +51,19 @@ def add_train(sub) -> None:
     p.add_argument("--steps", type=int, default=d["steps"].default, help="total training steps (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"].default, help="(default: %(default)s)")
     p.add_argument("--patch-size", type=int, default=d["patch_size"].default, help="pixels (default: %(default)s)")
+    p.add_argument(
+        "--network",
+        choices=NETWORKS,
+        default=d["network"].default,
+        help="2d: images and the slices of volumes; 3d: whole volumes, pooled in-plane while slices are thick; "
+        "auto: 2d (default: %(default)s)",
+    )
+    p.add_argument(
+        "--patch-size-3d",
+        type=int,
+        default=d["patch_size_3d"].default,
+        help="voxels a side of a 3D network's training patch (default: %(default)s)",
+    )
     p.add_argument("--width", type=int, default=d["width"].default, help="U-Net base channels (default: %(default)s)")
     p.add_argument("--depth", type=int, default=d["depth"].default, help="U-Net poolings (default: %(default)s)")
     p.add_argument("--lr", type=float, default=d["lr"].default, help="AdamW learning rate (default: %(default)s)")
@@ -118,6 +131,8 @@ def _config(args):
         steps=args.steps,
         batch_size=args.batch_size,
         patch_size=args.patch_size,
+        patch_size_3d=args.patch_size_3d,
+        network=args.network,
         width=args.width,
         depth=args.depth,
         lr=args.lr,

@@ -170,10 +170,30 @@ def _strong_samples(item: ImageAnnotations, norm: np.ndarray, n_classes: int) ->
     return out
 
 
+def _as_volume(item: ImageAnnotations, image: np.ndarray, slices: list[TrainingSample], strong: bool) -> TrainingSample:
+    """One 3D sample of a volume (for a 3D network) from its per-slice samples: each
+    slice's maps at its place, unsupervised (-1) on every other slice."""
+    shape = item.spatial_shape
+
+    def stack(attr: str, fill, dtype):
+        if all(getattr(s, attr) is None for s in slices):
+            return None
+        out = np.full(shape, fill, dtype)
+        for s in slices:
+            if getattr(s, attr) is not None:
+                out[s.z] = getattr(s, attr)
+        return out
+
+    target, instance = stack("target", -1, np.int8), stack("instance", -1, np.int32)
+    volume = TrainingSample(item.name, None, image, target, instance, strong)
+    volume.boxmap, volume.boxcore = stack("boxmap", -1, np.int32), stack("boxcore", False, bool)
+    return volume
+
+
 def build_training_set(project: Project, cfg: TrainConfig, method: Method | None = None) -> TrainingSet:
     """Turn a project into training samples and the table of weak instances."""
     method = method or get_method(cfg.method)
-    task = task_for(project)
+    task = task_for(project, cfg.network, cfg.depth)
     ellipse = method.learns_weights and cfg.dii_box_target == "ellipse"
     reg = _Registry()
     samples: list[TrainingSample] = []
@@ -183,8 +203,11 @@ def build_training_set(project: Project, cfg: TrainConfig, method: Method | None
         if role == "unlabelled" or (role == "weak" and not method.uses_weak):
             continue
         norm = normalize(item.image, item.axes)
+        # a 3D network sees the volume whole, (C, Z, H, W), with each slice's maps in place
+        whole = np.ascontiguousarray(np.moveaxis(norm, 1, 0)) if task.spatial_dims == 3 else None
         if role == "strong":
-            samples.extend(_strong_samples(item, norm, task.n_classes))
+            strong = _strong_samples(item, norm, task.n_classes)
+            samples.extend(strong if whole is None else [_as_volume(item, whole, strong, True)])
             if not (item.is_volume and item.strong_slices is not None and method.uses_weak):
                 continue  # a volume masked on some slices may carry boxes and strokes on others
         first = len(reg.instances)
@@ -194,6 +217,8 @@ def build_training_set(project: Project, cfg: TrainConfig, method: Method | None
             scribbles = item.scribbles if z is None or item.scribbles is None else item.scribbles[z]
             plane = norm if z is None else norm[z]
             own.append(_weak_sample(item, z, plane, boxes, scribbles, cfg, ellipse, reg, task.n_classes))
+        if whole is not None and own:
+            own = [_as_volume(item, whole, own, False)]
         mine = np.arange(first, len(reg.instances), dtype=np.int64)
         for s in own:
             s.image_instances = mine

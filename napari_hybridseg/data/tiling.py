@@ -20,11 +20,13 @@ def axis_layout(size: int, max_tile: int, overlap: int, multiple: int) -> tuple[
     The tile length is a multiple of ``multiple`` and chosen so that the tiles cover
     the axis nearly exactly (no tile mostly outside the image): redundancy stays near
     ``1 + overlap / tile``.  An axis that fits one tile gets one tile, padded up to
-    the multiple.
+    the multiple.  An overlap of half a tile or more is cut to half a tile (a larger one
+    would need ever more tiles, and one as large as the tile, infinitely many).
     """
     padded = -(-size // multiple) * multiple
     if padded <= max_tile:
         return padded, [0]
+    overlap = min(overlap, max_tile // 2)
     n = int(np.ceil((size - overlap) / (max_tile - overlap)))
     tile = int(np.ceil((size + (n - 1) * overlap) / n / multiple)) * multiple
     starts = np.round(np.linspace(0, size - tile, n)).astype(int).tolist()

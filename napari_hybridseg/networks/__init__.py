@@ -14,7 +14,7 @@ def create_model(task: Task, depth: int = 3, width: int = 16, seed: int | None =
     """A U-Net for ``task``; ``seed`` fixes its initialisation (DCR's two networks use two seeds)."""
 
     def build() -> UNet:
-        return UNet(task.in_channels, task.n_outputs, depth, width, task.spatial_dims)
+        return UNet(task.in_channels, task.n_outputs, depth, width, task.spatial_dims, task.pools or None)
 
     if seed is None:
         return build()

@@ -19,14 +19,28 @@ class UNet(nn.Module):
     """U-Net (Ronneberger et al., MICCAI 2015) with ``depth`` poolings and ``width`` base channels.
 
     Input ``(B, in_channels, *S)`` with ``S`` the ``spatial_dims`` spatial axes, each a
-    multiple of ``2**depth``; output logits ``(B, n_outputs, *S)``.
+    multiple of ``2**depth``; output logits ``(B, n_outputs, *S)``.  ``pools`` gives each
+    level's pooling kernel (2 or 1 per axis; default 2 everywhere): a volume with thick
+    slices is pooled in-plane only until its voxels are near-isotropic (see
+    :func:`napari_hybridseg.task.pool_kernels`).
     """
 
-    def __init__(self, in_channels: int = 1, n_outputs: int = 2, depth: int = 3, width: int = 16, spatial_dims=2):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        n_outputs: int = 2,
+        depth: int = 3,
+        width: int = 16,
+        spatial_dims=2,
+        pools: tuple[tuple[int, ...], ...] | None = None,
+    ):
         super().__init__()
         if spatial_dims not in _LAYERS:
             raise ValueError(f"spatial_dims must be 2 or 3; got {spatial_dims}")
         conv, norm, pool, up = _LAYERS[spatial_dims]
+        pools = tuple(tuple(k) for k in pools) if pools else ((2,) * spatial_dims,) * depth
+        if len(pools) != depth or any(len(k) != spatial_dims or set(k) - {1, 2} for k in pools):
+            raise ValueError(f"pools must be {depth} kernels of {spatial_dims} values, each 1 or 2; got {pools}")
 
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(
@@ -45,9 +59,10 @@ class UNet(nn.Module):
         chans = [width * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList([block(in_channels, chans[0])])
         self.down.extend(block(chans[i], chans[i + 1]) for i in range(depth))
-        self.up = nn.ModuleList(up(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth)))
+        self.pools = pools
+        self.up = nn.ModuleList(up(chans[i + 1], chans[i], pools[i], stride=pools[i]) for i in reversed(range(depth)))
         self.dec = nn.ModuleList(block(chans[i] * 2, chans[i]) for i in reversed(range(depth)))
-        self.pool = pool(2)
+        self.pool = nn.ModuleList(pool(k) for k in pools)
         self.classifier = conv(chans[0], n_outputs, 1)
         self.n_features = chans[0]
 
@@ -73,7 +88,7 @@ class UNet(nn.Module):
         self.check_input(x)
         skips = []
         for i, block in enumerate(self.down):
-            x = block(x if i == 0 else self.pool(x))
+            x = block(x if i == 0 else self.pool[i - 1](x))
             skips.append(x)
         x = skips.pop()
         for up, dec in zip(self.up, self.dec):

@@ -101,13 +101,12 @@ class TrainingLoop:
 
     def _bind_training_set(self) -> None:
         cfg, tset = self.config, self.tset
-        self.sampler = PatchSampler(
-            tset, cfg.patch_size, cfg.batch_size, cfg.strong_per_batch, self.state.rng, cfg.augment
-        )
+        side = cfg.patch_side(self.task.spatial_dims)
+        self.sampler = PatchSampler(tset, side, cfg.batch_size, cfg.strong_per_batch, self.state.rng, cfg.augment)
         self.step_context = StepContext.build(cfg, self.method, tset, self.device)
         self.scorer = DiiScorer(cfg, tset, len(self.weights), self.state.nets[0].size_multiple, self.device, self.dist)
         weak_pixels = sum(s.target.size for s in tset.weak)
-        patch_pixels = cfg.patch_size ** len(tset.samples[0].spatial_shape)
+        patch_pixels = side ** len(tset.samples[0].spatial_shape)
         steps_per_epoch = self.sampler.steps_per_epoch()
         self.schedule = plan_dii(cfg, self.method.n_networks, steps_per_epoch, weak_pixels, patch_pixels)
 

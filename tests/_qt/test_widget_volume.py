@@ -11,7 +11,8 @@ from napari_hybridseg.synthetic import synth_volume
 pytestmark = pytest.mark.gui
 
 
-def test_volume_boxes_train_and_preview_slice(make_napari_viewer, qtbot):
+@pytest.mark.parametrize("network", ["2d", "3d"])
+def test_volume_boxes_train_and_preview_slice(make_napari_viewer, qtbot, network):
     viewer = make_napari_viewer()
     vol, labels = synth_volume(np.random.default_rng(0), (6, 48, 48))
     viewer.add_image(vol, name="scan")
@@ -19,7 +20,10 @@ def test_volume_boxes_train_and_preview_slice(make_napari_viewer, qtbot):
     widget = HybridSegWidget(viewer)
     from napari_hybridseg.config import TrainConfig
 
-    widget._config = lambda steps=None: TrainConfig(steps=steps, batch_size=2, patch_size=32, width=4, depth=2)
+    chosen = widget._config  # the widget's choices (the network among them), at a tiny size
+    small = dict(batch_size=2, patch_size=32, patch_size_3d=16, width=4, depth=2)
+    widget._config = lambda steps=None: TrainConfig.from_dict({**chosen(steps).to_dict(), **small})
+    widget.train.network.setCurrentText(network)
     widget.annotate.image_combo.setCurrentText("scan")
     widget.create_layers()
     viewer.layers["scan masks"].data = labels.astype(np.uint16)
@@ -40,6 +44,9 @@ def test_volume_boxes_train_and_preview_slice(make_napari_viewer, qtbot):
     with qtbot.waitSignal(widget.finished, timeout=120_000) as blocker:
         assert widget.start_training(steps=3)
     assert isinstance(blocker.args[0], ev.FinishedEvent)
+    from napari_hybridseg.modelfile import load_model
+
+    assert load_model(f"{blocker.args[0].run_dir}/model.pt").task.spatial_dims == int(network[0])
     pred = viewer.layers["scan2 prediction"]
     assert pred.data.shape == (6, 48, 48)
     layer = viewer.layers["scan2 probability"]

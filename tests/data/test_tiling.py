@@ -44,3 +44,11 @@ def test_padding_mirrors_images_and_fills_labels():
     assert pad_spatial(arr, [(0, 0), (0, 2)]).tolist() == [[[0, 1, 2, 2, 1], [3, 4, 5, 5, 4]]]
     assert pad_spatial(arr[0], centred_pads((2, 3), 5), -1)[0].tolist() == [-1] * 5
     assert centred_pads((2, 9), 5) == [(1, 2), (0, 0)]
+
+
+def test_an_overlap_as_large_as_the_tile_is_cut_to_half_a_tile():
+    from napari_hybridseg.data.tiling import axis_layout
+
+    tile, starts = axis_layout(32, 16, 32, 4)  # a 16-voxel tile asked to overlap its neighbours by 32
+    assert tile <= 16 and starts[0] == 0 and starts[-1] + tile >= 32
+    assert all(b - a <= tile for a, b in zip(starts, starts[1:]))  # no gaps

@@ -6,7 +6,7 @@ import torch
 from napari_hybridseg.networks import UNet, create_model
 from napari_hybridseg.task import Task
 
-TASKS = [Task(1, 1, 2), Task(3, 1, 2), Task(1, 3, 2), Task(2, 2, 3)]
+TASKS = [Task(1, 1, 2), Task(3, 1, 2), Task(1, 3, 2), Task(2, 2, 3), Task(1, 2, 3, pools=((1, 2, 2), (2, 2, 2)))]
 
 
 @pytest.mark.parametrize("task", TASKS, ids=str)
@@ -52,3 +52,32 @@ class TestNetworkContract:
 def test_unknown_dimensionality_is_refused():
     with pytest.raises(ValueError, match="spatial_dims"):
         UNet(spatial_dims=4)
+
+
+@pytest.mark.parametrize(
+    "spacing, expected",
+    [
+        ((1.0, 1.0, 1.0), ((2, 2, 2),) * 3),
+        ((5.0, 1.0, 1.0), ((1, 2, 2), (1, 2, 2), (2, 2, 2))),  # 5 mm slices: in-plane twice (4 mm pixels), then all
+        ((3.0, 1.0, 1.0), ((1, 2, 2), (2, 2, 2), (2, 2, 2))),  # after one in-plane pooling 3 mm < 2 x 2 mm
+        ((1.0, 0.5, 0.5), ((1, 2, 2), (2, 2, 2), (2, 2, 2))),  # twice as thick: one in-plane pooling first
+    ],
+)
+def test_pooling_follows_the_spacing_until_near_isotropic(spacing, expected):
+    from napari_hybridseg.task import pool_kernels
+
+    assert pool_kernels(spacing, 3) == expected
+
+
+def test_an_anisotropic_network_keeps_thin_axes_and_its_model_file(tmp_path):
+    from napari_hybridseg.config import TrainConfig
+    from napari_hybridseg.modelfile import LoadedModel, load_model, save_model
+
+    task = Task(1, 1, 3, pools=((1, 2, 2), (2, 2, 2)))
+    net = create_model(task, 2, 4, seed=0).eval()
+    assert tuple(net.up[-1].weight.shape[2:]) == (1, 2, 2)  # the first level's up-sampling: in-plane only
+    path = save_model(tmp_path / "m.pt", LoadedModel([net], TrainConfig(depth=2, width=4, method="dii"), task))
+    loaded = load_model(path)
+    assert loaded.task == task
+    x = torch.rand(1, 1, 8, 16, 16)
+    torch.testing.assert_close(loaded.nets[0](x), net(x))
