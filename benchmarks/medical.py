@@ -1,0 +1,252 @@
+"""Several structures in a real MR volume: the INIA19 macaque T1 template and its
+NeuroMaps labels (Debian's ``mricron-data``), offline.
+
+Four compact structures of moderate size are the classes; each has one label id per
+hemisphere (k on the left, 1000 + k on the right).  The volume is reduced to 1 mm and
+split by hemisphere: the left half trains, the right half is the test set, so no test
+voxel is ever seen in training.  On the training half, a few axial slices (``few``: 3,
+or ``10pct``: a tenth) carry full masks; the other slices that show a structure carry
+boxes (even slices) or scribbles (odd slices) simulated from the labels, 30% of them
+corrupted (boxes shifted, made 2-3x too large, or drawn on background; strokes drawn
+on background).  Every method trains a 2D and a 3D network; reported: per-class Dice on
+the test half, its mean, seconds per run, and the AUC of the learned weights
+(corrupted vs clean) for boxes and for scribbles.
+
+    python benchmarks/medical.py --seeds 0 1 2 --steps 300 [--networks 2d 3d]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import OUT, git_rev, machine  # noqa: E402
+from label_efficiency import roc_auc  # noqa: E402
+
+from napari_hybridseg import protocol as ev  # noqa: E402
+from napari_hybridseg.annotations import Box, ImageAnnotations, LabelClasses, Project  # noqa: E402
+from napari_hybridseg.config import TrainConfig  # noqa: E402
+from napari_hybridseg.evaluate import class_dice_iou  # noqa: E402
+from napari_hybridseg.images import ImageMeta  # noqa: E402
+from napari_hybridseg.inference import predict_image  # noqa: E402
+from napari_hybridseg.training import TrainingLoop  # noqa: E402
+
+TEMPLATES = Path("/usr/share/mricron/templates")
+T1, LABELS = TEMPLATES / "inia19-t1-brain.nii.gz", TEMPLATES / "inia19-NeuroMaps.nii.gz"
+# left-hemisphere ids of the classes (the right one is 1000 + id): single compact
+# components of 4,000-19,000 voxels at 0.5 mm, chosen by size and compactness (the label
+# volume comes without names)
+STRUCTURES = (1, 196, 45, 215)
+METHODS = ("strong-only", "naive", "dcr", "dii+dcr", "full")
+
+
+def load_halves():
+    """``(train, test)``: each ``(image zyx float32, class map zyx uint8)`` at 1 mm."""
+    import nibabel as nib
+
+    t1 = np.asarray(nib.load(T1).dataobj, np.float32)
+    lab = np.asarray(nib.load(LABELS).dataobj).astype(np.int32)
+    # 0.5 mm -> 1 mm: the mean of each 2x2x2 block for the image, its centre voxel's label
+    t1 = t1[: t1.shape[0] // 2 * 2, : t1.shape[1] // 2 * 2, : t1.shape[2] // 2 * 2]
+    t1 = t1.reshape(t1.shape[0] // 2, 2, t1.shape[1] // 2, 2, t1.shape[2] // 2, 2).mean((1, 3, 5))
+    lab = lab[::2, ::2, ::2][: t1.shape[0], : t1.shape[1], : t1.shape[2]]
+    mid = t1.shape[0] // 2
+    halves = []
+    for xs, offset in ((slice(0, mid), 0), (slice(mid, None), 1000)):
+        classes = np.zeros(lab[xs].shape, np.uint8)
+        for c, k in enumerate(STRUCTURES, start=1):
+            classes[lab[xs] == k + offset] = c
+        image = t1[xs]
+        brain = np.nonzero(image > 0)
+        crop = tuple(slice(int(a.min()), int(a.max()) + 1) for a in brain)
+        # NIfTI (x, y, z) -> (z, y, x): axial slices first
+        halves.append((np.ascontiguousarray(image[crop].transpose(2, 1, 0)), classes[crop].transpose(2, 1, 0).copy()))
+    return halves
+
+
+def _line(shape, p0, p1):
+    from skimage.draw import line
+
+    out = np.zeros(shape, bool)
+    rr, cc = line(int(p0[0]), int(p0[1]), int(p1[0]), int(p1[1]))
+    keep = (rr >= 0) & (rr < shape[0]) & (cc >= 0) & (cc < shape[1])
+    out[rr[keep], cc[keep]] = True
+    return out
+
+
+def _background_spot(fg, bh, bw, rng):
+    h, w = fg.shape
+    for _ in range(50):
+        y0, x0 = int(rng.integers(0, max(1, h - bh))), int(rng.integers(0, max(1, w - bw)))
+        if not fg[y0 : y0 + bh, x0 : x0 + bw].any():
+            return y0, x0
+    return None
+
+
+def simulate(classes: np.ndarray, budget: str, seed: int, corrupt: float = 0.3):
+    """The training half as a project: full masks on the budget's slices, boxes and
+    strokes on the others; and ``{(image, instance, kind): (corrupted, how)}``."""
+    rng = np.random.default_rng(seed)
+    depth = classes.shape[0]
+    shown = [z for z in range(depth) if classes[z].any()]
+    n_strong = 3 if budget == "few" else max(3, round(0.1 * len(shown)))
+    strong = sorted(int(z) for z in np.asarray(shown)[np.linspace(0, len(shown) - 1, n_strong + 2)[1:-1].astype(int)])
+    boxes, strokes, truth = [], np.zeros(classes.shape, np.uint8), {}
+    box_id = 1
+    for z in (z for z in shown if z not in strong):
+        plane, fg = classes[z], classes[z] > 0
+        comps = [(c, m) for c in range(1, len(STRUCTURES) + 1) for m in _components(plane == c) if m.sum() >= 6]
+        for c, m in comps:
+            bad = rng.random() < corrupt
+            if z % 2 == 0:  # a box
+                ys, xs = np.nonzero(m)
+                y0, x0, y1, x1 = ys.min(), xs.min(), ys.max() + 1, xs.max() + 1
+                how = "none"
+                if bad:
+                    how = ("shifted", "loose", "background")[int(rng.integers(3))]
+                    bh, bw = y1 - y0, x1 - x0
+                    if how == "shifted":
+                        dy, dx = (int(rng.choice([-1, 1]) * rng.uniform(0.6, 1.0) * n) for n in (bh, bw))
+                        y0, y1, x0, x1 = y0 + dy, y1 + dy, x0 + dx, x1 + dx
+                    elif how == "loose":
+                        f = rng.uniform(2.0, 3.0)
+                        cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+                        y0, y1, x0, x1 = (
+                            int(cy - f * bh / 2),
+                            int(cy + f * bh / 2),
+                            int(cx - f * bw / 2),
+                            int(cx + f * bw / 2),
+                        )
+                    else:
+                        spot = _background_spot(fg, bh, bw, rng)
+                        if spot is None:
+                            continue
+                        y0, x0, y1, x1 = spot[0], spot[1], spot[0] + bh, spot[1] + bw
+                h, w = plane.shape
+                y0, x0, y1, x1 = max(int(y0), 0), max(int(x0), 0), min(int(y1), h), min(int(x1), w)
+                if y1 - y0 < 2 or x1 - x0 < 2:
+                    continue
+                boxes.append(Box(box_id, y0, x0, y1, x1, z=z, cls=c))
+                truth[("train", str(box_id), "box")] = (bad, how)
+                box_id += 1
+            else:  # a stroke through the structure's core, or on background when corrupted
+                core = ndi.binary_erosion(m, iterations=1)
+                if core.sum() < 3:
+                    continue
+                ys, xs = np.nonzero(core)
+                cy, cx, t = ys.mean(), xs.mean(), rng.uniform(0, np.pi)
+                d = np.array([np.sin(t), np.cos(t)]) * max(2.0, 0.4 * np.sqrt(core.sum()))
+                stroke = _line(plane.shape, (cy - d[0], cx - d[1]), (cy + d[0], cx + d[1])) & core
+                if bad:
+                    spot = _background_spot(fg, 6, 6, rng)
+                    if spot is None:
+                        continue
+                    stroke = _line(plane.shape, spot, (spot[0] + 5, spot[1] + 5)) & ~fg
+                stroke &= strokes[z] == 0
+                if not stroke.any():
+                    continue
+                strokes[z][stroke] = 1 + c
+                first = np.flatnonzero(stroke)[0]
+                key = f"{1 + c}@{z}:{first // plane.shape[1]}:{first % plane.shape[1]}"
+                truth[("train", key, "scribble")] = (bad, "background" if bad else "none")
+        if z % 2 == 1:  # background strokes away from every structure
+            far = ~ndi.binary_dilation(fg, iterations=3)
+            for _ in range(2):
+                p0 = rng.uniform([0, 0], plane.shape)
+                line = _line(plane.shape, p0, p0 + rng.uniform(-0.3, 0.3, 2) * plane.shape) & far & (strokes[z] == 0)
+                strokes[z][line] = 1
+    return strong, boxes, strokes, truth
+
+
+def _components(mask):
+    lab, n = ndi.label(mask)
+    return [lab == i for i in range(1, n + 1)]
+
+
+def project_for(image, classes, strong_slices, boxes, strokes, full: bool) -> Project:
+    meta = ImageMeta(spacing=(1.0, 1.0, 1.0), format="nii.gz")
+    names = LabelClasses(tuple(f"label{k}" for k in STRUCTURES))
+    if full:
+        return Project([ImageAnnotations("train", image, meta, strong=classes)], classes=names)
+    item = ImageAnnotations(
+        "train", image, meta, strong=classes, strong_slices=list(strong_slices), boxes=boxes, scribbles=strokes
+    )
+    return Project([item], classes=names)
+
+
+def run(project, cfg, test, truth):
+    loop = TrainingLoop(project, cfg)
+    t0 = time.perf_counter()
+    for event in loop.events():
+        if isinstance(event, ev.ErrorEvent):
+            raise RuntimeError(event.traceback)
+    seconds = time.perf_counter() - t0
+    image, classes = test
+    pred = predict_image(loop.state.nets, image, "zyx", tile=cfg.patch_side(loop.task.spatial_dims) * 2)
+    scores = class_dice_iou(pred.labels(), classes, len(STRUCTURES))
+    dice = {f"label{k}": round(v[0], 4) if v else None for k, v in zip(STRUCTURES, scores.values())}
+    record = {"dice": dice, "mean_dice": round(float(np.mean([v for v in dice.values() if v is not None])), 4)}
+    record["seconds"] = round(seconds, 1)
+    if loop.method.learns_weights and truth:
+        for kind in ("box", "scribble"):
+            bad, good = [], []
+            for w in loop.weights.table():
+                if w.kind == kind and (w.image, w.instance, w.kind) in truth:
+                    (bad if truth[(w.image, w.instance, w.kind)][0] else good).append(w.weight)
+            record[f"auc_{kind}"] = roc_auc(bad, good)
+            record[f"clean_{kind}_mean_weight"] = round(float(np.mean(good)), 3) if good else None
+    return record
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--budgets", nargs="+", default=["few", "10pct"], choices=["few", "10pct"])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--networks", nargs="+", default=["2d", "3d"], choices=["2d", "3d"])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=OUT / "medical.jsonl")
+    args = ap.parse_args()
+    if not (T1.is_file() and LABELS.is_file()):
+        print(f"{T1}: not found; install Debian's mricron-data (apt-get install mricron-data)", file=sys.stderr)
+        raise SystemExit(0)
+    torch.set_num_threads(args.threads)
+    (train_image, train_classes), test = load_halves()
+    print(f"train half {train_image.shape}, test half {test[0].shape}", file=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:
+        for budget in args.budgets:
+            strong, boxes, strokes, truth = simulate(train_classes, budget, seed)
+            for network in args.networks:
+                for method in args.methods:
+                    project = project_for(train_image, train_classes, strong, boxes, strokes, method == "full")
+                    cfg = TrainConfig(
+                        method="strong-only" if method == "full" else method,
+                        network=network,
+                        steps=args.steps,
+                        seed=seed,
+                        patch_size=64,
+                        patch_size_3d=32,
+                        batch_size=8 if network == "2d" else 2,
+                    )
+                    record = {"seed": seed, "budget": budget, "network": network, "method": method}
+                    n_strokes = sum(1 for key in truth if key[2] == "scribble")
+                    record |= {"strong_slices": strong, "boxes": len(boxes), "strokes": n_strokes}
+                    record |= run(project, cfg, test, truth)
+                    record |= {"steps": args.steps, "machine": machine(), "commit": git_rev()}
+                    print(json.dumps(record), flush=True)
+                    with open(args.out, "a") as fh:
+                        fh.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
