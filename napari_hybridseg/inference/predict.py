@@ -29,13 +29,14 @@ class Prediction:
     class_probability: np.ndarray | None = None  # (K, *S) each class's probability, for K > 1 classes
 
     def labels(self, threshold: float = 0.5) -> np.ndarray:
-        """One structure: objects numbered by connected components.  Several: each pixel's
-        most probable class where any structure's probability exceeds ``threshold``."""
+        """One structure: objects numbered by connected components where the probability
+        exceeds ``threshold``.  Several: each pixel's most probable class (background
+        included; ``threshold`` applies to one structure only)."""
         from .output import class_labels, labels_from_probability
 
         if self.class_probability is None:
             return labels_from_probability(self.probability, threshold)
-        return class_labels(self.probability, self.class_probability, threshold)
+        return class_labels(self.probability, self.class_probability)
 
     def take(self, index: tuple) -> Prediction:
         """The maps at ``index`` of the spatial axes (a slice of a volume, a region)."""

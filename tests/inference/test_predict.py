@@ -169,9 +169,19 @@ def test_blending_divides_by_the_total_window_weight():
     acc = np.zeros((2, 2, *tiling.padded_shape), np.float32)
     for t in tiling.tiles:
         acc[(0, slice(None), *t.window)] += np.multiply.outer([0.1, 0.6], win)
-        acc[(1, slice(None), *t.window)] += np.multiply.outer([0.3, 0.2], win)
+        acc[(1, slice(None), *t.window)] += np.multiply.outer([0.3, 0.3], win)
     pred = _blend(acc, tiling.weight_totals(), (300, 260))
-    np.testing.assert_allclose(pred.class_probability[:, 5, 7], [0.2, 0.4], atol=1e-5)
-    np.testing.assert_allclose(pred.probability, 0.6, atol=1e-5)
-    np.testing.assert_allclose(pred.uncertainty, 0.2, atol=1e-5)
+    np.testing.assert_allclose(pred.class_probability[:, 5, 7], [0.2, 0.45], atol=1e-5)
+    np.testing.assert_allclose(pred.probability, 0.65, atol=1e-5)
+    np.testing.assert_allclose(pred.uncertainty, 0.1, atol=1e-5)
     assert (pred.labels() == 2).all() and pred.labels().dtype == np.uint8
+
+
+def test_a_pixel_of_several_classes_is_its_most_probable_class_background_included():
+    """Background 0.4 against classes 0.35 and 0.25: background, though the classes
+    together (0.6) outweigh it."""
+    from napari_hybridseg.inference.predict import Prediction
+
+    classes = np.array([[[0.35, 0.5]], [[0.25, 0.1]]], np.float32)  # (K=2, 1, 2)
+    pred = Prediction(classes.sum(0), None, classes)
+    np.testing.assert_array_equal(pred.labels(), [[0, 1]])
