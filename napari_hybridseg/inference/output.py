@@ -32,7 +32,7 @@ def class_labels(probability: np.ndarray, class_probability: np.ndarray) -> np.n
     smallest structure took six times its size so.)"""
     best = class_probability.max(0)
     ids = class_probability.argmax(0).astype(np.uint8) + 1
-    ids[best <= 1.0 - probability] = 0
+    ids[best < 1.0 - probability] = 0  # a tie goes to the class
     return ids
 
 
