@@ -112,3 +112,22 @@ def test_the_weights_table_names_each_annotations_class(classed):
     assert not table.isColumnHidden(4)
     shown = {table.item(r, 2).text(): table.item(r, 4).text() for r in range(table.rowCount())}
     assert shown == {"box": f"size{box.cls}", "scribble": f"size{stroke - 1}", "background": "background"}
+
+
+def test_export_writes_class_ids_and_the_label_table(classed, tmp_path):
+    from napari_hybridseg.config import TrainConfig
+    from napari_hybridseg.images import read_image
+    from napari_hybridseg.modelfile import LoadedModel
+    from napari_hybridseg.networks import create_model
+    from napari_hybridseg.task import Task
+
+    viewer, widget, root = classed
+    task = Task(1, 2, 2, class_names=("size1", "size2"))
+    nets = [create_model(task, 2, 4, seed=s).eval() for s in (0, 1)]
+    widget.session.model = LoadedModel(nets, TrainConfig(depth=2, width=4), task)
+    written = widget.export_predictions(tmp_path / "out")
+    assert {p.name for p in written} == {"img000.tif", "img001.tif", "img002.tif"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"labels.txt", "labels.ctbl"}
+    labels, _ = read_image(tmp_path / "out" / "img000.tif")
+    assert labels.dtype == np.uint8 and labels.max() <= 2
+    assert "1 size1" in (tmp_path / "out" / "labels.ctbl").read_text()
