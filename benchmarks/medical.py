@@ -5,7 +5,8 @@ Four compact structures of moderate size are the classes; each has one label id 
 hemisphere (k on the left, 1000 + k on the right).  The volume is reduced to 1 mm and
 split by hemisphere: the left half trains, the right half is the test set, so no test
 voxel is ever seen in training.  On the training half, a few axial slices (``few``: 3,
-or ``10pct``: a tenth) carry full masks; the other slices that show a structure carry
+or ``10pct``: a tenth of all slices) carry full masks, spread over the slices that show a
+structure; the other slices that show a structure carry
 boxes (even slices) or scribbles (odd slices) simulated from the labels, 30% of them
 corrupted (boxes shifted, made 2-3x too large, or drawn on background; strokes drawn
 on background).  Every method trains a 2D and a 3D network; reported: per-class Dice on
@@ -97,7 +98,7 @@ def simulate(classes: np.ndarray, budget: str, seed: int, corrupt: float = 0.3):
     rng = np.random.default_rng(seed)
     depth = classes.shape[0]
     shown = [z for z in range(depth) if classes[z].any()]
-    n_strong = 3 if budget == "few" else max(3, round(0.1 * len(shown)))
+    n_strong = 3 if budget == "few" else max(4, round(0.1 * depth))  # 10pct: a tenth of all slices
     strong = sorted(int(z) for z in np.asarray(shown)[np.linspace(0, len(shown) - 1, n_strong + 2)[1:-1].astype(int)])
     boxes, strokes, truth = [], np.zeros(classes.shape, np.uint8), {}
     box_id = 1
