@@ -104,9 +104,10 @@ def pool_kernels(spacing, depth: int) -> tuple[tuple[int, ...], ...]:
 
 
 def spatial_dims_for(network: str) -> int:
-    """The network ``auto`` stands for: 2D.  On a 2-core CPU a 3D network trains far fewer
-    voxels per second, and the medical benchmark of BENCHMARKS.md has not shown it better
-    there; ``3d`` is chosen explicitly."""
+    """The network ``auto`` stands for: 2D, until a benchmark settles it.  On a 2-core CPU a
+    3D network costs 2-5x the time per step; in the first run of the medical benchmark
+    (BENCHMARKS.md, one seed, both networks underfitting) it scored higher trained on
+    masks alone and lower with weak labels.  ``3d`` is chosen explicitly."""
     return 3 if network == "3d" else 2
 
 
