@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..bridge import class_colormaps, classes_of_layers
 from .layers import find_layer, layer_name, tag
 
 
@@ -42,9 +43,10 @@ def show_prediction(
             full = np.zeros(spatial, data.dtype if kind == "image" else np.int32)
             full[where] = data
             if kind == "labels":
-                layer = _add_inactive(
-                    viewer, viewer.add_labels, full, name=layer_name(image, role), opacity=0.6, **common
-                )
+                # class ids in the colours of their classes; objects numbered in napari's colours
+                colours = class_colormaps(classes_of_layers(viewer.layers))[0] if classes is not None else {}
+                name = layer_name(image, role)
+                layer = _add_inactive(viewer, viewer.add_labels, full, name=name, opacity=0.6, **colours, **common)
             else:
                 layer = _add_inactive(
                     viewer,

@@ -41,7 +41,10 @@ def test_gui_and_cli_train_the_same_model(make_napari_viewer, qtbot, tmp_path, n
     assert isinstance(gui, P.FinishedEvent) and len(previews) == 5
     if n_classes > 1:  # previews and the prediction layer show class ids
         assert previews[-1].classes is not None and previews[-1].classes.max() <= n_classes
-        assert viewer.layers["img001 prediction"].data.max() <= n_classes
+        prediction = viewer.layers["img001 prediction"]
+        assert prediction.data.max() <= n_classes
+        classes = L.collect_project(viewer).classes
+        assert prediction.colormap.map(np.array([2]))[0, :3] == pytest.approx(np.array(classes.rgb(2)) / 255)
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))  # the GUI runner's thread count
     try:
