@@ -126,6 +126,23 @@ def annotation_layer_data(
                 "labels",
             )
         )
+    if not item.is_volume:
+        # the prediction layer is made with the others: made later, while training, it would
+        # hold napari for a fraction of a second (a volume's, large, waits for a prediction)
+        prediction = {"role": "prediction", "image": item.name}
+        layers.append(
+            (
+                np.zeros(item.spatial_shape, np.int32),
+                {
+                    "name": layer_name(item.name, "prediction"),
+                    "metadata": {META_KEY: prediction},
+                    "opacity": 0.6,
+                    **mask_colours,
+                    **common,
+                },
+                "labels",
+            )
+        )
     if item.boxes:
         layers.append(
             (

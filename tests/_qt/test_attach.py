@@ -30,9 +30,11 @@ def test_attach_to_a_run_then_edit_pin_and_stop_it(make_napari_viewer, qtbot, tm
         widget.open_project(root)
         widget.annotate.image_combo.setCurrentText("img001")
         widget.train.every.setValue(1)
+        previews = []
+        widget.session.event_received.connect(lambda e: isinstance(e, P.PreviewEvent) and previews.append(e.image))
         widget.attach_run(run)
         qtbot.waitUntil(lambda: widget.train.progress.value() > 2 and bool(widget.live.weights), timeout=TIMEOUT)
-        qtbot.waitUntil(lambda: "img001 prediction" in viewer.layers, timeout=TIMEOUT)  # previews of the image in view
+        qtbot.waitUntil(lambda: "img001" in previews, timeout=TIMEOUT)  # previews of the image in view
         # an edit saved into the project (autosave) reaches the trainer: a new box gets a weight
         boxes = viewer.layers["img001 boxes"]
         n = len(boxes.data)

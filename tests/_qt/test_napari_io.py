@@ -73,6 +73,8 @@ def test_open_project_folder_gives_role_tagged_layers(make_napari_viewer, tiny_p
             assert len(shapes.data) == len(item.boxes)
         if item.scribbles is not None:
             assert layers["scribbles"].name == f"{item.name} scribbles"
+        # an empty prediction layer comes with each 2D image, so training adds none
+        assert layers["prediction"].name == f"{item.name} prediction" and not layers["prediction"].data.any()
         # the bridge turns the layers back into the same annotations
         again = annotations_from_layers(layers["image"], list(viewer.layers))
         assert again.boxes == item.boxes and again.role == item.role
