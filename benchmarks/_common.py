@@ -41,3 +41,18 @@ def git_rev() -> str:
         return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
     except Exception:
         return "unknown"
+
+
+def train(project, cfg):
+    """Run a training loop to the end: ``(loop, seconds)``; a failed run raises with its traceback."""
+    import time
+
+    from napari_hybridseg import protocol as ev
+    from napari_hybridseg.training import TrainingLoop
+
+    loop = TrainingLoop(project, cfg)
+    t0 = time.perf_counter()
+    for event in loop.events():
+        if isinstance(event, ev.ErrorEvent):
+            raise RuntimeError(event.traceback)
+    return loop, time.perf_counter() - t0

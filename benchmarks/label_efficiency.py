@@ -15,21 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OUT, git_rev, machine, mean_dice  # noqa: E402
+from _common import OUT, git_rev, machine, mean_dice, train  # noqa: E402
 
-from napari_hybridseg import protocol as ev  # noqa: E402
 from napari_hybridseg.annotations import BACKGROUND_STROKE, ImageAnnotations, Project, parse_stroke_id  # noqa: E402
 from napari_hybridseg.config import TrainConfig  # noqa: E402
 from napari_hybridseg.images import read_image  # noqa: E402
 from napari_hybridseg.synthetic import simulate_weak_labels, synth_image  # noqa: E402
-from napari_hybridseg.training import TrainingLoop  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc007"
 # (method, box target); "full" is strong-only trained on every training image's mask
@@ -128,12 +125,7 @@ def truth_of(w, corrupted) -> tuple[bool, str, str]:
 
 
 def run_one(project, cfg, test):
-    loop = TrainingLoop(project, cfg)
-    t0 = time.perf_counter()
-    for event in loop.events():
-        if isinstance(event, ev.ErrorEvent):
-            raise RuntimeError(event.traceback)
-    seconds = time.perf_counter() - t0
+    loop, seconds = train(project, cfg)
     dice = mean_dice(loop.state.nets, [(img, "yx", lab) for _, img, lab in test])
     return loop, dice, seconds
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +28,14 @@ import torch
 from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OUT, git_rev, machine  # noqa: E402
+from _common import OUT, git_rev, machine, train  # noqa: E402
 from label_efficiency import roc_auc  # noqa: E402
 
-from napari_hybridseg import protocol as ev  # noqa: E402
 from napari_hybridseg.annotations import Box, ImageAnnotations, LabelClasses, Project  # noqa: E402
 from napari_hybridseg.config import TrainConfig  # noqa: E402
 from napari_hybridseg.evaluate import class_dice_iou  # noqa: E402
 from napari_hybridseg.images import ImageMeta  # noqa: E402
 from napari_hybridseg.inference import predict_image  # noqa: E402
-from napari_hybridseg.training import TrainingLoop  # noqa: E402
 
 TEMPLATES = Path("/usr/share/mricron/templates")
 T1, LABELS = TEMPLATES / "inia19-t1-brain.nii.gz", TEMPLATES / "inia19-NeuroMaps.nii.gz"
@@ -184,12 +181,7 @@ def project_for(image, classes, strong_slices, boxes, strokes, full: bool) -> Pr
 
 
 def run(project, cfg, test, truth):
-    loop = TrainingLoop(project, cfg)
-    t0 = time.perf_counter()
-    for event in loop.events():
-        if isinstance(event, ev.ErrorEvent):
-            raise RuntimeError(event.traceback)
-    seconds = time.perf_counter() - t0
+    loop, seconds = train(project, cfg)
     image, classes = test
     pred = predict_image(loop.state.nets, image, "zyx", tile=cfg.patch_side(loop.task.spatial_dims) * 2)
     scores = class_dice_iou(pred.labels(), classes, len(STRUCTURES))
