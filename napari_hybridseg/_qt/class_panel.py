@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 
 from ..annotations import LabelClasses
 from ..annotations.classes import default_colour
-from ..bridge import BACKGROUND_STROKE_COLOUR, class_colormaps, classes_of_layers, role_of
+from ..bridge import BACKGROUND_STROKE_COLOUR, class_colormaps, classes_of_layers, role_of, shape_classes
 from ..errors import AnnotationError
 from .layers import tag, tagged_images
 
@@ -99,7 +99,7 @@ class ClassPanel(QGroupBox):
         for layer in self.viewer.layers:
             role = role_of(layer)[0]
             if role == "scribbles":
-                layer.selected_label = 1 + class_id if classes is not None or class_id == 0 else 2
+                layer.selected_label = 1 + class_id  # one structure: rows 0 (background) and 1 only
             elif role == "strong":
                 layer.selected_label = class_id if classes is not None else max(class_id, 1)
             elif role == "boxes" and classes is not None and class_id >= 1:
@@ -207,6 +207,5 @@ def recolour(viewer, classes: LabelClasses | None) -> None:
         elif role == "scribbles" and strokes:
             layer.colormap = strokes["colormap"]
         elif role == "boxes" and classes is not None and len(layer.data):
-            ids = np.asarray(layer.features.get("class", np.ones(len(layer.data))), float)
-            ids = np.where(np.isfinite(ids) & (ids >= 1) & (ids <= len(classes)), ids, 1).astype(int)
-            layer.edge_color = [classes.colours[c - 1] for c in ids]
+            ids = shape_classes(layer.features, len(layer.data))
+            layer.edge_color = [classes.colours[c - 1 if c <= len(classes) else 0] for c in ids]

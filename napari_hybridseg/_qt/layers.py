@@ -10,7 +10,7 @@ import weakref
 
 import numpy as np
 
-from ..annotations import ImageAnnotations, Project
+from ..annotations import ImageAnnotations, Project, parse_stroke_id, stroke_class
 from ..annotations.model import read_only_copy
 from ..bridge import (
     META_KEY,
@@ -21,6 +21,7 @@ from ..bridge import (
     record_painted_slices,
     role_of,
     scribble_label_weights,
+    shape_classes,
     stroke_centre,
     weight_colors,
 )
@@ -226,17 +227,15 @@ def show_weights(viewer, weights, images=None) -> None:
 def instance_classes(viewer, weights) -> list[str] | None:
     """The class name of each weak annotation (box: its ``class`` feature; stroke: its
     value; background regions: background), or ``None`` in a project of one structure."""
-    from ..annotations import parse_stroke_id, stroke_class
-
     classes = classes_of_layers(viewer.layers)
     if classes is None:
         return None
     box_class: dict[tuple[str, str], int] = {}
     for layer in viewer.layers:
         role, image = role_of(layer)
-        if role == "boxes" and "class" in layer.features and "id" in layer.features:
-            for i, c in zip(layer.features["id"], layer.features["class"]):
-                box_class[(image, str(int(i)))] = int(c) if c == c and c >= 1 else 1
+        if role == "boxes" and "id" in layer.features:
+            for i, c in zip(layer.features["id"], shape_classes(layer.features, len(layer.data))):
+                box_class[(image, str(int(i)))] = c
     out = []
     for w in weights:
         if w.kind == "box":

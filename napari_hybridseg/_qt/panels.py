@@ -42,11 +42,12 @@ def _role_text(item) -> str:
     """The role of an image; for a volume, which slices carry full masks and weak annotations."""
     if not item.is_volume or item.role == "unlabelled":
         return item.role
-    parts = [f"strong (slices {_slices(item.mask_slices())})"] if item.role == "strong" else []
-    if item.strong_slices is None and item.role == "strong":
-        parts = ["strong"]
-    if item.weak_slices():
-        parts.append(f"weak (slices {_slices(item.weak_slices())})")
+    parts = []
+    if item.role == "strong":
+        parts.append("strong" if item.strong_slices is None else f"strong (slices {_slices(item.mask_slices())})")
+    weak = item.weak_slices()
+    if weak:
+        parts.append(f"weak (slices {_slices(weak)})")
     return ", ".join(parts)
 
 

@@ -1,5 +1,6 @@
-"""The prediction layers of an image: created on the first preview, then updated in place
-(whole, a slice, or the part on screen); a hidden layer is redrawn only when shown."""
+"""The prediction layers of an image: created with a project's layers (a 2D image's
+prediction) or on the first preview, then updated in place (whole, a slice, or the part
+on screen); a hidden layer is redrawn only when shown."""
 
 from __future__ import annotations
 

@@ -210,9 +210,11 @@ def _write_project_json(root: Path, flags: dict, classes: LabelClasses | None) -
     images = data.setdefault("images", {})
     for name, value in flags.items():
         entry = images.setdefault(name, {})
-        entry.update({k: v for k, v in value.items() if v is not None})
-        if value.get("annotated_slices", 0) is None:  # the whole volume is masked (or there is no mask)
-            entry.pop("annotated_slices", None)
+        for key, flag in value.items():  # None: not set (annotated_slices: the whole volume is masked)
+            if flag is None:
+                entry.pop(key, None)
+            else:
+                entry[key] = flag
     if classes is not None:  # a project that does not know its classes leaves them as they are
         data["classes"] = classes.to_json()
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

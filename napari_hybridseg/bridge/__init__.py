@@ -20,6 +20,7 @@ from .layer_data import (
     project_layer_data,
     record_painted_slices,
     role_of,
+    shape_classes,
 )
 from .weights_view import rank_next, scribble_label_weights, stroke_centre, weight_colors
 
@@ -42,6 +43,7 @@ __all__ = [
     "record_painted_slices",
     "role_of",
     "scribble_label_weights",
+    "shape_classes",
     "stroke_centre",
     "weight_colors",
 ]

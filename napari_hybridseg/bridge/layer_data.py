@@ -178,6 +178,14 @@ def role_of(layer) -> tuple[str | None, str | None]:
     return tag.get("role"), tag.get("image")
 
 
+def shape_classes(features, n_shapes: int) -> list[int]:
+    """The class of each of a boxes layer's ``n_shapes`` shapes, from its ``class`` feature;
+    1 for a shape drawn without one (napari fills the column with NaN or its default)."""
+    if features is None or "class" not in features or len(features["class"]) != n_shapes:
+        return [1] * n_shapes
+    return [int(v) if v == v and v >= 1 else 1 for v in np.asarray(features["class"], dtype=float)]
+
+
 def boxes_from_shapes(data, features=None) -> list[Box]:
     """Boxes from a Shapes layer's rectangles.
 
@@ -192,10 +200,7 @@ def boxes_from_shapes(data, features=None) -> list[Box]:
                 ids[k] = int(value)
                 seen.add(int(value))
     next_id = max([i for i in ids if i is not None], default=0) + 1
-    classes = [1] * len(data)
-    if features is not None and "class" in features and len(features["class"]) == len(data):
-        # a shape drawn without a class (napari fills the column with NaN or its default) is class 1
-        classes = [int(v) if v == v and v >= 1 else 1 for v in np.asarray(features["class"], dtype=float)]
+    classes = shape_classes(features, len(data))
     boxes = []
     for k, corners in enumerate(data):
         if ids[k] is None:
