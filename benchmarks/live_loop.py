@@ -85,6 +85,70 @@ def settle(app, seconds: float) -> None:
         time.sleep(0.01)
 
 
+def train_with_actions(app, widget, runner: str, n_threads: int, seconds: float, profile: Path | None) -> dict:
+    """Lag while training with ``runner`` for ``seconds``, seconds to the first preview,
+    and the GUI's steps/s; with ``profile``, a cProfile of napari's thread written there."""
+    from napari_hybridseg import protocol as P
+    from napari_hybridseg.training.runners import ProcessRunner, close_spare
+
+    widget.train.separate_process.setChecked(runner == "process")
+    widget.session.threads = n_threads
+    close_spare()  # the one waiting may have other settings
+    if runner == "process":  # as after opening the project, or after the previous run
+        widget.session.runner_factory = ProcessRunner
+        widget.session.prepare()
+    settle(app, 15)
+    first_preview: list[float] = []
+    started: list[float] = []
+    steps: list[tuple[float, int]] = []
+
+    def watch(event):
+        if isinstance(event, P.PreviewEvent) and not first_preview:
+            first_preview.append(time.perf_counter())
+        if isinstance(event, P.StepEvent):
+            steps.append((time.perf_counter(), event.step))
+
+    widget.session.event_received.connect(watch)
+    profiler = cProfile.Profile() if profile else None
+    if profiler:
+        profiler.enable()
+    lag = measure(app, seconds, at_start=lambda: (started.append(time.perf_counter()), widget.start_training(100_000)))
+    if profiler:
+        profiler.disable()
+    widget.stop_training()
+    while widget.session.busy:
+        app.processEvents()
+        time.sleep(0.01)
+    widget.session.event_received.disconnect(watch)
+    close_spare()  # the one started for a next run
+    rate = (steps[-1][1] - steps[0][1]) / (steps[-1][0] - steps[0][0]) if len(steps) > 1 else 0.0
+    row = {
+        "training": lag,
+        "first_preview_s": round(first_preview[0] - started[0], 1) if first_preview else None,
+        "gui_steps_per_s": round(rate, 3),
+    }
+    if profiler:
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(30)
+        profile.parent.mkdir(parents=True, exist_ok=True)
+        profile.write_text(text.getvalue())
+        profiler.dump_stats(profile.with_suffix(".prof"))  # for pstats / snakeviz
+        row["profile"] = str(profile)
+    return row
+
+
+def ratios(rounds: list[dict]) -> dict:
+    """Per runner, the lag while training over the baseline of the same round (p99, max)."""
+    out: dict[str, list] = {}
+    for row in rounds:
+        base = row["idle_with_actions"]
+        for label, run in row["runners"].items():
+            lag = run["training"]
+            pair = {k: round(lag[k] / base[k], 2) if base[k] else None for k in ("p99_ms", "max_ms")}
+            out.setdefault(label, []).append(pair)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60)
@@ -101,6 +165,7 @@ def main() -> None:
         "the thread runner and the command line use the first",
     )
     ap.add_argument("--cli-steps", type=int, default=40)
+    ap.add_argument("--rounds", type=int, default=1, help="baseline and training runs, one after the other, this often")
     ap.add_argument("--profile", action="store_true", help="profile napari's thread while training")
     ap.add_argument("--out", type=Path, default=OUT / "live_loop.json")
     args = ap.parse_args()
@@ -108,9 +173,7 @@ def main() -> None:
 
     import napari
 
-    from napari_hybridseg import protocol as P
     from napari_hybridseg._qt.widget import HybridSegWidget
-    from napari_hybridseg.training.runners import ProcessRunner, close_spare
 
     tmp = tempfile.TemporaryDirectory()
     root = Path(tmp.name) / "project"
@@ -134,63 +197,23 @@ def main() -> None:
         "machine": machine(),
         "commit": git_rev(),
         "project": f"{args.images} images of {args.size}, ~{args.objects} objects each, boxes on {args.images - 1}",
-        "idle_with_actions": measure(app, args.seconds),
-        "runners": {},
+        "rounds": [],
     }
     runs = [(r, t) for r in args.runners for t in (threads if r == "process" else threads[:1])]
-    for runner, n_threads in runs:
-        widget.train.separate_process.setChecked(runner == "process")
-        widget.session.threads = n_threads
-        close_spare()  # the one waiting may have other settings
-        if runner == "process":  # as after opening the project, or after the previous run
-            widget.session.runner_factory = ProcessRunner
-            widget.session.prepare()
-        settle(app, 15)
-        first_preview: list[float] = []
-        started: list[float] = []
-        steps: list[tuple[float, int]] = []
-
-        def watch(event, first_preview=first_preview, steps=steps):
-            if isinstance(event, P.PreviewEvent) and not first_preview:
-                first_preview.append(time.perf_counter())
-            if isinstance(event, P.StepEvent):
-                steps.append((time.perf_counter(), event.step))
-
-        widget.session.event_received.connect(watch)
-        profiler = cProfile.Profile() if args.profile else None
-        if profiler:
-            profiler.enable()
-        lag = measure(
-            app,
-            args.seconds,
-            at_start=lambda started=started: (started.append(time.perf_counter()), widget.start_training(100_000)),
-        )
-        if profiler:
-            profiler.disable()
-        widget.stop_training()
-        while widget.session.busy:
-            app.processEvents()
-            time.sleep(0.01)
-        widget.session.event_received.disconnect(watch)
-        close_spare()  # the one started for a next run
-        rate = (steps[-1][1] - steps[0][1]) / (steps[-1][0] - steps[0][0]) if len(steps) > 1 else 0.0
-        row = {
-            "training": lag,
-            "first_preview_s": round(first_preview[0] - started[0], 1) if first_preview else None,
-            "gui_steps_per_s": round(rate, 3),
-        }
-        if profiler:
-            text = io.StringIO()
-            pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(30)
-            path = args.out.with_name(f"live_loop_profile_{runner}.txt")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text.getvalue())
-            profiler.dump_stats(path.with_suffix(".prof"))  # for pstats / snakeviz
-            row["profile"] = str(path)
-        result["runners"][runner if len(threads) == 1 else f"{runner}, {n_threads} threads"] = row
+    for k in range(args.rounds):
+        # the baseline and the runs of a round follow each other, so that the machine's
+        # other load weighs on both; later rounds' baselines show the weights of the last run
+        row = {"idle_with_actions": measure(app, args.seconds), "runners": {}}
+        for runner, n_threads in runs:
+            label = runner if len(threads) == 1 else f"{runner}, {n_threads} threads"
+            profile = args.out.with_name(f"live_loop_profile_{runner}.txt") if args.profile and k == 0 else None
+            row["runners"][label] = train_with_actions(app, widget, runner, n_threads, args.seconds, profile)
+        result["rounds"].append(row)
+        print(json.dumps({"round": k + 1, **row}), flush=True)
     user.timer.stop()
     result["cli_steps_per_s"] = {str(t): round(cli_steps_per_s(root, t, args.cli_steps), 3) for t in threads}
     result["training_threads"] = threads
+    result["ratios"] = ratios(result["rounds"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -26,6 +26,7 @@ from ..bridge import (
     weight_colors,
 )
 from ..images import ImageMeta
+from .box_texts import weight_text
 
 # read-only copies of image layers' data, made again only when a layer gets new data
 _FROZEN_IMAGES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -196,7 +197,7 @@ def collect_project(viewer, root=None, snapshot: bool = True) -> Project:
 
 def show_weights(viewer, weights, images=None) -> None:
     """Colour boxes and scribbles by their weight; write the value next to each box
-    (only for ``images``, when given: redrawing a layer of many boxes takes napari long)."""
+    where boxes are large enough on screen to carry it (:mod:`.box_texts`) (only for ``images``, when given: redrawing a layer of many boxes takes napari long)."""
     by_image: dict[str, dict[tuple[str, str], float]] = {}
     for w in weights:
         by_image.setdefault(w.image, {})[(w.kind, w.instance)] = w.weight
@@ -211,7 +212,7 @@ def show_weights(viewer, weights, images=None) -> None:
                 shown = np.where(np.isfinite(wts), wts, 1.0)
                 boxes.features = {**{k: v for k, v in boxes.features.items() if k != "weight"}, "weight": shown}
                 boxes.edge_color = weight_colors(shown)
-                boxes.text = {"string": "{weight:.2f}", "color": "white", "size": 8, "anchor": "upper_left"}
+                boxes.text = weight_text(boxes, float(viewer.camera.zoom))
         scribbles = find_layer(viewer, image, "scribbles")
         label_weights = scribble_label_weights(weights, image)
         if scribbles is not None and label_weights:

@@ -14,6 +14,7 @@ from ..errors import HybridSegError
 from ..protocol import RequestPreview
 from ..training.run_folder import fresh_run_folder
 from ..training.runners import ProcessRunner, ThreadRunner
+from . import box_texts
 from . import layers as L
 from .class_panel import ClassPanel
 from .live_view import LiveView, notify_error
@@ -94,6 +95,7 @@ class HybridSegWidget(QWidget):
         self.export.export_model_btn.clicked.connect(self.models.export_model_dialog)
         self.viewer.dims.events.current_step.connect(lambda e: self._view_timer.start())
         self.viewer.camera.events.zoom.connect(lambda e: self._view_timer.start())
+        box_texts.follow_zoom(self.viewer)
         self.viewer.camera.events.center.connect(lambda e: self._view_timer.start())
         a.image_combo.currentTextChanged.connect(lambda _: self._view_timer.start())
         t.live.toggled.connect(lambda _: self._view_timer.start())

@@ -159,3 +159,22 @@ def test_a_live_preview_adds_the_prediction_layer_without_taking_the_users_layer
     np.testing.assert_allclose(viewer.layers["a probability"].data, 0.8)
     np.testing.assert_allclose(viewer.layers["a disagreement"].data, 0.08)
     assert viewer.layers.selection.active is scribbles
+
+
+def test_box_weights_are_written_only_where_boxes_are_large_enough_on_screen(two_images_with_boxes):
+    from napari_hybridseg._qt.box_texts import MIN_BOX_PX, box_side
+
+    viewer, widget = two_images_with_boxes
+    viewer.layers["a"].visible = viewer.layers["b"].visible = True
+    boxes = viewer.layers["a boxes"]
+    side = box_side(boxes)
+    assert side > 0
+    viewer.camera.zoom = 0.5 * MIN_BOX_PX / side  # boxes at half the readable size
+    widget.live.show_weights(_weights(0.3, 0.7))
+    assert boxes.text.string.format == "{weight:.2f}" and not boxes.text.visible
+    viewer.camera.zoom = 2 * MIN_BOX_PX / side
+    assert boxes.text.visible and viewer.layers["b boxes"].text.visible
+    viewer.camera.zoom = 0.5 * MIN_BOX_PX / side
+    assert not boxes.text.visible
+    # the box colours show the weight at every zoom
+    np.testing.assert_allclose(boxes.features["weight"], [0.3, 0.3])
