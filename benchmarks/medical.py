@@ -183,7 +183,8 @@ def project_for(image, classes, strong_slices, boxes, strokes, full: bool) -> Pr
 def run(project, cfg, test, truth):
     loop, seconds = train(project, cfg)
     image, classes = test
-    pred = predict_image(loop.state.nets, image, "zyx", tile=cfg.patch_side(loop.task.spatial_dims) * 2)
+    tile = cfg.patch_side(loop.task.spatial_dims) * 2
+    pred = predict_image(loop.state.nets, image, "zyx", tile=tile, intensity=loop.task.intensity)
     scores = class_dice_iou(pred.labels(), classes, len(STRUCTURES))
     dice = {f"label{k}": round(v[0], 4) if v else None for k, v in zip(STRUCTURES, scores.values())}
     record = {"dice": dice, "mean_dice": round(float(np.mean([v for v in dice.values() if v is not None])), 4)}

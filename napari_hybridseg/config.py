@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .devices import DEVICES
 from .errors import ConfigError
+from .intensity import SETTINGS as INTENSITIES
 from .methods import METHODS
 
 BOX_TARGETS = ("filled", "projection")
@@ -75,6 +76,11 @@ class TrainConfig:
         ``patch_size_3d`` voxels a side, pooling in-plane only while slices are thick
         (see :func:`napari_hybridseg.task.pool_kernels`); ``auto`` (default) picks 2D
         (see BENCHMARKS.md for why).
+    intensity
+        The normalisation of the images (see :mod:`napari_hybridseg.intensity`):
+        ``percentile``, ``zscore`` (MR), ``ct`` (Hounsfield units, clipped and scaled by
+        the full masks' foreground), or ``auto`` (default): the project's own setting in
+        ``project.json``, else chosen from the images.
     dii_space
         Which classifier gradients the weight update compares (see
         :func:`napari_hybridseg.training.dii.gradient_space`): ``centred`` (default),
@@ -114,6 +120,7 @@ class TrainConfig:
     patch_size: int = 128
     patch_size_3d: int = 64
     network: str = "auto"
+    intensity: str = "auto"
     lr: float = 2e-3
     weight_decay: float = 1e-4
     depth: int = 3
@@ -156,6 +163,7 @@ class TrainConfig:
         choice("dii_space", DII_SPACES)
         choice("dii_box_target", DII_BOX_TARGETS)
         choice("network", NETWORKS)
+        choice("intensity", INTENSITIES)
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N; got {self.device!r}")
         for name, (low, high) in BOUNDS.items():

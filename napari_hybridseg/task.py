@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .errors import AnnotationError, ConfigError
+from .intensity import Intensity, intensity_for
 from .limits import MAX_CLASSES
 
 MAX_CHANNELS = 64
@@ -33,6 +34,9 @@ class Task:
     pools
         A 3D network's pooling kernel per level (see :func:`pool_kernels`); empty: 2 on
         every axis at every level.
+    intensity
+        How images are normalised (:class:`~napari_hybridseg.intensity.Intensity`), for
+        training and for every prediction with the model.
     """
 
     in_channels: int = 1
@@ -40,6 +44,7 @@ class Task:
     spatial_dims: int = 2
     class_names: tuple[str, ...] = ()
     pools: tuple[tuple[int, ...], ...] = ()
+    intensity: Intensity = Intensity()
 
     def __post_init__(self) -> None:
         if not 1 <= self.in_channels <= MAX_CHANNELS:
@@ -60,7 +65,7 @@ class Task:
         return self.n_classes + 1
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "intensity": self.intensity.to_dict()}
 
     def name_of(self, class_id: int) -> str:
         if class_id == 0:
@@ -84,7 +89,12 @@ class Task:
             isinstance(k, list | tuple) and all(isinstance(v, int) for v in k) for k in pools
         ):
             raise ConfigError("pools must be a list of kernels, like [[1, 2, 2], [2, 2, 2]]")
-        return cls(**{k: int(v) for k, v in data.items() if k in known}, class_names=tuple(names), pools=tuple(pools))
+        return cls(
+            **{k: int(v) for k, v in data.items() if k in known},
+            class_names=tuple(names),
+            pools=tuple(pools),
+            intensity=Intensity.from_dict(data.get("intensity")),
+        )
 
 
 def pool_kernels(spacing, depth: int) -> tuple[tuple[int, ...], ...]:
@@ -111,10 +121,12 @@ def spatial_dims_for(network: str) -> int:
     return 3 if network == "3d" else 2
 
 
-def task_for(project, network: str = "auto", depth: int = 3) -> Task:
+def task_for(project, network: str = "auto", depth: int = 3, intensity: str = "auto") -> Task:
     """The task of a project: its classes (one foreground class when it names none), the
-    images' channel count, and a 2D network or (``network="3d"``) a 3D one whose pooling
-    follows the median voxel spacing of the annotated volumes.
+    images' channel count, a 2D network or (``network="3d"``) a 3D one whose pooling
+    follows the median voxel spacing of the annotated volumes, and the intensity
+    normalisation (``intensity``: a scheme, or ``auto`` for the project's own setting,
+    else one chosen from the data; see :func:`~napari_hybridseg.intensity.intensity_for`).
 
     Raises :class:`AnnotationError` when annotated images differ in channel count, or
     when a 3D network is asked for an annotated 2D image.
@@ -139,4 +151,11 @@ def task_for(project, network: str = "auto", depth: int = 3) -> Task:
         spatial_dims=dims,
         class_names=tuple(classes.names) if classes is not None else (),
         pools=pools,
+        intensity=intensity_for(project, _setting(project, intensity)),
     )
+
+
+def _setting(project, intensity: str) -> str:
+    """A training option other than ``auto`` wins over the project's ``intensity``."""
+    own = getattr(project, "intensity", None)
+    return own if intensity == "auto" and own else intensity

@@ -14,7 +14,7 @@ import numpy as np
 from ..bridge import role_of
 
 # a box side on screen (screen pixels) from which its weight is written beside it
-MIN_BOX_PX = 24.0
+MIN_BOX_PX = 32.0
 
 
 def box_side(layer) -> float:

@@ -197,7 +197,8 @@ def collect_project(viewer, root=None, snapshot: bool = True) -> Project:
 
 def show_weights(viewer, weights, images=None) -> None:
     """Colour boxes and scribbles by their weight; write the value next to each box
-    where boxes are large enough on screen to carry it (:mod:`.box_texts`) (only for ``images``, when given: redrawing a layer of many boxes takes napari long)."""
+    where boxes are large enough on screen to carry it (:mod:`.box_texts`).  Only for
+    ``images``, when given: redrawing a layer of many boxes takes napari long."""
     by_image: dict[str, dict[tuple[str, str], float]] = {}
     for w in weights:
         by_image.setdefault(w.image, {})[(w.kind, w.instance)] = w.weight

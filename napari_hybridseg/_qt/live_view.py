@@ -9,6 +9,7 @@ import weakref
 from .. import protocol as P
 from ..bridge import rank_next
 from ..inference import explain_empty
+from . import box_texts
 from . import layers as L
 from .prediction_layers import show_prediction
 
@@ -42,6 +43,7 @@ class LiveView:
         self._progress = None
         self._last_plot = 0.0
         self._last_preview: P.PreviewEvent | None = None
+        box_texts.follow_zoom(viewer)  # weights beside boxes where they can be read
 
     def started(self, steps: int, run_dir) -> None:
         from napari.utils import progress

@@ -53,7 +53,10 @@ class ModelActions:
         data = np.asarray(layer.data)
         axes = spatial_axes(data)
         z = L.visible_slice(self.viewer, layer) if axes == "zyx" else None
-        worker = create_worker(predict_image, model.nets, data, axes, device=device, z=z, _start_thread=False)
+        intensity = model.task.intensity
+        worker = create_worker(
+            predict_image, model.nets, data, axes, device=device, z=z, intensity=intensity, _start_thread=False
+        )
         worker.returned.connect(
             lambda p: show_prediction(
                 self.viewer,
@@ -79,7 +82,7 @@ class ModelActions:
         for layer in L.tagged_images(self.viewer):
             meta = ImageMeta.from_layer_metadata(layer.metadata.get(META_KEY, {}), layer.scale)
             data = np.asarray(layer.data)
-            pred = predict_image(model.nets, data, spatial_axes(data), device=device)
+            pred = predict_image(model.nets, data, spatial_axes(data), device=device, intensity=model.task.intensity)
             fmt_ = None if fmt == "same as image" else fmt
             written += save_prediction(pred, folder, role_of(layer)[1], meta, fmt_, class_names=names)
         if names:  # class names and colours for ITK-SNAP and 3D Slicer

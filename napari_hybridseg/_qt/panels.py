@@ -21,10 +21,18 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..config import DII_BOX_TARGETS, NETWORKS, TrainConfig
+from ..config import DII_BOX_TARGETS, INTENSITIES, NETWORKS, TrainConfig
 from ..methods import METHODS
 from ..protocol import InstanceKey
 from .loss_plot import LossPlot
+
+
+def _combo(items, current: str, tip: str) -> QComboBox:
+    box = QComboBox()
+    box.addItems(list(items))
+    box.setCurrentText(current)
+    box.setToolTip(tip)
+    return box
 
 
 def _row(*widgets) -> QHBoxLayout:
@@ -125,25 +133,29 @@ class TrainPanel(QGroupBox):
     def __init__(self, parent=None) -> None:
         super().__init__("2. Train", parent)
         d = TrainConfig()
-        self.method = QComboBox()
-        self.method.addItems(list(METHODS))
-        self.method.setCurrentText(d.method)
-        self.method.setToolTip("\n".join(f"{m.name}: {m.description}" for m in METHODS.values()))
-        self.box_check = QComboBox()
-        self.box_check.addItems(list(DII_BOX_TARGETS))
-        self.box_check.setCurrentText(d.dii_box_target)
-        self.box_check.setToolTip(
+        self.method = _combo(METHODS, d.method, "\n".join(f"{m.name}: {m.description}" for m in METHODS.values()))
+        self.box_check = _combo(
+            DII_BOX_TARGETS,
+            d.dii_box_target,
             "How the learned weights judge a box, against the full masks:\n"
             "ellipse: the ellipse inscribed in the box is object (rounded objects: nuclei, cells, lesions)\n"
             "extent: the object reaches every row and column of the box (elongated or tilted objects)\n"
             "filled: the whole box is object (the paper's choice)\n"
-            "same: the loss the network learns the box from"
+            "same: the loss the network learns the box from",
         )
         self.method.currentTextChanged.connect(lambda m: self.box_check.setEnabled(METHODS[m].learns_weights))
-        self.network = QComboBox()
-        self.network.addItems(list(NETWORKS))
-        self.network.setCurrentText(d.network)
-        self.network.setToolTip("2d: images and the slices of volumes; 3d: whole volumes (slower); auto: 2d")
+        self.network = _combo(
+            NETWORKS, d.network, "2d: images and the slices of volumes; 3d: whole volumes (slower); auto: 2d"
+        )
+        self.intensity = _combo(
+            INTENSITIES,
+            d.intensity,
+            "How image intensities are scaled for the network:\n"
+            "percentile: each image from its 1st to 99.8th percentile (microscopy, photographs)\n"
+            "zscore: each image to mean 0, spread 1 (MR)\n"
+            "ct: Hounsfield units clipped and scaled by the structures in the full masks (CT)\n"
+            "auto: ct for scans in Hounsfield units, zscore for other NIfTI scans, else percentile",
+        )
         self.steps = QSpinBox()
         self.steps.setRange(10, 1_000_000)
         self.steps.setSingleStep(100)
@@ -186,6 +198,7 @@ class TrainPanel(QGroupBox):
         form.addRow("method", self.method)
         form.addRow("boxes judged by", self.box_check)
         form.addRow("network", self.network)
+        form.addRow("intensity", self.intensity)
         form.addRow("steps", self.steps)
         form.addRow("device", _row(self.device, self.device_label))
         lay = QVBoxLayout(self)

@@ -14,7 +14,6 @@ from ..errors import HybridSegError
 from ..protocol import RequestPreview
 from ..training.run_folder import fresh_run_folder
 from ..training.runners import ProcessRunner, ThreadRunner
-from . import box_texts
 from . import layers as L
 from .class_panel import ClassPanel
 from .live_view import LiveView, notify_error
@@ -95,7 +94,6 @@ class HybridSegWidget(QWidget):
         self.export.export_model_btn.clicked.connect(self.models.export_model_dialog)
         self.viewer.dims.events.current_step.connect(lambda e: self._view_timer.start())
         self.viewer.camera.events.zoom.connect(lambda e: self._view_timer.start())
-        box_texts.follow_zoom(self.viewer)
         self.viewer.camera.events.center.connect(lambda e: self._view_timer.start())
         a.image_combo.currentTextChanged.connect(lambda _: self._view_timer.start())
         t.live.toggled.connect(lambda _: self._view_timer.start())
@@ -231,6 +229,7 @@ class HybridSegWidget(QWidget):
             method=self.train.method.currentText(),
             dii_box_target=self.train.box_check.currentText(),
             network=self.train.network.currentText(),
+            intensity=self.train.intensity.currentText(),
             steps=int(steps if steps is not None else self.train.steps.value()),
             device=self.train.device.currentText(),
         )

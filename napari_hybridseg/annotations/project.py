@@ -6,13 +6,17 @@ On disk (the contract shared by the CLI, the napari widget and scripts)::
     PROJECT/strong/NAME.(tif|tiff|nii|nii.gz)       full mask: 0 background, >0 foreground
     PROJECT/boxes/NAME.csv                          id,y0,x0,y1,x1 (2D) or id,z,y0,x0,y1,x1 (3D)[,class]
     PROJECT/scribbles/NAME.(tif|tiff|nii|nii.gz)    0 unlabelled, 1 background, k>=2 object k
-    PROJECT/project.json                            optional: "classes", per-image "exhaustive", "annotated_slices"
+    PROJECT/project.json                            optional: "classes", "intensity", per-image "exhaustive",
+                                                    "annotated_slices"
 
 Box coordinates are pixel indices with ``y1`` and ``x1`` exclusive.  With classes named
 in ``project.json`` (see :mod:`.classes`), full masks hold class ids and a scribble value
 ``1 + c`` is a stroke of class ``c``.  A volume's full mask may cover only some slices:
 ``"annotated_slices": [0, 10, 20]`` in the image's entry of ``project.json`` says which
-(only they are taught; other slices may carry boxes and strokes).  Every write is atomic.
+(only they are taught; other slices may carry boxes and strokes).  ``"intensity"``:
+``"ct"``, ``"zscore"`` or ``"percentile"`` fixes the normalisation
+(:mod:`napari_hybridseg.intensity`); without it, it is chosen from the images.  Every
+write is atomic.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 from ..atomic import atomic_write_text, compound_suffix
 from ..errors import AnnotationError
 from ..images import IMAGE_SUFFIXES, LABEL_SUFFIXES, read_image, strip_suffix, write_image
+from ..intensity import SETTINGS
 from .box_files import boxes_to_csv, read_boxes_csv
 from .classes import LabelClasses, check_class_values
 from .model import ImageAnnotations, check_slices, label_array, validate_annotations, validate_image
@@ -42,6 +47,7 @@ class Project:
         self.images: dict[str, ImageAnnotations] = {}
         self.root = Path(root) if root is not None else None
         self.classes = classes  # None: one structure, every value above 0 of a mask
+        self.intensity: str | None = None  # project.json's normalisation; None: chosen from the data
         for item in images or []:
             self.add(item)
 
@@ -104,8 +110,9 @@ class Project:
                     raise AnnotationError(f"{path}: no image {name!r} in {root / 'images'}")
         if not images:
             raise AnnotationError(f"{root}: empty project (no images in {root / 'images'})")
-        flags, classes = _read_project_json(root)
+        flags, classes, intensity = _read_project_json(root)
         project = cls(root=root, classes=classes)
+        project.intensity = intensity
         for name, path in images.items():
             image, meta = read_image(path)
             validate_image(image, str(path))
@@ -169,12 +176,12 @@ def _read_label(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     return label_array(arr, str(path))
 
 
-def _read_project_json(root: Path) -> tuple[dict, LabelClasses | None]:
-    """``project.json``'s per-image flags and classes, each checked: one line names what is
-    wrong."""
+def _read_project_json(root: Path) -> tuple[dict, LabelClasses | None, str | None]:
+    """``project.json``'s per-image flags, classes and intensity setting, each checked: one
+    line names what is wrong."""
     path = root / "project.json"
     if not path.exists():
-        return {}, None
+        return {}, None, None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -194,7 +201,10 @@ def _read_project_json(root: Path) -> tuple[dict, LabelClasses | None]:
                 f"{path}: image {name!r}: exhaustive must be true or false, not {json.dumps(entry['exhaustive'])}"
             )
     classes = LabelClasses.from_json(data["classes"], str(path)) if "classes" in data else None
-    return images, classes
+    intensity = data.get("intensity")
+    if intensity is not None and intensity not in SETTINGS:
+        raise AnnotationError(f"{path}: intensity must be one of {', '.join(SETTINGS)}, not {json.dumps(intensity)}")
+    return images, classes, None if intensity == "auto" else intensity
 
 
 def _write_project_json(root: Path, flags: dict, classes: LabelClasses | None) -> None:

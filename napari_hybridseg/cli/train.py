@@ -20,7 +20,7 @@ from .common import add_max_voxels, apply_max_voxels, err, say
 
 
 def add_train(sub) -> None:
-    from ..config import BOX_TARGETS, DII_BOX_TARGETS, GRANULARITIES, NETWORKS, TrainConfig
+    from ..config import BOX_TARGETS, DII_BOX_TARGETS, GRANULARITIES, INTENSITIES, NETWORKS, TrainConfig
     from ..methods import METHODS
 
     d = TrainConfig.__dataclass_fields__
@@ -57,6 +57,14 @@ def add_train(sub) -> None:
         default=d["network"].default,
         help="2d: images and the slices of volumes; 3d: whole volumes, pooled in-plane while slices are thick; "
         "auto: 2d (default: %(default)s)",
+    )
+    p.add_argument(
+        "--intensity",
+        choices=INTENSITIES,
+        default=d["intensity"].default,
+        help="percentile: each image by its percentiles (microscopy); zscore: each image to mean 0, sd 1 (MR); "
+        "ct: clipped and scaled by the full masks' foreground (Hounsfield units); auto: project.json's "
+        "'intensity', else ct for scans in HU, zscore for other NIfTI, percentile otherwise (default: %(default)s)",
     )
     p.add_argument(
         "--patch-size-3d",
@@ -133,6 +141,7 @@ def _config(args):
         patch_size=args.patch_size,
         patch_size_3d=args.patch_size_3d,
         network=args.network,
+        intensity=args.intensity,
         width=args.width,
         depth=args.depth,
         lr=args.lr,

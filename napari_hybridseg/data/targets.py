@@ -39,7 +39,7 @@ from ..errors import AnnotationError
 from ..methods import Method, get_method
 from ..protocol import InstanceKey
 from ..task import Task, task_for
-from .preprocess import normalize
+from .preprocess import normalize, ranges_for
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ def _as_volume(item: ImageAnnotations, image: np.ndarray, slices: list[TrainingS
 def build_training_set(project: Project, cfg: TrainConfig, method: Method | None = None) -> TrainingSet:
     """Turn a project into training samples and the table of weak instances."""
     method = method or get_method(cfg.method)
-    task = task_for(project, cfg.network, cfg.depth)
+    task = task_for(project, cfg.network, cfg.depth, cfg.intensity)
     ellipse = method.learns_weights and cfg.dii_box_target == "ellipse"
     reg = _Registry()
     samples: list[TrainingSample] = []
@@ -202,7 +202,7 @@ def build_training_set(project: Project, cfg: TrainConfig, method: Method | None
         role = item.role
         if role == "unlabelled" or (role == "weak" and not method.uses_weak):
             continue
-        norm = normalize(item.image, item.axes)
+        norm = normalize(item.image, item.axes, ranges=ranges_for(task.intensity, item.image, item.axes))
         # a 3D network sees the volume whole, (C, Z, H, W), with each slice's maps in place
         whole = np.ascontiguousarray(np.moveaxis(norm, 1, 0)) if task.spatial_dims == 3 else None
         if role == "strong":

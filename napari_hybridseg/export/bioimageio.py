@@ -2,8 +2,10 @@
 
 A package is a zip holding ``rdf.yaml``; TorchScript weights (and ONNX ones where the
 ``onnx`` package is installed) of the networks' mean class probabilities; the
-preprocessing they expect, declared in the spec's terms (``scale_range`` with the 1st and
-99.8th percentiles of each channel of each image, exactly our normalisation); a test
+preprocessing they expect, declared in the spec's terms, exactly the model's normalisation
+(``scale_range`` with the 1st and 99.8th percentiles of each channel of each image;
+``zero_mean_unit_variance`` per image; for CT, ``clip`` then
+``fixed_zero_mean_unit_variance`` with the training foreground's statistics); a test
 input with the output our own inference path computes for it; a README; and our own
 model file as an attachment, which is what napari-hybridseg itself reads back (no code
 from the package ever runs when we load it).
@@ -24,7 +26,8 @@ import yaml
 
 from .. import __version__
 from ..atomic import atomic_path
-from ..data.preprocess import HIGH_PERCENTILE, LOW_PERCENTILE, NormalisedView
+from ..data.preprocess import HIGH_PERCENTILE, LOW_PERCENTILE, NormalisedView, ranges_for
+from ..errors import ConfigError
 from ..modelfile import PACKAGE_ATTACHMENT, LoadedModel, save_model
 from .network import exported_network, traced
 
@@ -69,9 +72,26 @@ def _expected_output(model: LoadedModel, raw: np.ndarray) -> np.ndarray:
     image = raw[0, 0] if axes == "yx" else np.moveaxis(raw[0], 0, -1)
     if model.task.spatial_dims == 3:
         image, axes = raw[0, 0], "zyx"
-    norm = NormalisedView(image, axes)[...]
+    norm = NormalisedView(image, axes, ranges=ranges_for(model.task.intensity, image, axes))[...]
     with torch.no_grad():
         return exported_network(model)(torch.from_numpy(norm[None])).numpy()
+
+
+def _preprocessing(model: LoadedModel, spatial: str) -> list[dict]:
+    """The model's normalisation in the spec's terms, per channel over the spatial axes."""
+    intensity = model.task.intensity
+    if intensity.scheme == "zscore":
+        return [{"id": "zero_mean_unit_variance", "kwargs": {"axes": list(spatial), "eps": 1.0e-6}}]
+    if intensity.scheme == "ct":
+        if len(intensity.stats) != 1:  # the spec's clip takes one range for all channels
+            raise ConfigError(f"a CT model of {len(intensity.stats)} channels cannot be declared for bioimage.io")
+        ((mean, std, low, high),) = intensity.stats
+        return [
+            {"id": "clip", "kwargs": {"min": low, "max": high}},
+            {"id": "fixed_zero_mean_unit_variance", "kwargs": {"mean": mean, "std": std}},
+        ]
+    kwargs = {"min_percentile": LOW_PERCENTILE, "max_percentile": HIGH_PERCENTILE, "eps": 1.0e-6, "axes": list(spatial)}
+    return [{"id": "scale_range", "kwargs": kwargs}]
 
 
 def _axes(model: LoadedModel, role: str) -> list[dict]:
@@ -182,17 +202,7 @@ def export_bioimageio(
                 "axes": _axes(model, "input"),
                 "test_tensor": {"source": "test_input.npy", "sha256": _sha256(files["test_input.npy"])},
                 "data": {"type": "float32"},
-                "preprocessing": [
-                    {
-                        "id": "scale_range",
-                        "kwargs": {
-                            "min_percentile": LOW_PERCENTILE,
-                            "max_percentile": HIGH_PERCENTILE,
-                            "eps": 1.0e-6,
-                            "axes": spatial,
-                        },
-                    }
-                ],
+                "preprocessing": _preprocessing(model, spatial),
             }
         ],
         "outputs": [

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.preprocess import NormalisedView, intensity_ranges
+from ..data.preprocess import NormalisedView, ranges_for
 from ..data.tiling import Tiling, pad_spatial
 from ..devices import precision_for
+from ..intensity import Intensity
 from ..networks import UNet
 
 SLAB = 64  # rows (or slices) combined at a time when the tiles are blended
@@ -127,17 +128,19 @@ def predict_image(
     tile: int = 512,
     z: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    intensity: Intensity | None = None,
 ) -> Prediction:
     """Predict a raw image (``yx``, ``yxc`` or ``zyx``), or only slice ``z`` of a volume.
 
     A 2D network predicts a volume slice by slice, a 3D network the whole volume (of
     which slice ``z`` is then taken); every slice is normalised with the whole volume's
-    statistics, as in training.  The image is read tile by tile: a memory-mapped image
+    statistics, as in training, under the model's ``intensity`` (its task's; percentile
+    when ``None``).  The image is read tile by tile: a memory-mapped image
     (see :func:`napari_hybridseg.images.read_image`) is never in memory whole.
     """
     for net in nets:
         net.eval().to(device)
-    ranges = intensity_ranges(image, axes)
+    ranges = ranges_for(intensity, image, axes)
     if nets[0].spatial_dims == 3 and axes == "zyx":
         pred = predict_array(nets, NormalisedView(image, axes, ranges=ranges), tile=tile, device=device)
         return pred if z is None else pred.take((z,))

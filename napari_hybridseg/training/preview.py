@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..config import TrainConfig
-from ..data.preprocess import intensity_ranges, normalize
+from ..data.preprocess import normalize, ranges_for
 from ..inference import predict_array
 from ..networks import create_model
 from ..protocol import PreviewEvent, RequestPreview
@@ -76,7 +76,7 @@ class Previewer:
     def _input(self, item, z: int | None) -> np.ndarray:
         """The normalised network input: ``(C, H, W)``, or ``(C, Z, H, W)`` for 3D networks."""
         if item.name not in self._ranges:
-            self._ranges[item.name] = intensity_ranges(item.image, item.axes)
+            self._ranges[item.name] = ranges_for(self.task.intensity, item.image, item.axes)
         ranges = self._ranges[item.name]
         if self.task.spatial_dims == 3 and item.is_volume:
             return np.ascontiguousarray(np.moveaxis(normalize(item.image, item.axes, ranges=ranges), 1, 0))

@@ -12,6 +12,7 @@ from napari_hybridseg.cli import main
 from napari_hybridseg.config import TrainConfig
 from napari_hybridseg.errors import ModelFileError
 from napari_hybridseg.export import export_model
+from napari_hybridseg.intensity import Intensity
 from napari_hybridseg.modelfile import LoadedModel, load_model
 from napari_hybridseg.networks import create_model
 from napari_hybridseg.task import Task
@@ -52,8 +53,19 @@ def test_a_trained_run_exports_a_package_that_bioimageio_validates(run, tmp_path
 
 
 @pytest.mark.filterwarnings("ignore")
-@pytest.mark.parametrize("task", [Task(3, 3, 2), Task(1, 1, 3)], ids=["rgb-3-classes", "3d"])
+@pytest.mark.parametrize(
+    "task",
+    [
+        Task(3, 3, 2),
+        Task(1, 1, 3),
+        Task(1, 2, 3, intensity=Intensity("zscore")),
+        Task(1, 1, 2, intensity=Intensity("ct", ((400.0, 150.0, 100.0, 700.0),))),
+    ],
+    ids=["rgb-3-classes", "3d", "mr-zscore", "ct"],
+)
 def test_packages_of_other_tasks_validate_too(tmp_path, task):
+    """bioimage.io's own test applies the declared preprocessing to the test input and
+    compares with the output of our inference path: the declaration is exact."""
     _bioimageio_test(export_model(_model(task), tmp_path / "m.zip", "bioimageio"))
 
 
