@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from .devices import DEVICES
@@ -17,6 +17,23 @@ GRANULARITIES = ("object", "image")
 DII_SPACES = ("centred", "weight", "weight+bias")
 DII_BOX_TARGETS = ("filled", "ellipse", "extent", "same")
 NETWORKS = ("auto", "2d", "3d")
+PREDICT_WITH = ("mean", "first")
+# Settings that reproduce the paper (Pan et al., AAAI 2022, and its authors' code): one
+# weight per weak image, filled boxes judged by the loss they train, classifier weights
+# only, weights' learning rate 0.1, prediction from the first network
+PRESETS = {
+    "paper": {
+        "method": "dii+dcr",
+        "granularity": "image",
+        "box_target": "filled",
+        "dii_box_target": "same",
+        "dii_space": "weight",
+        "dii_lr": 0.1,
+        "lambda_cr": 1.0,
+        "cr_rampup": 0.0,
+        "predict_with": "first",
+    }
+}
 
 
 # Plausible ranges: anything outside is a typo, and some values would exhaust memory
@@ -81,6 +98,9 @@ class TrainConfig:
         ``percentile``, ``zscore`` (MR), ``ct`` (Hounsfield units, clipped and scaled by
         the full masks' foreground), or ``auto`` (default): the project's own setting in
         ``project.json``, else chosen from the images.
+    predict_with
+        ``mean`` (default): predictions average both networks' probabilities (and their
+        disagreement is shown); ``first``: the first network alone, as the paper does.
     dii_space
         Which classifier gradients the weight update compares (see
         :func:`napari_hybridseg.training.dii.gradient_space`): ``centred`` (default),
@@ -121,6 +141,7 @@ class TrainConfig:
     patch_size_3d: int = 64
     network: str = "auto"
     intensity: str = "auto"
+    predict_with: str = "mean"
     lr: float = 2e-3
     weight_decay: float = 1e-4
     depth: int = 3
@@ -164,6 +185,7 @@ class TrainConfig:
         choice("dii_box_target", DII_BOX_TARGETS)
         choice("network", NETWORKS)
         choice("intensity", INTENSITIES)
+        choice("predict_with", PREDICT_WITH)
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N; got {self.device!r}")
         for name, (low, high) in BOUNDS.items():
@@ -200,6 +222,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def with_preset(self, name: str, keep=()) -> TrainConfig:
+        """This config with preset ``name``'s settings (:data:`PRESETS`), except the
+        fields named in ``keep`` (options the user gave beside the preset)."""
+        if name not in PRESETS:
+            raise ConfigError(f"preset must be one of {', '.join(PRESETS)}; got {name!r}")
+        return replace(self, **{k: v for k, v in PRESETS[name].items() if k not in keep})
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:

@@ -55,7 +55,7 @@ class ModelActions:
         z = L.visible_slice(self.viewer, layer) if axes == "zyx" else None
         intensity = model.task.intensity
         worker = create_worker(
-            predict_image, model.nets, data, axes, device=device, z=z, intensity=intensity, _start_thread=False
+            predict_image, model.predictors, data, axes, device=device, z=z, intensity=intensity, _start_thread=False
         )
         worker.returned.connect(
             lambda p: show_prediction(
@@ -82,7 +82,9 @@ class ModelActions:
         for layer in L.tagged_images(self.viewer):
             meta = ImageMeta.from_layer_metadata(layer.metadata.get(META_KEY, {}), layer.scale)
             data = np.asarray(layer.data)
-            pred = predict_image(model.nets, data, spatial_axes(data), device=device, intensity=model.task.intensity)
+            pred = predict_image(
+                model.predictors, data, spatial_axes(data), device=device, intensity=model.task.intensity
+            )
             fmt_ = None if fmt == "same as image" else fmt
             written += save_prediction(pred, folder, role_of(layer)[1], meta, fmt_, class_names=names)
         if names:  # class names and colours for ITK-SNAP and 3D Slicer

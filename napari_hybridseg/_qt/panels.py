@@ -7,27 +7,21 @@ from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QListWidget,
-    QProgressBar,
     QPushButton,
-    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
 )
 
-from ..config import DII_BOX_TARGETS, INTENSITIES, NETWORKS, TrainConfig
-from ..methods import METHODS
 from ..protocol import InstanceKey
-from .loss_plot import LossPlot
 
 
-def _combo(items, current: str, tip: str) -> QComboBox:
+def combo(items, current: str, tip: str) -> QComboBox:
     box = QComboBox()
     box.addItems(list(items))
     box.setCurrentText(current)
@@ -35,7 +29,7 @@ def _combo(items, current: str, tip: str) -> QComboBox:
     return box
 
 
-def _row(*widgets) -> QHBoxLayout:
+def hrow(*widgets) -> QHBoxLayout:
     row = QHBoxLayout()
     for w in widgets:
         row.addWidget(w)
@@ -92,11 +86,11 @@ class AnnotatePanel(QGroupBox):
         self.project_label = QLabel("no project folder")
         self.project_label.setWordWrap(True)
         lay = QVBoxLayout(self)
-        lay.addLayout(_row(self.image_combo, self.create_btn))
-        lay.addLayout(_row(QLabel("layer"), self.assign_layer, QLabel("as"), self.assign_role, self.assign_btn))
+        lay.addLayout(hrow(self.image_combo, self.create_btn))
+        lay.addLayout(hrow(QLabel("layer"), self.assign_layer, QLabel("as"), self.assign_role, self.assign_btn))
         lay.addWidget(self.new_object_btn)
         lay.addWidget(self.status)
-        lay.addLayout(_row(self.open_btn, self.save_btn, self.autosave))
+        lay.addLayout(hrow(self.open_btn, self.save_btn, self.autosave))
         lay.addWidget(self.project_label)
 
     def set_layers(self, images: list[str], assignable: list[str]) -> None:
@@ -127,99 +121,6 @@ class AnnotatePanel(QGroupBox):
         table.blockSignals(False)
 
 
-class TrainPanel(QGroupBox):
-    """Method, steps, device; start, pause, stop; progress and the loss curve."""
-
-    def __init__(self, parent=None) -> None:
-        super().__init__("2. Train", parent)
-        d = TrainConfig()
-        self.method = _combo(METHODS, d.method, "\n".join(f"{m.name}: {m.description}" for m in METHODS.values()))
-        self.box_check = _combo(
-            DII_BOX_TARGETS,
-            d.dii_box_target,
-            "How the learned weights judge a box, against the full masks:\n"
-            "ellipse: the ellipse inscribed in the box is object (rounded objects: nuclei, cells, lesions)\n"
-            "extent: the object reaches every row and column of the box (elongated or tilted objects)\n"
-            "filled: the whole box is object (the paper's choice)\n"
-            "same: the loss the network learns the box from",
-        )
-        self.method.currentTextChanged.connect(lambda m: self.box_check.setEnabled(METHODS[m].learns_weights))
-        self.network = _combo(
-            NETWORKS, d.network, "2d: images and the slices of volumes; 3d: whole volumes (slower); auto: 2d"
-        )
-        self.intensity = _combo(
-            INTENSITIES,
-            d.intensity,
-            "How image intensities are scaled for the network:\n"
-            "percentile: each image from its 1st to 99.8th percentile (microscopy, photographs)\n"
-            "zscore: each image to mean 0, spread 1 (MR)\n"
-            "ct: Hounsfield units clipped and scaled by the structures in the full masks (CT)\n"
-            "auto: ct for scans in Hounsfield units, zscore for other NIfTI scans, else percentile",
-        )
-        self.steps = QSpinBox()
-        self.steps.setRange(10, 1_000_000)
-        self.steps.setSingleStep(100)
-        self.steps.setValue(d.steps)
-        self.device = QComboBox()
-        self.device.addItems(["auto", "cpu", "cuda", "mps"])
-        self.device_label = QLabel("")
-        self.continue_box = QCheckBox("continue from the current model")
-        self.separate_process = QCheckBox("train in a separate process")
-        self.separate_process.setChecked(True)
-        self.separate_process.setToolTip(
-            "A crash or an out-of-memory error of the training then cannot take napari (and your unsaved\n"
-            "annotations) down with it. Off: training runs in a thread of napari, which starts a few seconds faster."
-        )
-        self.live = QCheckBox("live preview every")
-        self.live.setChecked(True)
-        self.every = QSpinBox()
-        self.every.setRange(1, 100_000)
-        self.every.setValue(20)
-        self.every.setSuffix(" steps")
-        self.start_btn = QPushButton("Start")
-        self.pause_btn = QPushButton("Pause")
-        self.pause_btn.setCheckable(True)
-        self.stop_btn = QPushButton("Stop")
-        self.attach_btn = QPushButton("Attach to run…")
-        self.attach_btn.setToolTip(
-            "Follow a run training elsewhere (napari-hybridseg train PROJECT --out RUN --follow-project):\n"
-            "its loss, weights and previews show here; saved edits, pins, pause and stop reach it"
-        )
-        self.predict_btn = QPushButton("Predict once")
-        self.predict_btn.setToolTip("Predict the visible image with the current model")
-        for b in (self.pause_btn, self.stop_btn):
-            b.setEnabled(False)
-        self.progress = QProgressBar()
-        self.progress.setFormat("%v / %m steps")
-        self.loss_plot = LossPlot()
-        self.message = QLabel("")
-        self.message.setWordWrap(True)
-        form = QFormLayout()
-        form.addRow("method", self.method)
-        form.addRow("boxes judged by", self.box_check)
-        form.addRow("network", self.network)
-        form.addRow("intensity", self.intensity)
-        form.addRow("steps", self.steps)
-        form.addRow("device", _row(self.device, self.device_label))
-        lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addLayout(_row(self.continue_box, self.separate_process))
-        lay.addLayout(_row(self.live, self.every))
-        lay.addLayout(_row(self.start_btn, self.pause_btn, self.stop_btn, self.predict_btn))
-        lay.addWidget(self.attach_btn)
-        lay.addWidget(self.progress)
-        lay.addWidget(self.loss_plot)
-        lay.addWidget(self.message)
-
-    def set_running(self, running: bool) -> None:
-        self.start_btn.setEnabled(not running)
-        self.attach_btn.setEnabled(not running)
-        self.pause_btn.setEnabled(running)
-        self.stop_btn.setEnabled(running)
-        if not running:
-            self.pause_btn.setChecked(False)
-
-
 class WeightsPanel(QGroupBox):
     """The learned weight of every weak annotation, sortable; pin to trust or ignore."""
 
@@ -242,7 +143,7 @@ class WeightsPanel(QGroupBox):
         self.unpin_btn = QPushButton("Unpin")
         lay = QVBoxLayout(self)
         lay.addWidget(self.table)
-        lay.addLayout(_row(self.trust_btn, self.ignore_btn, self.unpin_btn))
+        lay.addLayout(hrow(self.trust_btn, self.ignore_btn, self.unpin_btn))
         self.trust_btn.clicked.connect(lambda: self._pin(1.0))
         self.ignore_btn.clicked.connect(lambda: self._pin(0.0))
         self.unpin_btn.clicked.connect(lambda: self._pin(None))
@@ -315,5 +216,5 @@ class ExportPanel(QGroupBox):
             "napari-hybridseg) or ONNX (.onnx: onnxruntime and other engines)"
         )
         lay = QVBoxLayout(self)
-        lay.addLayout(_row(QLabel("format"), self.format, self.export_btn))
-        lay.addLayout(_row(self.save_model_btn, self.load_model_btn, self.export_model_btn))
+        lay.addLayout(hrow(QLabel("format"), self.format, self.export_btn))
+        lay.addLayout(hrow(self.save_model_btn, self.load_model_btn, self.export_model_btn))

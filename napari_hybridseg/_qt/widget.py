@@ -18,8 +18,9 @@ from . import layers as L
 from .class_panel import ClassPanel
 from .live_view import LiveView, notify_error
 from .model_actions import ModelActions
-from .panels import AnnotatePanel, ExportPanel, NextPanel, TrainPanel, WeightsPanel
+from .panels import AnnotatePanel, ExportPanel, NextPanel, WeightsPanel
 from .session import Session, TrainingState
+from .train_panel import TrainPanel
 
 EDIT_DEBOUNCE_MS = 800
 VIEW_DEBOUNCE_MS = 300
@@ -223,16 +224,7 @@ class HybridSegWidget(QWidget):
 
     # -- training -------------------------------------------------------------------------
     def _config(self, steps=None):
-        from ..config import TrainConfig
-
-        return TrainConfig(
-            method=self.train.method.currentText(),
-            dii_box_target=self.train.box_check.currentText(),
-            network=self.train.network.currentText(),
-            intensity=self.train.intensity.currentText(),
-            steps=int(steps if steps is not None else self.train.steps.value()),
-            device=self.train.device.currentText(),
-        )
+        return self.train.config(steps)
 
     def start_training(self, steps: int | None = None) -> bool:
         """Train on the annotations now in the viewer; returns False (and says why) if it cannot.

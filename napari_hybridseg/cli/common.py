@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -36,3 +37,12 @@ def apply_max_voxels(args) -> None:
 
     if getattr(args, "max_voxels", None) is not None:
         set_max_voxels(args.max_voxels)
+
+
+class Given(argparse.Action):
+    """Stores an option's value and notes that it was given (``args.given``): a preset
+    leaves such options as the user set them."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}

@@ -70,7 +70,7 @@ def run_predict(args) -> int:
         channels = image.shape[-1] if axes == "yxc" else 1
         if channels != model.in_channels:
             return err(f"{path}: image has {channels} channel(s), the model expects {model.in_channels}")
-        pred = predict_image(model.nets, image, axes, device=device, intensity=model.task.intensity)
+        pred = predict_image(model.predictors, image, axes, device=device, intensity=model.task.intensity)
         save_prediction(
             pred, args.out, strip_suffix(path), meta, args.format, args.threshold, args.prob, args.uncertainty, names
         )

@@ -16,11 +16,11 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from ..errors import reason
-from .common import add_max_voxels, apply_max_voxels, err, say
+from .common import Given, add_max_voxels, apply_max_voxels, err, say
 
 
 def add_train(sub) -> None:
-    from ..config import BOX_TARGETS, DII_BOX_TARGETS, GRANULARITIES, INTENSITIES, NETWORKS, TrainConfig
+    from ..config import BOX_TARGETS, DII_BOX_TARGETS, GRANULARITIES, INTENSITIES, NETWORKS, PRESETS, TrainConfig
     from ..methods import METHODS
 
     d = TrainConfig.__dataclass_fields__
@@ -30,13 +30,22 @@ def add_train(sub) -> None:
         "--out", type=Path, required=True, help="run folder for model, config.json, metrics.jsonl, weights.csv"
     )
     p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        help="paper: the paper's settings (dii+dcr, one weight per weak image, filled boxes judged by their own "
+        "loss, classifier weights only, weights' learning rate 0.1, prediction from the first network); options "
+        "given beside it win",
+    )
+    p.add_argument(
         "--method",
+        action=Given,
         choices=list(METHODS),
         default=d["method"].default,
         help="dii: learned weight per weak annotation; dcr: two networks teaching each other (default: %(default)s)",
     )
     p.add_argument(
         "--box-target",
+        action=Given,
         choices=BOX_TARGETS,
         default=d["box_target"].default,
         help="projection: the object touches every row and column of its box; filled: the box is the mask "
@@ -44,6 +53,7 @@ def add_train(sub) -> None:
     )
     p.add_argument(
         "--granularity",
+        action=Given,
         choices=GRANULARITIES,
         default=d["granularity"].default,
         help="one weight per annotation (object) or per weak image (default: %(default)s)",
@@ -77,6 +87,7 @@ def add_train(sub) -> None:
     p.add_argument("--lr", type=float, default=d["lr"].default, help="AdamW learning rate (default: %(default)s)")
     p.add_argument(
         "--dii-box-target",
+        action=Given,
         choices=DII_BOX_TARGETS,
         default=d["dii_box_target"].default,
         help="how DII judges a box: by the claim that its pixels are object (filled), that the ellipse "
@@ -97,6 +108,7 @@ def add_train(sub) -> None:
     )
     p.add_argument(
         "--dii-lr",
+        action=Given,
         type=float,
         default=None,
         help="base learning rate of the weights (default: 0.1, raised in short runs so that a weight can "
@@ -132,7 +144,7 @@ def add_train(sub) -> None:
 def _config(args):
     from ..config import TrainConfig
 
-    return TrainConfig(
+    cfg = TrainConfig(
         method=args.method,
         box_target=args.box_target,
         granularity=args.granularity,
@@ -152,6 +164,7 @@ def _config(args):
         device=args.device,
         seed=args.seed,
     )
+    return cfg if args.preset is None else cfg.with_preset(args.preset, keep=getattr(args, "given", set()))
 
 
 class _Interrupts:

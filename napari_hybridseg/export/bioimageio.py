@@ -110,7 +110,15 @@ def _axes(model: LoadedModel, role: str) -> list[dict]:
 
 def _readme(model: LoadedModel, weights_summary: str) -> str:
     cfg, task = model.config, model.task
-    nets = "the mean of two co-trained networks" if len(model.nets) == 2 else "one network"
+    nets = "the mean of two co-trained networks" if len(model.predictors) == 2 else "one network"
+    scaling = {
+        "percentile": "scaled per image and channel from its 1st and 99.8th\n  percentiles "
+        "(declared as `scale_range` preprocessing)",
+        "zscore": "scaled per image and channel to mean 0 and standard\n  deviation 1 "
+        "(declared as `zero_mean_unit_variance`)",
+        "ct": "Hounsfield units clipped and scaled by the training\n  foreground's statistics "
+        "(declared as `clip` and `fixed_zero_mean_unit_variance`)",
+    }[task.intensity.scheme]
     return f"""# {cfg.method} segmentation model
 
 Trained with napari-hybridseg {__version__} from boxes, scribbles and a few full masks
@@ -118,8 +126,7 @@ Trained with napari-hybridseg {__version__} from boxes, scribbles and a few full
 U-Net depth {cfg.depth}, width {cfg.width}, seed {cfg.seed}).
 
 - Input: {task.in_channels} channel(s), {task.spatial_dims}D, each side a multiple of
-  {model.nets[0].size_multiple}; scaled per image and channel from its 1st and 99.8th
-  percentiles (declared as `scale_range` preprocessing).
+  {model.nets[0].size_multiple}; {scaling}.
 - Output: class probabilities, background first ({task.n_outputs} channels), {nets}.
 - Learned weights of the weak annotations: {weights_summary}
 

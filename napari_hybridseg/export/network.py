@@ -26,7 +26,7 @@ class MeanProbabilities(nn.Module):
 
 def exported_network(model: LoadedModel) -> MeanProbabilities:
     """CPU float32 copies of the model's networks in eval mode, as one module."""
-    return MeanProbabilities([n.float().cpu().eval() for n in model.nets]).eval()
+    return MeanProbabilities([n.float().cpu().eval() for n in model.predictors]).eval()
 
 
 def example_input(model: LoadedModel, size: int | None = None) -> torch.Tensor:

@@ -1,0 +1,141 @@
+"""The *Train* panel: method and options, start/pause/stop, progress and the loss curve."""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+)
+
+from ..config import DII_BOX_TARGETS, INTENSITIES, NETWORKS, PRESETS, TrainConfig
+from ..methods import METHODS
+from .loss_plot import LossPlot
+from .panels import combo, hrow
+
+
+class TrainPanel(QGroupBox):
+    """Method, steps, device; start, pause, stop; progress and the loss curve."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__("2. Train", parent)
+        d = TrainConfig()
+        self.method = combo(METHODS, d.method, "\n".join(f"{m.name}: {m.description}" for m in METHODS.values()))
+        self.box_check = combo(
+            DII_BOX_TARGETS,
+            d.dii_box_target,
+            "How the learned weights judge a box, against the full masks:\n"
+            "ellipse: the ellipse inscribed in the box is object (rounded objects: nuclei, cells, lesions)\n"
+            "extent: the object reaches every row and column of the box (elongated or tilted objects)\n"
+            "filled: the whole box is object (the paper's choice)\n"
+            "same: the loss the network learns the box from",
+        )
+        self.method.currentTextChanged.connect(lambda m: self.box_check.setEnabled(METHODS[m].learns_weights))
+        self.paper = QCheckBox("as in the paper")
+        self.paper.setToolTip(
+            "The paper's settings (Pan et al., AAAI 2022): dii+dcr, one weight per weak image, filled boxes\n"
+            "judged by their own loss, classifier weights only, weights' learning rate 0.1, prediction from\n"
+            "the first network. Off: this tool's defaults (a weight per annotation, boxes that do not teach\n"
+            "rectangles, both networks predict)."
+        )
+        self.paper.toggled.connect(self._paper_toggled)
+        self.network = combo(
+            NETWORKS, d.network, "2d: images and the slices of volumes; 3d: whole volumes (slower); auto: 2d"
+        )
+        self.intensity = combo(
+            INTENSITIES,
+            d.intensity,
+            "How image intensities are scaled for the network:\n"
+            "percentile: each image from its 1st to 99.8th percentile (microscopy, photographs)\n"
+            "zscore: each image to mean 0, spread 1 (MR)\n"
+            "ct: Hounsfield units clipped and scaled by the structures in the full masks (CT)\n"
+            "auto: ct for scans in Hounsfield units, zscore for other NIfTI scans, else percentile",
+        )
+        self.steps = QSpinBox()
+        self.steps.setRange(10, 1_000_000)
+        self.steps.setSingleStep(100)
+        self.steps.setValue(d.steps)
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device_label = QLabel("")
+        self.continue_box = QCheckBox("continue from the current model")
+        self.separate_process = QCheckBox("train in a separate process")
+        self.separate_process.setChecked(True)
+        self.separate_process.setToolTip(
+            "A crash or an out-of-memory error of the training then cannot take napari (and your unsaved\n"
+            "annotations) down with it. Off: training runs in a thread of napari, which starts a few seconds faster."
+        )
+        self.live = QCheckBox("live preview every")
+        self.live.setChecked(True)
+        self.every = QSpinBox()
+        self.every.setRange(1, 100_000)
+        self.every.setValue(20)
+        self.every.setSuffix(" steps")
+        self.start_btn = QPushButton("Start")
+        self.pause_btn = QPushButton("Pause")
+        self.pause_btn.setCheckable(True)
+        self.stop_btn = QPushButton("Stop")
+        self.attach_btn = QPushButton("Attach to run…")
+        self.attach_btn.setToolTip(
+            "Follow a run training elsewhere (napari-hybridseg train PROJECT --out RUN --follow-project):\n"
+            "its loss, weights and previews show here; saved edits, pins, pause and stop reach it"
+        )
+        self.predict_btn = QPushButton("Predict once")
+        self.predict_btn.setToolTip("Predict the visible image with the current model")
+        for b in (self.pause_btn, self.stop_btn):
+            b.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m steps")
+        self.loss_plot = LossPlot()
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        form = QFormLayout()
+        form.addRow("method", hrow(self.method, self.paper))
+        form.addRow("boxes judged by", self.box_check)
+        form.addRow("network", self.network)
+        form.addRow("intensity", self.intensity)
+        form.addRow("steps", self.steps)
+        form.addRow("device", hrow(self.device, self.device_label))
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addLayout(hrow(self.continue_box, self.separate_process))
+        lay.addLayout(hrow(self.live, self.every))
+        lay.addLayout(hrow(self.start_btn, self.pause_btn, self.stop_btn, self.predict_btn))
+        lay.addWidget(self.attach_btn)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.loss_plot)
+        lay.addWidget(self.message)
+
+    def set_running(self, running: bool) -> None:
+        self.start_btn.setEnabled(not running)
+        self.attach_btn.setEnabled(not running)
+        self.pause_btn.setEnabled(running)
+        self.stop_btn.setEnabled(running)
+        if not running:
+            self.pause_btn.setChecked(False)
+
+    def config(self, steps: int | None = None) -> TrainConfig:
+        """The training options as set here (``steps``: instead of the spin box's)."""
+        cfg = TrainConfig(
+            method=self.method.currentText(),
+            dii_box_target=self.box_check.currentText(),
+            network=self.network.currentText(),
+            intensity=self.intensity.currentText(),
+            steps=int(steps if steps is not None else self.steps.value()),
+            device=self.device.currentText(),
+        )
+        return cfg.with_preset("paper") if self.paper.isChecked() else cfg
+
+    def _paper_toggled(self, on: bool) -> None:
+        """Show the paper's method and box judgement while the preset holds them."""
+        if on:
+            self.method.setCurrentText(PRESETS["paper"]["method"])
+            self.box_check.setCurrentText(PRESETS["paper"]["dii_box_target"])
+        self.method.setEnabled(not on)
+        self.box_check.setEnabled(not on and METHODS[self.method.currentText()].learns_weights)
