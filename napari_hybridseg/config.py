@@ -52,6 +52,7 @@ BOUNDS = {
     "affinity_threshold": (0, 1),
     "checkpoint_every": (1, 10**8),
     "log_every": (1, 10**8),
+    "background_tile": (0, 10**6),
 }
 MAX_CHANNELS = 4096
 # the field annotations of TrainConfig and the values each admits (bool is no number here)
@@ -87,6 +88,11 @@ class TrainConfig:
     granularity
         ``object``: one weight per box, per connected scribble stroke and per
         boxed image's background; ``image``: one weight per weak image (the paper).
+    background_tile
+        With ``object`` granularity, the background of an exhaustively boxed image is
+        cut into regions of about this many pixels a side, each with its own weight, so
+        that one missed or misplaced object silences only its region (0: one region per
+        image; see :mod:`napari_hybridseg.annotations.regions`).
     network, patch_size, patch_size_3d
         ``2d`` trains on 2D images and the slices of volumes, in patches of
         ``patch_size`` pixels a side; ``3d`` on whole volumes, in cubes of
@@ -135,6 +141,7 @@ class TrainConfig:
     method: str = "dii+dcr"
     box_target: str = "projection"
     granularity: str = "object"
+    background_tile: int = 128
     steps: int = 600
     batch_size: int = 8
     patch_size: int = 128

@@ -47,9 +47,11 @@ def follow_zoom(viewer) -> None:
 
 
 def update(viewer) -> None:
+    """Show the weights of boxes (and of background regions) that are readable at the
+    current zoom, hide the others."""
     zoom = float(viewer.camera.zoom)
     for layer in viewer.layers:
-        if role_of(layer)[0] != "boxes" or "weight" not in layer.features or not len(layer.data):
+        if role_of(layer)[0] not in ("boxes", "regions") or "weight" not in layer.features or not len(layer.data):
             continue
         want = readable(layer, zoom)
         if bool(layer.text.visible) != want:

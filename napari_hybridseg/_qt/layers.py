@@ -266,6 +266,10 @@ def instance_location(viewer, image: str, kind: str, instance: str):
         layer = find_layer(viewer, image, "scribbles")
         centre = stroke_centre(np.asarray(layer.data), instance) if layer is not None else None
         return layer.data_to_world(centre) if centre is not None else None
+    if kind == "background":
+        from .region_layers import region_centre  # (it draws with this module's helpers)
+
+        return region_centre(viewer, image, instance)
     layer = find_layer(viewer, image, "image")
     if layer is None:
         return None

@@ -7,11 +7,12 @@ import time
 import weakref
 
 from .. import protocol as P
-from ..bridge import rank_next
+from ..bridge import META_KEY, boxes_from_shapes, rank_next, unboxed_objects
 from ..inference import explain_empty
 from . import box_texts
 from . import layers as L
 from .prediction_layers import show_prediction
+from .region_layers import show_regions
 
 PLOT_EVERY_S = 0.5  # redraw the loss curve and the status line at most this often
 
@@ -43,12 +44,16 @@ class LiveView:
         self._progress = None
         self._last_plot = 0.0
         self._last_preview: P.PreviewEvent | None = None
+        self.running = False  # layers are added only between runs (adding one holds napari)
+        self._warned: set[str] = set()  # images warned about this run (objects outside boxes)
         box_texts.follow_zoom(viewer)  # weights beside boxes where they can be read
 
     def started(self, steps: int, run_dir) -> None:
         from napari.utils import progress
 
         self.total_steps = steps
+        self.running = True
+        self._warned = set()
         t = self.train
         t.loss_plot.clear()
         t.progress.setRange(0, steps)
@@ -111,8 +116,32 @@ class LiveView:
         why = explain_empty(event.probability)
         if why and event.step >= self.total_steps:
             self.train.message.setText(f"{event.image}: empty prediction: {why}")
+        if 2 * event.step >= self.total_steps and event.image not in self._warned:
+            self.check_exhaustive(event)
+
+    def check_exhaustive(self, event: P.PreviewEvent) -> None:
+        """Warn (once a run) when many objects the networks find in an image marked
+        exhaustive lie outside all its boxes: the user probably boxed only some, and the
+        rest of the image is then taught as background where objects are."""
+        image_layer = L.find_layer(self.viewer, event.image, "image")
+        boxes_layer = L.find_layer(self.viewer, event.image, "boxes")
+        tag = (image_layer.metadata.get(META_KEY) or {}) if image_layer is not None else {}
+        if boxes_layer is None or not len(boxes_layer.data) or not tag.get("exhaustive", True):
+            return
+        fg = event.classes > 0 if event.classes is not None else event.probability > 0.5
+        boxes = boxes_from_shapes(boxes_layer.data, boxes_layer.features)
+        outside, total = unboxed_objects(fg, boxes, event.origin or (0, 0), event.z)
+        if outside >= max(3, 0.2 * total):
+            self._warned.add(event.image)
+            message = (
+                f"{event.image}: {outside} of {total} objects found lie outside every box, but the image is marked "
+                "exhaustive, so its background is taught where they are: box them, or untick 'exhaustive'"
+            )
+            self.train.message.setText(message)
+            notify_info(message)
 
     def finished(self, event, model_path) -> None:
+        self.running = False
         t = self.train
         t.set_running(False)
         if self._progress is not None:
@@ -160,6 +189,7 @@ class LiveView:
         visible = {image for image in self._stale if L.image_visible(self.viewer, image)}
         if visible:
             L.show_weights(self.viewer, self.weights, visible)
+            show_regions(self.viewer, self.weights, visible, create=not self.running)
             self._stale -= visible
         for image in self._stale:
             layer = L.find_layer(self.viewer, image, "image")
@@ -172,6 +202,7 @@ class LiveView:
         """Bring an image's weight colours up to date when it comes into view."""
         if image in self._stale and L.image_visible(self.viewer, image):
             L.show_weights(self.viewer, self.weights, {image})
+            show_regions(self.viewer, self.weights, {image}, create=not self.running)
             self._stale.discard(image)
 
     def rank(self) -> None:

@@ -47,9 +47,9 @@ def show_prediction(
                 # class ids in the colours of their classes; objects numbered in napari's colours
                 colours = class_colormaps(classes_of_layers(viewer.layers))[0] if classes is not None else {}
                 name = layer_name(image, role)
-                layer = _add_inactive(viewer, viewer.add_labels, full, name=name, opacity=0.6, **colours, **common)
+                layer = add_inactive(viewer, viewer.add_labels, full, name=name, opacity=0.6, **colours, **common)
             else:
-                layer = _add_inactive(
+                layer = add_inactive(
                     viewer,
                     viewer.add_image,
                     full,
@@ -66,7 +66,7 @@ def show_prediction(
             _set_map(layer, where, data)
 
 
-def _add_inactive(viewer, add, data, **kwargs):
+def add_inactive(viewer, add, data, **kwargs):
     """``add(data, **kwargs)`` without making the new layer the active one: a preview that
     arrives while the user paints must not move their brush to another layer (and switching
     the layer controls costs napari as much again)."""

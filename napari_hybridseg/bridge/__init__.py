@@ -22,7 +22,7 @@ from .layer_data import (
     role_of,
     shape_classes,
 )
-from .weights_view import rank_next, scribble_label_weights, stroke_centre, weight_colors
+from .weights_view import rank_next, scribble_label_weights, stroke_centre, unboxed_objects, weight_colors
 
 __all__ = [
     "BACKGROUND_STROKE_COLOUR",
@@ -45,5 +45,6 @@ __all__ = [
     "scribble_label_weights",
     "shape_classes",
     "stroke_centre",
+    "unboxed_objects",
     "weight_colors",
 ]

@@ -69,3 +69,27 @@ def rank_next(weights, disagreement: dict[str, float] | None = None, top: int = 
         out.append((float(unsure * 10 + (1.0 - low)), name, ", ".join(reasons) or "no signal yet"))
     out.sort(key=lambda r: -r[0])
     return out[:top]
+
+
+def unboxed_objects(foreground: np.ndarray, boxes, origin=(0, 0), z: int | None = None) -> tuple[int, int]:
+    """``(outside, total)``: how many predicted objects of a 2D ``foreground`` map (a part
+    of a slice starting at ``origin``) touch no box of slice ``z``, of how many objects
+    of at least a quarter of the median box's area.  Many objects outside every box of
+    an image marked exhaustive suggest the user boxed only some: their background is then
+    taught where objects are."""
+    from scipy import ndimage as ndi
+
+    rects = [(b.y0 - origin[0], b.x0 - origin[1], b.y1 - origin[0], b.x1 - origin[1]) for b in boxes if b.z == z]
+    if not rects:
+        return 0, 0
+    in_box = np.zeros(foreground.shape, bool)
+    for y0, x0, y1, x1 in rects:
+        in_box[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = True
+    labels, n = ndi.label(foreground)
+    if n == 0:
+        return 0, 0
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    touched = np.bincount(labels[in_box], minlength=n + 1)[1:] > 0
+    min_size = 0.25 * float(np.median([(y1 - y0) * (x1 - x0) for y0, x0, y1, x1 in rects]))
+    real = sizes >= min_size
+    return int((real & ~touched).sum()), int(real.sum())

@@ -17,7 +17,8 @@ from ..errors import HybridSegError, reason
 from .common import err
 from .export_model import add_export_model, run_export_model
 from .predict import add_predict, run_predict
-from .train import add_train, run_train
+from .train import run_train
+from .train_options import add_train
 
 
 def _classes_to_score(args) -> list[str] | None:

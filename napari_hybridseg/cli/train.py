@@ -16,155 +16,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from ..errors import reason
-from .common import Given, add_max_voxels, apply_max_voxels, err, say
-
-
-def add_train(sub) -> None:
-    from ..config import BOX_TARGETS, DII_BOX_TARGETS, GRANULARITIES, INTENSITIES, NETWORKS, PRESETS, TrainConfig
-    from ..methods import METHODS
-
-    d = TrainConfig.__dataclass_fields__
-    p = sub.add_parser("train", help="train on a project folder", description="Train on a project folder.")
-    p.add_argument("project", type=Path, help="project folder (images/, strong/, boxes/, scribbles/)")
-    p.add_argument(
-        "--out", type=Path, required=True, help="run folder for model, config.json, metrics.jsonl, weights.csv"
-    )
-    p.add_argument(
-        "--preset",
-        choices=list(PRESETS),
-        help="paper: the paper's settings (dii+dcr, one weight per weak image, filled boxes judged by their own "
-        "loss, classifier weights only, weights' learning rate 0.1, prediction from the first network); options "
-        "given beside it win",
-    )
-    p.add_argument(
-        "--method",
-        action=Given,
-        choices=list(METHODS),
-        default=d["method"].default,
-        help="dii: learned weight per weak annotation; dcr: two networks teaching each other (default: %(default)s)",
-    )
-    p.add_argument(
-        "--box-target",
-        action=Given,
-        choices=BOX_TARGETS,
-        default=d["box_target"].default,
-        help="projection: the object touches every row and column of its box; filled: the box is the mask "
-        "(default: %(default)s)",
-    )
-    p.add_argument(
-        "--granularity",
-        action=Given,
-        choices=GRANULARITIES,
-        default=d["granularity"].default,
-        help="one weight per annotation (object) or per weak image (default: %(default)s)",
-    )
-    p.add_argument("--steps", type=int, default=d["steps"].default, help="total training steps (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"].default, help="(default: %(default)s)")
-    p.add_argument("--patch-size", type=int, default=d["patch_size"].default, help="pixels (default: %(default)s)")
-    p.add_argument(
-        "--network",
-        choices=NETWORKS,
-        default=d["network"].default,
-        help="2d: images and the slices of volumes; 3d: whole volumes, pooled in-plane while slices are thick; "
-        "auto: 2d (default: %(default)s)",
-    )
-    p.add_argument(
-        "--intensity",
-        choices=INTENSITIES,
-        default=d["intensity"].default,
-        help="percentile: each image by its percentiles (microscopy); zscore: each image to mean 0, sd 1 (MR); "
-        "ct: clipped and scaled by the full masks' foreground (Hounsfield units); auto: project.json's "
-        "'intensity', else ct for scans in HU, zscore for other NIfTI, percentile otherwise (default: %(default)s)",
-    )
-    p.add_argument(
-        "--patch-size-3d",
-        type=int,
-        default=d["patch_size_3d"].default,
-        help="voxels a side of a 3D network's training patch (default: %(default)s)",
-    )
-    p.add_argument("--width", type=int, default=d["width"].default, help="U-Net base channels (default: %(default)s)")
-    p.add_argument("--depth", type=int, default=d["depth"].default, help="U-Net poolings (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=d["lr"].default, help="AdamW learning rate (default: %(default)s)")
-    p.add_argument(
-        "--dii-box-target",
-        action=Given,
-        choices=DII_BOX_TARGETS,
-        default=d["dii_box_target"].default,
-        help="how DII judges a box: by the claim that its pixels are object (filled), that the ellipse "
-        "inscribed in it is (ellipse), that the object reaches each of its rows and columns (extent), or by "
-        "the training loss (same) (default: %(default)s)",
-    )
-    p.add_argument(
-        "--dii-warmup",
-        type=int,
-        default=None,
-        help="steps before the first weight update (default: two epochs, at least a sixth of the run)",
-    )
-    p.add_argument(
-        "--dii-interval",
-        type=int,
-        default=None,
-        help="steps between weight updates (default: an epoch, longer if updates would take over ~10%% of the time)",
-    )
-    p.add_argument(
-        "--dii-lr",
-        action=Given,
-        type=float,
-        default=None,
-        help="base learning rate of the weights (default: 0.1, raised in short runs so that a weight can "
-        "fall from 1 to 0 over the scheduled updates)",
-    )
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="write into OUT even if it holds other files or a finished run (they are replaced or kept, never read)",
-    )
-    p.add_argument("--init-model", type=Path, default=None, help="start from a saved model.pt")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--follow-project",
-        action="store_true",
-        help="let napari follow this run (Attach to run...): events go to OUT/events.jsonl, annotations saved "
-        "into PROJECT reach the run, and OUT/control.json pauses, stops or pins",
-    )
-    p.add_argument(
-        "--nproc-per-node",
-        type=int,
-        default=1,
-        metavar="N",
-        help="train with N processes (one per GPU; gloo on the CPU) through torchrun; the batch is split "
-        "between them (default: %(default)s)",
-    )
-    add_max_voxels(p)
-
-
-def _config(args):
-    from ..config import TrainConfig
-
-    cfg = TrainConfig(
-        method=args.method,
-        box_target=args.box_target,
-        granularity=args.granularity,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        patch_size=args.patch_size,
-        patch_size_3d=args.patch_size_3d,
-        network=args.network,
-        intensity=args.intensity,
-        width=args.width,
-        depth=args.depth,
-        lr=args.lr,
-        dii_warmup=args.dii_warmup,
-        dii_interval=args.dii_interval,
-        dii_lr=args.dii_lr,
-        dii_box_target=args.dii_box_target,
-        device=args.device,
-        seed=args.seed,
-    )
-    return cfg if args.preset is None else cfg.with_preset(args.preset, keep=getattr(args, "given", set()))
+from .common import apply_max_voxels, err, say
+from .train_options import config_from_args
 
 
 class _Interrupts:
@@ -240,7 +93,7 @@ def run_train(args) -> int:
     apply_max_voxels(args)
     if args.resume and not (args.out / "checkpoint.pt").is_file():
         return err(f"{args.out / 'checkpoint.pt'}: nothing to resume (file not found)")
-    cfg = _config(args)
+    cfg = config_from_args(args)
     dist = Distributed.from_environment(cfg.device)
     world = dist.world if dist.active else args.nproc_per_node
     if world < 1 or cfg.batch_size % world:

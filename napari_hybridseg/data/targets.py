@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..annotations import Box, ImageAnnotations, Project, slice_strokes, stroke_class
+from ..annotations.regions import background_regions
 from ..config import TrainConfig
 from ..errors import AnnotationError
 from ..methods import Method, get_method
@@ -152,7 +153,14 @@ def _weak_sample(
     if boxes and item.exhaustive:
         bg = ~covered
         target[bg] = 0
-        instance[bg] = inst("background", "background")
+        if image_inst is not None:
+            instance[bg] = image_inst
+        else:  # the background in regions, each its own annotation (see annotations.regions)
+            index, names = background_regions((h, w), cfg.background_tile, z)
+            ids = np.full(len(names), -1, np.int32)
+            for r in np.unique(index[bg]):
+                ids[r] = reg.get(InstanceKey(item.name, names[r], "background"))
+            instance[bg] = ids[index[bg]]
     if scribbles is not None:
         for stroke in slice_strokes(scribbles, z):
             target.flat[stroke.pixels] = stroke_class(stroke.label, n_classes)

@@ -178,3 +178,54 @@ def test_box_weights_are_written_only_where_boxes_are_large_enough_on_screen(two
     assert not boxes.text.visible
     # the box colours show the weight at every zoom
     np.testing.assert_allclose(boxes.features["weight"], [0.3, 0.3])
+
+
+def test_background_regions_are_drawn_in_their_weights_colours_between_runs(two_images_with_boxes):
+    from napari_hybridseg._qt import layers as L
+    from napari_hybridseg.bridge import weight_colors
+
+    viewer, widget = two_images_with_boxes
+    viewer.layers["a"].visible, viewer.layers["b"].visible = True, False
+    regions = {"background@0:0": 0.1, "background@0:24": 0.9, "background@24:0": 0.9, "background@24:24": 0.8}
+    weights = _weights(0.3, 0.7) + [
+        P.InstanceWeight(P.InstanceKey("a", name, "background"), value) for name, value in regions.items()
+    ]
+    widget.live.running = True  # while training no layer is added
+    widget.live.show_weights(weights)
+    assert L.find_layer(viewer, "a", "regions") is None
+    widget.live.running = False
+    widget.live.show_weights(weights, exact=True)
+    layer = viewer.layers["a background regions"]
+    assert viewer.layers.selection.active is not layer  # the user's layer stays active
+    assert list(layer.features["region"]) == sorted(regions)
+    np.testing.assert_allclose(layer.edge_color, weight_colors([regions[n] for n in sorted(regions)]), atol=1e-6)
+    corners = np.asarray(layer.data[list(layer.features["region"]).index("background@24:0")])
+    assert corners.min(0).tolist() == [23.5, -0.5] and corners.max(0).tolist() == [47.5, 23.5]
+    # the weights table leads to a region: the view centres on it
+    widget.go_to("a", "background", "background@24:24")
+    np.testing.assert_allclose(viewer.camera.center[-2:], [36, 36])
+    # later weights update the layer in place
+    regions["background@0:0"] = 0.95
+    widget.live.show_weights(
+        _weights(0.3, 0.7)
+        + [P.InstanceWeight(P.InstanceKey("a", n, "background"), v) for n, v in regions.items()],
+        exact=True,
+    )
+    assert viewer.layers["a background regions"] is layer
+    np.testing.assert_allclose(layer.features["weight"][0], 0.95)
+
+
+@pytest.mark.parametrize("exhaustive, step, warned", [(True, 10, True), (False, 10, False), (True, 2, False)])
+def test_many_objects_outside_the_boxes_of_an_exhaustive_image_are_pointed_out(
+    two_images_with_boxes, exhaustive, step, warned
+):
+    from napari_hybridseg._qt import layers as L
+
+    viewer, widget = two_images_with_boxes
+    L.tag(viewer.layers["a"], "image", "a", exhaustive=exhaustive)
+    widget.live.started(10, "run")
+    prob = np.zeros((48, 48), np.float32)
+    for y, x in [(5, 40), (40, 5), (40, 40), (20, 40)]:  # four objects far from the two boxes
+        prob[y - 3 : y + 3, x - 3 : x + 3] = 0.9
+    widget.live.show_preview(P.PreviewEvent(image="a", z=None, step=step, probability=prob, uncertainty=None))
+    assert ("outside every box" in widget.train.message.text()) == warned

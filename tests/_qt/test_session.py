@@ -104,7 +104,7 @@ def test_session_states_and_pause(make_napari_viewer, qtbot, tiny_project):
 
 def test_the_papers_settings_in_the_widget_are_the_cli_preset(make_napari_viewer, tmp_path):
     from napari_hybridseg.cli import build_parser
-    from napari_hybridseg.cli.train import _config
+    from napari_hybridseg.cli.train_options import config_from_args
 
     widget = HybridSegWidget(make_napari_viewer())
     widget.train.method.setCurrentText("dcr")
@@ -112,6 +112,6 @@ def test_the_papers_settings_in_the_widget_are_the_cli_preset(make_napari_viewer
     assert widget.train.method.currentText() == "dii+dcr" and not widget.train.method.isEnabled()
     args = build_parser().parse_args(["train", str(tmp_path), "--out", str(tmp_path / "r"), "--preset", "paper"])
     args.steps = 37
-    assert widget._config(37) == _config(args)
+    assert widget._config(37) == config_from_args(args)
     widget.train.paper.setChecked(False)
     assert widget.train.method.isEnabled() and widget._config(37).granularity == "object"
