@@ -19,6 +19,7 @@ the test half, its mean, seconds per run, and the AUC of the learned weights
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ from _common import OUT, git_rev, machine, train  # noqa: E402
 from label_efficiency import roc_auc  # noqa: E402
 
 from napari_hybridseg.annotations import Box, ImageAnnotations, LabelClasses, Project  # noqa: E402
-from napari_hybridseg.config import TrainConfig  # noqa: E402
+from napari_hybridseg.config import INTENSITIES, TrainConfig  # noqa: E402
 from napari_hybridseg.evaluate import class_dice_iou  # noqa: E402
 from napari_hybridseg.images import ImageMeta  # noqa: E402
 from napari_hybridseg.inference import predict_image  # noqa: E402
@@ -189,6 +190,7 @@ def run(project, cfg, test, truth):
     dice = {f"label{k}": round(v[0], 4) if v else None for k, v in zip(STRUCTURES, scores.values())}
     record = {"dice": dice, "mean_dice": round(float(np.mean([v for v in dice.values() if v is not None])), 4)}
     record["seconds"] = round(seconds, 1)
+    record["intensity"] = loop.task.intensity.scheme
     if loop.method.learns_weights and truth:
         for kind in ("box", "scribble"):
             bad, good = [], []
@@ -207,6 +209,13 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--networks", nargs="+", default=["2d", "3d"], choices=["2d", "3d"])
     ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument(
+        "--intensities",
+        nargs="+",
+        default=["auto"],
+        choices=INTENSITIES,
+        help="normalisations to compare, one run each (auto: z-score for this MR volume)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=OUT / "medical.jsonl")
     args = ap.parse_args()
@@ -220,26 +229,26 @@ def main() -> None:
     for seed in args.seeds:
         for budget in args.budgets:
             strong, boxes, strokes, truth = simulate(train_classes, budget, seed)
-            for network in args.networks:
-                for method in args.methods:
-                    project = project_for(train_image, train_classes, strong, boxes, strokes, method == "full")
-                    cfg = TrainConfig(
-                        method="strong-only" if method == "full" else method,
-                        network=network,
-                        steps=args.steps,
-                        seed=seed,
-                        patch_size=64,
-                        patch_size_3d=32,
-                        batch_size=8 if network == "2d" else 2,
-                    )
-                    record = {"seed": seed, "budget": budget, "network": network, "method": method}
-                    n_strokes = sum(1 for key in truth if key[2] == "scribble")
-                    record |= {"strong_slices": strong, "boxes": len(boxes), "strokes": n_strokes}
-                    record |= run(project, cfg, test, truth)
-                    record |= {"steps": args.steps, "machine": machine(), "commit": git_rev()}
-                    print(json.dumps(record), flush=True)
-                    with open(args.out, "a") as fh:
-                        fh.write(json.dumps(record) + "\n")
+            for network, intensity, method in itertools.product(args.networks, args.intensities, args.methods):
+                project = project_for(train_image, train_classes, strong, boxes, strokes, method == "full")
+                cfg = TrainConfig(
+                    method="strong-only" if method == "full" else method,
+                    network=network,
+                    intensity=intensity,
+                    steps=args.steps,
+                    seed=seed,
+                    patch_size=64,
+                    patch_size_3d=32,
+                    batch_size=8 if network == "2d" else 2,
+                )
+                record = {"seed": seed, "budget": budget, "network": network, "method": method}
+                n_strokes = sum(1 for key in truth if key[2] == "scribble")
+                record |= {"strong_slices": strong, "boxes": len(boxes), "strokes": n_strokes}
+                record |= run(project, cfg, test, truth)
+                record |= {"steps": args.steps, "machine": machine(), "commit": git_rev()}
+                print(json.dumps(record), flush=True)
+                with open(args.out, "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
 
 
 if __name__ == "__main__":
