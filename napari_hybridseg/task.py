@@ -8,6 +8,7 @@ none of them assumes two output channels or two spatial axes.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -34,6 +35,9 @@ class Task:
     pools
         A 3D network's pooling kernel per level (see :func:`pool_kernels`); empty: 2 on
         every axis at every level.
+    class_colours
+        ``#rrggbb`` display colours of classes ``1..n_classes`` where the project sets them
+        (empty otherwise): label tables written with the model's predictions keep them.
     intensity
         How images are normalised (:class:`~napari_hybridseg.intensity.Intensity`), for
         training and for every prediction with the model.
@@ -45,6 +49,7 @@ class Task:
     class_names: tuple[str, ...] = ()
     pools: tuple[tuple[int, ...], ...] = ()
     intensity: Intensity = Intensity()
+    class_colours: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.in_channels <= MAX_CHANNELS:
@@ -59,6 +64,11 @@ class Task:
             raise ConfigError(f"pools must be kernels of {self.spatial_dims} values, each 1 or 2; got {self.pools}")
         if self.class_names and len(self.class_names) != self.n_classes:
             raise ConfigError(f"{len(self.class_names)} class names for {self.n_classes} classes")
+        object.__setattr__(self, "class_colours", tuple(str(c) for c in self.class_colours))
+        if self.class_colours and len(self.class_colours) != len(self.class_names):
+            raise ConfigError(f"{len(self.class_colours)} class colours for {len(self.class_names)} named classes")
+        if not all(re.fullmatch(r"#[0-9a-fA-F]{6}", c) for c in self.class_colours):
+            raise ConfigError(f"class colours must be #rrggbb; got {list(self.class_colours)}")
 
     @property
     def n_outputs(self) -> int:
@@ -78,6 +88,12 @@ class Task:
         structure, whose masks number objects instead."""
         return tuple(self.name_of(k) for k in range(1, self.n_classes + 1)) if self.n_classes > 1 else ()
 
+    @property
+    def label_colours(self) -> tuple[str, ...]:
+        """The colours of :attr:`label_names` where the project set them (else empty:
+        the default palette)."""
+        return self.class_colours if self.n_classes > 1 else ()
+
     @classmethod
     def from_dict(cls, data: dict) -> Task:
         known = {"in_channels", "n_classes", "spatial_dims"}
@@ -94,6 +110,7 @@ class Task:
             class_names=tuple(names),
             pools=tuple(pools),
             intensity=Intensity.from_dict(data.get("intensity")),
+            class_colours=tuple(data.get("class_colours") or ()),
         )
 
 
@@ -150,6 +167,7 @@ def task_for(project, network: str = "auto", depth: int = 3, intensity: str = "a
         n_classes=len(classes) if classes is not None else 1,
         spatial_dims=dims,
         class_names=tuple(classes.names) if classes is not None else (),
+        class_colours=tuple(classes.colours) if classes is not None else (),
         pools=pools,
         intensity=intensity_for(project, _setting(project, intensity)),
     )

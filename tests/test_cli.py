@@ -193,7 +193,10 @@ def test_several_classes_from_sample_to_evaluation(tmp_path, capsys):
     p, truth, run, out = tmp_path / "p", tmp_path / "truth", tmp_path / "run", tmp_path / "pred"
     sample = ["sample", str(p), "--n-images", "4", "--size", "48", "--strong-fraction", "0.25", "--classes", "2"]
     assert main([*sample, "--truth", str(truth)]) == 0
-    assert json.loads((p / "project.json").read_text())["classes"][1]["name"] == "size2"
+    settings = json.loads((p / "project.json").read_text())
+    assert settings["classes"][1]["name"] == "size2"
+    settings["classes"][1]["colour"] = "#102030"  # the user's colour travels with the model
+    (p / "project.json").write_text(json.dumps(settings))
     assert main(["train", str(p), "--out", str(run), "--method", "dii+dcr", *TRAIN]) == 0
     from napari_hybridseg.modelfile import load_model
 
@@ -205,6 +208,7 @@ def test_several_classes_from_sample_to_evaluation(tmp_path, capsys):
     labels, _ = read_image(out / "img001.tif")
     assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2}
     assert '"size2"' in (out / "labels.txt").read_text()
+    assert "2 size2 16 32 48 255" in (out / "labels.ctbl").read_text().splitlines()
     capsys.readouterr()
     assert main(["evaluate", str(out), str(truth)]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -88,7 +88,7 @@ class ModelActions:
             fmt_ = None if fmt == "same as image" else fmt
             written += save_prediction(pred, folder, role_of(layer)[1], meta, fmt_, class_names=names)
         if names:  # class names and colours for ITK-SNAP and 3D Slicer
-            write_label_table(folder, names)
+            write_label_table(folder, names, model.task.label_colours)
         return written
 
     def save_model(self, path) -> Path:

@@ -78,6 +78,6 @@ def run_predict(args) -> int:
         if why:
             say(f"{path}: empty prediction: {why}")
     if names:  # class ids with their names and colours, for ITK-SNAP and 3D Slicer
-        write_label_table(args.out, names)
+        write_label_table(args.out, names, model.task.label_colours)
     say(f"wrote {len(files)} {'label map' if names else 'mask'}(s) to {args.out}")
     return 0
