@@ -1,8 +1,12 @@
 """Label efficiency: Dice of every method on held-out images, and how well the learned
 weights separate corrupted from clean weak annotations (ROC AUC).
 
-Datasets: ``synthetic`` (the package's generator) and ``bbbc007`` (real nuclei from
-../shared/data/bbbc007, boxes and scribbles simulated from its masks).  Strong budgets:
+Datasets: ``synthetic`` (the package's generator), ``bbbc007`` (real nuclei from
+../shared/data/bbbc007, boxes and scribbles simulated from its masks) and ``dsb2018``
+(the 512 x 512 fluorescence nuclei image with its mask that the ``stardist`` wheel on PyPI
+ships, an image of the 2018 Data Science Bowl (Caicedo et al., Nature Methods 2019), cut
+into 16 tiles of 128 x 128: 125 nuclei; fetched once with ``pip download`` into
+``benchmarks/_out``).  Strong budgets:
 ``10pct`` (one image in ten has a full mask) and ``few`` (one crop holding about 1% of
 all training objects).  Weak images alternate boxes and scribbles, 30% corrupted.
 Each run appends one JSON line to ``--out``; ``summarize.py`` turns them into tables.
@@ -51,6 +55,17 @@ def load_dataset(name: str, seed: int, data: Path):
     rng = np.random.default_rng(1000 + seed)
     if name == "synthetic":
         items = [(f"s{k:02d}", *synth_image(rng, (192, 192), "microscopy")) for k in range(14)]
+    elif name == "dsb2018":
+        image, labels = _stardist_nuclei(OUT / "wheels")
+        items = [
+            (
+                f"t{y // 128}{x // 128}",
+                image[y : y + 128, x : x + 128],
+                labels[y : y + 128, x : x + 128].astype(np.int32),
+            )
+            for y in range(0, 512, 128)
+            for x in range(0, 512, 128)
+        ]
     elif name == "bbbc007":
         items = []
         for path in sorted((data / "images").glob("*.tif")):
@@ -64,6 +79,27 @@ def load_dataset(name: str, seed: int, data: Path):
     order = rng.permutation(len(items))
     items = [items[i] for i in order]
     return items[:10], items[10:14]
+
+
+def _stardist_nuclei(cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The 2D nuclei image and its label mask in the ``stardist`` 0.9.2 wheel from PyPI."""
+    import io
+    import subprocess
+    import zipfile
+
+    import tifffile
+
+    wheels = sorted(cache.glob("stardist-0.9.2-*.whl"))
+    if not wheels:
+        cache.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache), "stardist==0.9.2"]
+        subprocess.run(cmd, check=True)
+        wheels = sorted(cache.glob("stardist-0.9.2-*.whl"))
+    with zipfile.ZipFile(wheels[0]) as zf:
+        image, labels = (
+            tifffile.imread(io.BytesIO(zf.read(f"stardist/data/images/{n}2d.tif"))) for n in ("img", "mask")
+        )
+    return image, labels
 
 
 def _crop_with_objects(labels: np.ndarray, n_objects: int, rng) -> tuple[slice, slice]:
@@ -135,7 +171,7 @@ def run_one(project, cfg, test):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", choices=["synthetic", "bbbc007"], default="synthetic")
+    ap.add_argument("--dataset", choices=["synthetic", "bbbc007", "dsb2018"], default="synthetic")
     ap.add_argument("--budget", choices=["10pct", "few"], default="10pct")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=300)
