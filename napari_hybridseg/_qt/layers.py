@@ -10,7 +10,7 @@ import weakref
 
 import numpy as np
 
-from ..annotations import ImageAnnotations, Project, parse_stroke_id, stroke_class
+from ..annotations import ImageAnnotations, Project, intensity_setting, parse_stroke_id, stroke_class
 from ..annotations.model import read_only_copy
 from ..bridge import (
     META_KEY,
@@ -192,7 +192,9 @@ def collect_project(viewer, root=None, snapshot: bool = True) -> Project:
             if current is None or list(np.asarray(current, dtype=float)) != ids:
                 boxes_layer.features = {**{k: v for k, v in boxes_layer.features.items() if k != "id"}, "id": ids}
         items.append(item)
-    return Project(items, root=root, classes=classes_of_layers(layers))
+    project = Project(items, root=root, classes=classes_of_layers(layers))
+    project.intensity = intensity_setting(root)  # as the command line reads the folder
+    return project
 
 
 def show_weights(viewer, weights, images=None) -> None:

@@ -13,7 +13,7 @@ from .model import (
     validate_annotations,
     validate_image,
 )
-from .project import Project, save_image_annotations
+from .project import Project, intensity_setting, save_image_annotations
 from .strokes import Stroke, parse_stroke_id, slice_strokes
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "ImageAnnotations",
     "LabelClasses",
     "Project",
+    "intensity_setting",
     "Stroke",
     "boxes_to_csv",
     "check_class_values",

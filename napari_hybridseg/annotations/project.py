@@ -176,6 +176,11 @@ def _read_label(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     return label_array(arr, str(path))
 
 
+def intensity_setting(root: str | Path | None) -> str | None:
+    """The ``"intensity"`` of a project folder's ``project.json`` (``None``: not set)."""
+    return _read_project_json(Path(root))[2] if root is not None else None
+
+
 def _read_project_json(root: Path) -> tuple[dict, LabelClasses | None, str | None]:
     """``project.json``'s per-image flags, classes and intensity setting, each checked: one
     line names what is wrong."""

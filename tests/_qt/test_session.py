@@ -115,3 +115,20 @@ def test_the_papers_settings_in_the_widget_are_the_cli_preset(make_napari_viewer
     assert widget._config(37) == config_from_args(args)
     widget.train.paper.setChecked(False)
     assert widget.train.method.isEnabled() and widget._config(37).granularity == "object"
+
+
+def test_the_widget_trains_with_project_jsons_intensity_as_the_cli_does(make_napari_viewer, tmp_path):
+    import json
+
+    from napari_hybridseg.annotations import Project
+    from napari_hybridseg.task import task_for
+
+    root = tmp_path / "p"
+    make_project(root, n_images=2, strong_fraction=0.5, shape=(48, 48), seed=1)
+    settings = json.loads((root / "project.json").read_text())
+    (root / "project.json").write_text(json.dumps({**settings, "intensity": "zscore"}))
+    widget = HybridSegWidget(make_napari_viewer())
+    widget.open_project(root)
+    from_layers = L.collect_project(widget.viewer, widget.project_root)
+    assert task_for(from_layers).intensity == task_for(Project.load(root)).intensity
+    assert task_for(from_layers).intensity.scheme == "zscore"
