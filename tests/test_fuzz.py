@@ -63,16 +63,20 @@ json_values = st.recursive(
 
 
 @FAST
-@given(data=json_values | st.builds(lambda c, i: {"classes": c, "images": i}, json_values, json_values))
+@given(
+    data=json_values
+    | st.builds(lambda c, i, n: {"classes": c, "images": i, "intensity": n}, json_values, json_values, json_values)
+)
 def test_project_json_takes_any_json(tmp_path, data):
     (tmp_path / "project.json").write_text(json.dumps(data))
     try:
-        flags, classes = _read_project_json(tmp_path)
+        flags, classes, intensity = _read_project_json(tmp_path)
     except Exception as exc:  # noqa: BLE001
         _one_line(exc, "project.json")
     else:
         assert all(isinstance(v, dict) and isinstance(v.get("exhaustive", True), bool) for v in flags.values())
         assert classes is None or all(name and name == name.strip() for name in classes.names)
+        assert intensity in (None, "percentile", "zscore", "ct")
 
 
 @FAST

@@ -84,6 +84,24 @@ class TrainingSet:
     def weak(self) -> list[TrainingSample]:
         return [s for s in self.samples if not s.strong]
 
+    def same_as(self, other: TrainingSet) -> bool:
+        """Whether ``other`` teaches exactly what this set teaches (same instances and
+        signatures, the same pixels of every image and map)."""
+        if self.task != other.task or self.instances != other.instances or len(self.samples) != len(other.samples):
+            return False
+        if not (
+            np.array_equal(self.box_instance, other.box_instance) and np.array_equal(self.box_class, other.box_class)
+        ):
+            return False
+        for a, b in zip(self.samples, other.samples):
+            if (a.name, a.z, a.strong) != (b.name, b.z, b.strong):
+                return False
+            for name in ("image", "target", "instance", "boxmap", "boxcore"):
+                x, y = getattr(a, name), getattr(b, name)
+                if (x is None) != (y is None) or (x is not None and not np.array_equal(x, y)):
+                    return False
+        return True
+
 
 class _Registry:
     def __init__(self) -> None:

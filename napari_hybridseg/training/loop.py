@@ -158,6 +158,9 @@ class TrainingLoop:
                 raise AnnotationError(f"the annotations now describe {tset.task}, the networks learn {self.task}")
         except AnnotationError as exc:
             return P.AnnotationsUpdatedEvent(self.state.step, len(self.weights), str(exc))
+        if tset.same_as(self.tset):  # nothing to learn anew: the run goes on as it was
+            self.project = project
+            return P.AnnotationsUpdatedEvent(self.state.step, len(self.weights))
         self.project, self.tset = project, tset
         self.weights = self.weights.carried_to(tset.instances)
         self.previewer.set_project(project)

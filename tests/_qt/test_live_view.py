@@ -207,8 +207,7 @@ def test_background_regions_are_drawn_in_their_weights_colours_between_runs(two_
     # later weights update the layer in place
     regions["background@0:0"] = 0.95
     widget.live.show_weights(
-        _weights(0.3, 0.7)
-        + [P.InstanceWeight(P.InstanceKey("a", n, "background"), v) for n, v in regions.items()],
+        _weights(0.3, 0.7) + [P.InstanceWeight(P.InstanceKey("a", n, "background"), v) for n, v in regions.items()],
         exact=True,
     )
     assert viewer.layers["a background regions"] is layer

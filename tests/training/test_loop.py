@@ -294,3 +294,26 @@ def test_fresh_run_folders_never_reuse_a_name(tmp_path):
     a = fresh_run_folder(tmp_path / "runs", "20261126-120000")
     b = fresh_run_folder(tmp_path / "runs", "20261126-120000")
     assert a.name == "20261126-120000" and b.name == "20261126-120000-2" and a.is_dir() and b.is_dir()
+
+
+def test_an_update_that_changes_nothing_leaves_the_run_as_it_was(hand_project):
+    """The widget sends the annotations after edits and after opening a project; the same
+    annotations again (a copy) must not restart the weights' optimiser or the schedule, or
+    the run would depend on when napari's debounce fired."""
+    import copy
+
+    def train(update_at):
+        loop = TrainingLoop(hand_project, _cfg(method="dii+dcr", steps=8, dii_warmup=1, dii_interval=1))
+        inbox = queue.Queue()
+        for e in (gen := loop.events(inbox)):
+            if update_at is not None and isinstance(e, P.StepEvent) and e.step == update_at:
+                inbox.put(P.UpdateProject(copy.deepcopy(hand_project)))
+        assert isinstance(e, P.FinishedEvent)
+        del gen
+        return loop
+
+    a, b = train(None), train(3)
+    for net_a, net_b in zip(a.state.nets, b.state.nets, strict=True):
+        for (name, x), y in zip(net_a.state_dict().items(), net_b.state_dict().values()):
+            assert torch.equal(x, y), name
+    assert [w.weight for w in a.weights.table()] == [w.weight for w in b.weights.table()]
