@@ -158,12 +158,12 @@ class TrainingLoop:
                 raise AnnotationError(f"the annotations now describe {tset.task}, the networks learn {self.task}")
         except AnnotationError as exc:
             return P.AnnotationsUpdatedEvent(self.state.step, len(self.weights), str(exc))
+        self.project = project
+        self.previewer.set_project(project)  # images without annotations are previewed too
         if tset.same_as(self.tset):  # nothing to learn anew: the run goes on as it was
-            self.project = project
             return P.AnnotationsUpdatedEvent(self.state.step, len(self.weights))
-        self.project, self.tset = project, tset
+        self.tset = tset
         self.weights = self.weights.carried_to(tset.instances)
-        self.previewer.set_project(project)
         self._bind_training_set()
         return P.AnnotationsUpdatedEvent(self.state.step, len(self.weights))
 
