@@ -138,12 +138,14 @@ def spatial_dims_for(network: str) -> int:
     return 3 if network == "3d" else 2
 
 
-def task_for(project, network: str = "auto", depth: int = 3, intensity: str = "auto") -> Task:
+def task_for(project, network: str = "auto", depth: int = 3, intensity: str | Intensity = "auto") -> Task:
     """The task of a project: its classes (one foreground class when it names none), the
     images' channel count, a 2D network or (``network="3d"``) a 3D one whose pooling
     follows the median voxel spacing of the annotated volumes, and the intensity
     normalisation (``intensity``: a scheme, or ``auto`` for the project's own setting,
-    else one chosen from the data; see :func:`~napari_hybridseg.intensity.intensity_for`).
+    else one chosen from the data, see :func:`~napari_hybridseg.intensity.intensity_for`;
+    or an :class:`~napari_hybridseg.intensity.Intensity` to keep, such as a running
+    model's).
 
     Raises :class:`AnnotationError` when annotated images differ in channel count, or
     when a 3D network is asked for an annotated 2D image.
@@ -169,7 +171,9 @@ def task_for(project, network: str = "auto", depth: int = 3, intensity: str = "a
         class_names=tuple(classes.names) if classes is not None else (),
         class_colours=tuple(classes.colours) if classes is not None else (),
         pools=pools,
-        intensity=intensity_for(project, _setting(project, intensity)),
+        intensity=intensity
+        if isinstance(intensity, Intensity)
+        else intensity_for(project, _setting(project, intensity)),
     )
 
 

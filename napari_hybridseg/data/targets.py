@@ -37,6 +37,7 @@ from ..annotations import Box, ImageAnnotations, Project, slice_strokes, stroke_
 from ..annotations.regions import background_regions
 from ..config import TrainConfig
 from ..errors import AnnotationError
+from ..intensity import Intensity
 from ..methods import Method, get_method
 from ..protocol import InstanceKey
 from ..task import Task, task_for
@@ -216,10 +217,13 @@ def _as_volume(item: ImageAnnotations, image: np.ndarray, slices: list[TrainingS
     return volume
 
 
-def build_training_set(project: Project, cfg: TrainConfig, method: Method | None = None) -> TrainingSet:
-    """Turn a project into training samples and the table of weak instances."""
+def build_training_set(
+    project: Project, cfg: TrainConfig, method: Method | None = None, intensity: Intensity | None = None
+) -> TrainingSet:
+    """Turn a project into training samples and the table of weak instances; images are
+    normalised by ``intensity`` where given (a running model's), else as ``cfg`` says."""
     method = method or get_method(cfg.method)
-    task = task_for(project, cfg.network, cfg.depth, cfg.intensity)
+    task = task_for(project, cfg.network, cfg.depth, intensity or cfg.intensity)
     ellipse = method.learns_weights and cfg.dii_box_target == "ellipse"
     reg = _Registry()
     samples: list[TrainingSample] = []

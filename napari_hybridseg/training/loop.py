@@ -153,7 +153,8 @@ class TrainingLoop:
 
     def _update_project(self, project) -> P.AnnotationsUpdatedEvent:
         try:
-            tset = build_training_set(project, self.config, self.method)
+            # the run keeps its normalisation: CT statistics move with every mask edit
+            tset = build_training_set(project, self.config, self.method, self.task.intensity)
             if tset.task != self.task:
                 raise AnnotationError(f"the annotations now describe {tset.task}, the networks learn {self.task}")
         except AnnotationError as exc:

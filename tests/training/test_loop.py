@@ -317,3 +317,29 @@ def test_an_update_that_changes_nothing_leaves_the_run_as_it_was(hand_project):
         for (name, x), y in zip(net_a.state_dict().items(), net_b.state_dict().values()):
             assert torch.equal(x, y), name
     assert [w.weight for w in a.weights.table()] == [w.weight for w in b.weights.table()]
+
+
+def test_a_ct_projects_masks_can_be_edited_while_it_trains():
+    """The CT statistics come from the masks; a run keeps the normalisation it started
+    with, so an edited mask reaches the run instead of being refused as another task."""
+    from napari_hybridseg.images import ImageMeta
+
+    rng = np.random.default_rng(0)
+    vol = rng.normal(40, 10, (4, 32, 32))
+    vol[:, :, :10] = -1000  # air: Hounsfield units
+    mask = np.zeros(vol.shape, np.uint8)
+    mask[:, 10:20, 12:24] = 1
+    vol[mask > 0] += 30
+    meta = ImageMeta(spacing=(1.0, 1.0, 1.0), format="nii.gz")
+    project = Project([ImageAnnotations("a", vol.astype(np.int16), meta, strong=mask)])
+    loop = TrainingLoop(project, _cfg(method="strong-only", steps=4))
+    assert loop.task.intensity.scheme == "ct"
+    edited = mask.copy()
+    edited[:, 20:26, 12:24] = 1  # the structure drawn larger: other foreground statistics
+    inbox = queue.Queue()
+    inbox.put(P.UpdateProject(Project([ImageAnnotations("a", vol.astype(np.int16), meta, strong=edited)])))
+    out = _run(loop, inbox)
+    (update,) = [e for e in out if isinstance(e, P.AnnotationsUpdatedEvent)]
+    assert update.problem is None
+    assert loop.task.intensity == loop.tset.task.intensity  # the run's normalisation, kept
+    assert (loop.tset.strong[0].target == (edited[0] > 0)).all()
