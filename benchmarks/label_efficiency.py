@@ -164,8 +164,7 @@ def truth_of(w, corrupted) -> tuple[bool, str, str]:
 
 def run_one(project, cfg, test):
     loop, seconds = train(project, cfg)
-    nets = loop.state.nets[:1] if cfg.predict_with == "first" else loop.state.nets  # as the model predicts
-    dice = mean_dice(nets, [(img, "yx", lab) for _, img, lab in test])
+    dice = mean_dice(cfg.predictors(loop.state.nets), [(img, "yx", lab) for _, img, lab in test])
     return loop, dice, seconds
 
 

@@ -230,6 +230,10 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def predictors(self, nets: list) -> list:
+        """Of the trained ``nets``, those that predict (see ``predict_with``)."""
+        return nets[:1] if self.predict_with == "first" else nets
+
     def with_preset(self, name: str, keep=()) -> TrainConfig:
         """This config with preset ``name``'s settings (:data:`PRESETS`), except the
         fields named in ``keep`` (options the user gave beside the preset)."""

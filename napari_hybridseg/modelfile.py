@@ -80,7 +80,7 @@ class LoadedModel:
     def predictors(self) -> list[UNet]:
         """The networks that predict: both (their probabilities averaged), or the first
         alone where the model was trained to predict with it (``predict_with="first"``)."""
-        return self.nets[:1] if self.config.predict_with == "first" else self.nets
+        return self.config.predictors(self.nets)
 
     def to(self, device) -> LoadedModel:
         for n in self.nets:

@@ -188,8 +188,7 @@ class LiveView:
         self._stale |= changed
         visible = {image for image in self._stale if L.image_visible(self.viewer, image)}
         if visible:
-            L.show_weights(self.viewer, self.weights, visible)
-            show_regions(self.viewer, self.weights, visible, create=not self.running)
+            self._draw_weights(visible)
             self._stale -= visible
         for image in self._stale:
             layer = L.find_layer(self.viewer, image, "image")
@@ -201,9 +200,14 @@ class LiveView:
     def image_shown(self, image: str | None) -> None:
         """Bring an image's weight colours up to date when it comes into view."""
         if image in self._stale and L.image_visible(self.viewer, image):
-            L.show_weights(self.viewer, self.weights, {image})
-            show_regions(self.viewer, self.weights, {image}, create=not self.running)
+            self._draw_weights({image})
             self._stale.discard(image)
+
+    def _draw_weights(self, images: set[str]) -> None:
+        """The weights of ``images`` on the canvas: boxes, strokes and background regions
+        (whose layer is added only between runs)."""
+        L.show_weights(self.viewer, self.weights, images)
+        show_regions(self.viewer, self.weights, images, create=not self.running)
 
     def rank(self) -> None:
         lst = self.next_panel.list

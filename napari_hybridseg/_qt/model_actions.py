@@ -12,7 +12,7 @@ from ..bridge import META_KEY, role_of
 from ..devices import resolve_device
 from ..errors import HybridSegError
 from ..images import ImageMeta, spatial_axes
-from ..inference import predict_image, save_prediction
+from ..inference import predict_with_model, save_prediction
 from . import layers as L
 from .live_view import notify_error, notify_info
 from .prediction_layers import show_prediction
@@ -53,10 +53,7 @@ class ModelActions:
         data = np.asarray(layer.data)
         axes = spatial_axes(data)
         z = L.visible_slice(self.viewer, layer) if axes == "zyx" else None
-        intensity = model.task.intensity
-        worker = create_worker(
-            predict_image, model.predictors, data, axes, device=device, z=z, intensity=intensity, _start_thread=False
-        )
+        worker = create_worker(predict_with_model, model, data, axes, device=device, z=z, _start_thread=False)
         worker.returned.connect(
             lambda p: show_prediction(
                 self.viewer,
@@ -82,9 +79,7 @@ class ModelActions:
         for layer in L.tagged_images(self.viewer):
             meta = ImageMeta.from_layer_metadata(layer.metadata.get(META_KEY, {}), layer.scale)
             data = np.asarray(layer.data)
-            pred = predict_image(
-                model.predictors, data, spatial_axes(data), device=device, intensity=model.task.intensity
-            )
+            pred = predict_with_model(model, data, spatial_axes(data), device=device)
             fmt_ = None if fmt == "same as image" else fmt
             written += save_prediction(pred, folder, role_of(layer)[1], meta, fmt_, class_names=names)
         if names:  # class names and colours for ITK-SNAP and 3D Slicer

@@ -50,7 +50,7 @@ def run_predict(args) -> int:
     from ..annotations import validate_image
     from ..devices import resolve_device
     from ..images import read_image, spatial_axes, strip_suffix
-    from ..inference import explain_empty, predict_image, save_prediction
+    from ..inference import explain_empty, predict_with_model, save_prediction
     from ..inference.output import check_output_folder, plan_outputs, write_label_table
     from ..modelfile import load_model
 
@@ -70,7 +70,7 @@ def run_predict(args) -> int:
         channels = image.shape[-1] if axes == "yxc" else 1
         if channels != model.in_channels:
             return err(f"{path}: image has {channels} channel(s), the model expects {model.in_channels}")
-        pred = predict_image(model.predictors, image, axes, device=device, intensity=model.task.intensity)
+        pred = predict_with_model(model, image, axes, device=device)
         save_prediction(
             pred, args.out, strip_suffix(path), meta, args.format, args.threshold, args.prob, args.uncertainty, names
         )

@@ -1,7 +1,7 @@
 """Prediction with trained networks, and writing its results."""
 
 from .output import explain_empty, labels_from_probability, save_prediction
-from .predict import Prediction, predict_array, predict_image
+from .predict import Prediction, predict_array, predict_image, predict_with_model
 
 __all__ = [
     "Prediction",
@@ -9,5 +9,6 @@ __all__ = [
     "labels_from_probability",
     "predict_array",
     "predict_image",
+    "predict_with_model",
     "save_prediction",
 ]

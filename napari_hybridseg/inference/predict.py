@@ -160,3 +160,9 @@ def predict_image(
         if progress is not None:
             progress(k + 1, depth)
     return Prediction(prob, unc, classes)
+
+
+def predict_with_model(model, image: np.ndarray, axes: str, **kwargs) -> Prediction:
+    """:func:`predict_image` with a loaded model: its predicting networks and its
+    intensity normalisation (``kwargs``: device, tile, z, progress)."""
+    return predict_image(model.predictors, image, axes, intensity=model.task.intensity, **kwargs)

@@ -121,8 +121,7 @@ class Previewer:
             outer = [(max(0, a - PREVIEW_MARGIN), min(n, b + PREVIEW_MARGIN)) for (a, b), n in zip(region, plane)]
             x = np.ascontiguousarray(x[(..., *(slice(a, b) for a, b in outer))])
             inner = (..., *(slice(a - o, b - o) for (a, b), (o, _) in zip(region, outer)))
-        nets = nets[:1] if self.cfg.predict_with == "first" else nets  # as the model will predict
-        pred = predict_array(self._snapshot(nets), x, tile=PREVIEW_TILE, device=self.device)
+        pred = predict_array(self._snapshot(self.cfg.predictors(nets)), x, tile=PREVIEW_TILE, device=self.device)
         if self.task.spatial_dims == 3 and item.is_volume:
             pred = pred.take((z,))
         origin = None

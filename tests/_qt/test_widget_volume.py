@@ -92,12 +92,12 @@ def test_predictions_run_on_the_device_chosen_for_training(make_napari_viewer, m
     viewer, widget, vol, _ = _volume_with_a_model(make_napari_viewer)
     used = []
 
-    def fake_predict(nets, image, axes, device="cpu", **kwargs):
+    def fake_predict(model, image, axes, device="cpu", **kwargs):
         used.append(device)
         return Prediction(np.zeros(image.shape, np.float32), None)
 
     monkeypatch.setattr(model_actions, "resolve_device", lambda name: f"resolved {name}")
-    monkeypatch.setattr(model_actions, "predict_image", fake_predict)
+    monkeypatch.setattr(model_actions, "predict_with_model", fake_predict)
     widget.train.device.setCurrentText("cuda")
     widget.export_predictions(tmp_path / "out")
     assert used == ["resolved cuda"]
