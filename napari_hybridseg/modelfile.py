@@ -180,7 +180,7 @@ def load_model(path: str | Path) -> LoadedModel:
                 raise ModelFileError(f"{path}: the weights do not match the network its config describes")
         nets = []
         for state in states:
-            net = create_model(task, cfg.depth, cfg.width)
+            net = create_model(task, cfg.depth, cfg.width, patch_side=cfg.patch_side(task.spatial_dims))
             net.load_state_dict(state)
             nets.append(net.eval())
     except ModelFileError:

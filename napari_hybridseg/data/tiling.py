@@ -53,16 +53,32 @@ class Tile:
 
 class Tiling:
     """Windows of at most ``max_tile`` pixels per axis over a ``shape``, overlapping
-    by at least ``overlap`` and sized in multiples of ``multiple``."""
+    by at least ``overlap`` and sized in multiples of ``multiple``.
 
-    def __init__(self, shape: tuple[int, ...], max_tile: int, overlap: int = 0, multiple: int = 1) -> None:
+    An axis shorter than ``at_least`` (the side of the patches a network was trained on)
+    is centred in one window of that side and mirrored on both sides, exactly as the
+    patch sampler pads it: the network sees such an image as it saw it in training.
+    Window coordinates are those of the padded array; the image lies at :attr:`inner`.
+    """
+
+    def __init__(
+        self, shape: tuple[int, ...], max_tile: int, overlap: int = 0, multiple: int = 1, at_least: int = 0
+    ) -> None:
         max_tile = max(multiple * 4, (max_tile // multiple) * multiple)
+        at_least = -(-at_least // multiple) * multiple
         self.shape = tuple(int(s) for s in shape)
-        layouts = [axis_layout(s, max_tile, overlap, multiple) for s in self.shape]
+        layouts = [
+            (at_least, [0]) if s < at_least else axis_layout(s, max_tile, overlap, multiple) for s in self.shape
+        ]
         self.tile_shape = tuple(t for t, _ in layouts)
         self.starts = [starts for _, starts in layouts]
         self.padded_shape = tuple(max(s, t) for s, t in zip(self.shape, self.tile_shape))
-        cores = [_core_bounds(s, t, st) for s, (t, st) in zip(self.shape, layouts)]
+        self.offsets = tuple((p - s) // 2 if s < at_least else 0 for s, p in zip(self.shape, self.padded_shape))
+        self.inner = tuple(slice(o, o + s) for o, s in zip(self.offsets, self.shape))
+        cores = [
+            [(o + a, o + b) for a, b in _core_bounds(s, t, st)]
+            for o, s, (t, st) in zip(self.offsets, self.shape, layouts)
+        ]
         self.tiles = [
             Tile(
                 tuple(slice(s, s + t) for s, t in zip(start, self.tile_shape)),
@@ -76,7 +92,17 @@ class Tiling:
 
     def pad(self, arr: np.ndarray, fill: float | None = None) -> np.ndarray:
         """Pad the trailing spatial axes of ``arr`` up to :attr:`padded_shape`."""
-        return pad_spatial(arr, [(0, p - s) for s, p in zip(self.shape, self.padded_shape)], fill)
+        pads = [(o, p - s - o) for o, s, p in zip(self.offsets, self.shape, self.padded_shape)]
+        return pad_spatial(arr, pads, fill)
+
+    def read(self, image, tile: Tile) -> np.ndarray:
+        """One window of a ``(C, *S)`` image (an array or anything sliced like one, read
+        only under the window), mirrored where the window reaches past the image."""
+        lo = [w.start - o for w, o in zip(tile.window, self.offsets)]
+        hi = [w.stop - o for w, o in zip(tile.window, self.offsets)]
+        inside = tuple(slice(max(a, 0), min(b, s)) for a, b, s in zip(lo, hi, self.shape))
+        pads = [(i.start - a, b - i.stop) for a, b, i in zip(lo, hi, inside)]
+        return pad_spatial(np.asarray(image[(slice(None), *inside)]), pads)
 
     def axis_weights(self) -> list[np.ndarray]:
         """The blending window along each axis: a raised cosine, never exactly 0 so that

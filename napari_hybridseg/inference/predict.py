@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..data.preprocess import NormalisedView, ranges_for
-from ..data.tiling import Tiling, pad_spatial
+from ..data.tiling import Tiling
 from ..devices import precision_for
 from ..intensity import Intensity
 from ..networks import UNet
@@ -72,7 +72,7 @@ def predict_array(
         # on CPUs, one tile at a time stays in cache: batches of 4 were 1.6x slower (BENCHMARKS.md)
         batch_size = 8 if device.type == "cuda" else 1
     shape = tuple(image.shape[1:])
-    tiling = Tiling(shape, tile, overlap, nets[0].size_multiple)
+    tiling = Tiling(shape, tile, overlap, nets[0].size_multiple, nets[0].patch_side)
     win = tiling.blend_weights()
     n_classes = nets[0].n_outputs - 1
     acc = np.zeros((len(nets), n_classes, *tiling.padded_shape), np.float32)
@@ -80,31 +80,26 @@ def predict_array(
     tiles = tiling.tiles
     for i in range(0, len(tiles), batch_size):
         chunk = tiles[i : i + batch_size]
-        x = torch.from_numpy(np.stack([_read_window(image, t, shape) for t in chunk])).to(device)
+        x = torch.from_numpy(np.stack([tiling.read(image, t) for t in chunk])).to(device)
         for k, net in enumerate(nets):
             with precision.autocast():
                 logits = net(x)
             classes = torch.softmax(logits.float(), dim=1)[:, 1:].cpu().numpy()
             for t, p in zip(chunk, classes):
                 acc[(k, slice(None), *t.window)] += p * win
-    return _blend(acc, tiling.weight_totals(), shape)
+    return _blend(acc, tiling)
 
 
-def _read_window(image, tile, shape: tuple[int, ...]) -> np.ndarray:
-    """One tile's input: the part of the image under its window, mirrored past the image's
-    end where the window is larger (an axis shorter than one tile)."""
-    inside = tuple(slice(w.start, min(w.stop, s)) for w, s in zip(tile.window, shape))
-    pads = [(0, w.stop - i.stop) for w, i in zip(tile.window, inside)]
-    return pad_spatial(np.asarray(image[(slice(None), *inside)]), pads)
-
-
-def _blend(acc: np.ndarray, totals: list[np.ndarray], shape: tuple[int, ...]) -> Prediction:
-    """Divide the accumulated ``(networks, classes, *S)`` maps by the blend's total weight
-    and combine the networks, in place and in slabs of the first spatial axis."""
-    acc = acc[(slice(None), slice(None), *(slice(0, s) for s in shape))]
+def _blend(acc: np.ndarray, tiling: Tiling) -> Prediction:
+    """Divide the accumulated ``(networks, classes, *S)`` maps (over the tiling's padded
+    array) by the blend's total weight and combine the networks, in place and in slabs
+    of the first spatial axis."""
+    shape = tiling.shape
+    acc = acc[(slice(None), slice(None), *tiling.inner)]
+    totals = [t[inner] for t, inner in zip(tiling.weight_totals(), tiling.inner)]
     rest = np.ones((), np.float32)
-    for total, size in zip(totals[1:], shape[1:]):
-        rest = np.multiply.outer(rest, total[:size])
+    for total in totals[1:]:
+        rest = np.multiply.outer(rest, total)
     uncertainty = np.empty(shape, np.float32) if len(acc) > 1 else None
     for start in range(0, shape[0], SLAB):
         rows = slice(start, min(start + SLAB, shape[0]))

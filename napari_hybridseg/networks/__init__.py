@@ -10,11 +10,16 @@ from .unet import UNet
 __all__ = ["UNet", "create_model"]
 
 
-def create_model(task: Task, depth: int = 3, width: int = 16, seed: int | None = None) -> UNet:
-    """A U-Net for ``task``; ``seed`` fixes its initialisation (DCR's two networks use two seeds)."""
+def create_model(
+    task: Task, depth: int = 3, width: int = 16, seed: int | None = None, patch_side: int = 0
+) -> UNet:
+    """A U-Net for ``task``; ``seed`` fixes its initialisation (DCR's two networks use two
+    seeds); ``patch_side``: the side of its training patches (see :attr:`UNet.patch_side`)."""
 
     def build() -> UNet:
-        return UNet(task.in_channels, task.n_outputs, depth, width, task.spatial_dims, task.pools or None)
+        net = UNet(task.in_channels, task.n_outputs, depth, width, task.spatial_dims, task.pools or None)
+        net.patch_side = patch_side
+        return net
 
     if seed is None:
         return build()

@@ -65,6 +65,9 @@ class UNet(nn.Module):
         self.pool = nn.ModuleList(pool(k) for k in pools)
         self.classifier = conv(chans[0], n_outputs, 1)
         self.n_features = chans[0]
+        # the side of the patches it trains on: predictions pad an axis shorter than this to
+        # it, centred and mirrored, as the patch sampler does (0: no such padding)
+        self.patch_side = 0
 
     @property
     def size_multiple(self) -> int:

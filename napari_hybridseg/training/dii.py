@@ -93,6 +93,8 @@ class DiiScorer:
         self.tset = tset
         self.n = n_instances
         self.multiple = multiple
+        # tiles pad a narrow image as the patch sampler does, so g_k sees the training layout
+        self.patch_side = cfg.patch_side(tset.task.spatial_dims)
         self.device = torch.device(device)
         self.box_instance = self._to(tset.box_instance).long()
         self.box_class = self._to(tset.box_class).long()
@@ -104,7 +106,7 @@ class DiiScorer:
     def _tiles(self, s: TrainingSample):
         """``(tile index, image, target, instance, boxmap, boxcore)`` windows of one
         sample; pixels outside the tile's core are unassigned (-1)."""
-        tiling = Tiling(s.spatial_shape, DII_TILE[len(s.spatial_shape)], 0, self.multiple)
+        tiling = Tiling(s.spatial_shape, DII_TILE[len(s.spatial_shape)], 0, self.multiple, self.patch_side)
         image = tiling.pad(s.image)
         maps = [tiling.pad(a, -1) if a is not None else None for a in (s.target, s.instance, s.boxmap)]
         core = tiling.pad(s.boxcore, 0) if s.boxcore is not None else None

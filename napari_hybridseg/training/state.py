@@ -59,7 +59,7 @@ class TrainState:
         every rank builds the same ones."""
         torch.manual_seed(cfg.seed)
         nets = [
-            create_model(task, cfg.depth, cfg.width, seed=cfg.seed * 1000 + k).to(device)
+            create_model(task, cfg.depth, cfg.width, cfg.seed * 1000 + k, cfg.patch_side(task.spatial_dims)).to(device)
             for k in range(method.n_networks)
         ]
         if init_model is not None:

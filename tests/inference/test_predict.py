@@ -161,7 +161,7 @@ def test_blending_divides_by_the_total_window_weight():
     for t in tiling.tiles:
         acc[(0, 0, *t.window)] += 0.25 * win
         acc[(1, 0, *t.window)] += 0.75 * win
-    pred = _blend(acc, tiling.weight_totals(), (300, 260))
+    pred = _blend(acc, tiling)
     np.testing.assert_allclose(pred.probability, 0.5, atol=1e-5)
     np.testing.assert_allclose(pred.uncertainty, 0.5, atol=1e-5)
     assert pred.class_probability is None
@@ -170,7 +170,7 @@ def test_blending_divides_by_the_total_window_weight():
     for t in tiling.tiles:
         acc[(0, slice(None), *t.window)] += np.multiply.outer([0.1, 0.6], win)
         acc[(1, slice(None), *t.window)] += np.multiply.outer([0.3, 0.3], win)
-    pred = _blend(acc, tiling.weight_totals(), (300, 260))
+    pred = _blend(acc, tiling)
     np.testing.assert_allclose(pred.class_probability[:, 5, 7], [0.2, 0.45], atol=1e-5)
     np.testing.assert_allclose(pred.probability, 0.65, atol=1e-5)
     np.testing.assert_allclose(pred.uncertainty, 0.1, atol=1e-5)
@@ -185,3 +185,26 @@ def test_a_pixel_of_several_classes_is_its_most_probable_class_background_includ
     classes = np.array([[[0.35, 0.5]], [[0.25, 0.1]]], np.float32)  # (K=2, 1, 2)
     pred = Prediction(classes.sum(0), None, classes)
     np.testing.assert_array_equal(pred.labels(), [[0, 1]])
+
+
+@pytest.mark.parametrize("spatial", [(40, 20), (12, 40, 36)])
+def test_an_image_narrower_than_the_training_patch_is_seen_as_in_training(spatial):
+    """An axis shorter than the training patch is padded to it, centred and mirrored, as the
+    patch sampler does: a network that learned from that layout predicts from the same one
+    (a hemisphere 31 px wide, padded at its end only, lost most of its Dice)."""
+    from napari_hybridseg.data.sampler import _Padded
+    from napari_hybridseg.data.targets import TrainingSample
+    from napari_hybridseg.networks import create_model
+    from napari_hybridseg.task import Task
+
+    side = 32 if len(spatial) == 2 else 16
+    net = create_model(Task(spatial_dims=len(spatial)), depth=2, width=4, seed=0, patch_side=side).eval()
+    seen = []
+    net.register_forward_pre_hook(lambda _m, args: seen.append(args[0][0].numpy().copy()))
+    image = np.random.default_rng(0).normal(size=(1, *spatial)).astype(np.float32)
+    pred = predict_array([net], image, tile=64)
+    sample = TrainingSample("a", None, image, np.zeros(spatial, np.int64), np.full(spatial, -1, np.int64), strong=True)
+    trained_on = _Padded(sample, side).image
+    assert len(seen) == 1 and seen[0].shape == trained_on.shape
+    np.testing.assert_array_equal(seen[0], trained_on)
+    assert pred.probability.shape == spatial

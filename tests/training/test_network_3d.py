@@ -8,6 +8,7 @@ import torch
 from napari_hybridseg.annotations import Box, ImageAnnotations, Project
 from napari_hybridseg.config import TrainConfig
 from napari_hybridseg.data.targets import build_training_set
+from napari_hybridseg.data.tiling import Tiling
 from napari_hybridseg.errors import AnnotationError
 from napari_hybridseg.images import ImageMeta
 from napari_hybridseg.losses import affinity_edges, box_losses, pixel_ce
@@ -60,8 +61,11 @@ def test_3d_weak_gradients_match_autograd():
         s.image = s.image.astype(np.float64)
     got = loop.scorer.weak_gradients(net)
     s = loop.tset.weak[0]
-    x = torch.from_numpy(s.image[None])
-    t, inst, br = (torch.from_numpy(a[None]).long() for a in (s.target, s.instance, s.boxmap))
+    # 8 slices, fewer than the patch's 16: the scorer pads them as the sampler does
+    tiling = Tiling(s.spatial_shape, 128, 0, net.size_multiple, cfg.patch_size_3d)
+    assert tiling.offsets == (4, 0, 0)
+    x = torch.from_numpy(tiling.pad(s.image)[None])
+    t, inst, br = (torch.from_numpy(tiling.pad(a, -1)[None]).long() for a in (s.target, s.instance, s.boxmap))
     edges = affinity_edges(x, cfg.affinity_threshold)
     rows = []
     for k in range(len(loop.weights)):
