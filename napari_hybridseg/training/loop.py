@@ -9,6 +9,7 @@ under the command line, in a thread next to napari, or in another process.
 
 from __future__ import annotations
 
+import json
 import queue
 import time
 import traceback
@@ -22,7 +23,10 @@ from ..data.sampler import PatchSampler
 from ..data.targets import build_training_set
 from ..devices import resolve_device
 from ..errors import AnnotationError, ConfigError, DivergedError, HybridSegError, ModelFileError
+from ..intensity import Intensity
 from ..methods import get_method
+from ..modelfile import load_model
+from ..task import Task
 from .dii import DiiScorer
 from .distributed import ALONE, Distributed
 from .preview import Previewer
@@ -80,17 +84,20 @@ class TrainingLoop:
         self.device = resolve_device(dist.device_name(self.config.device))
         self.run_folder = RunFolder(run_dir) if run_dir is not None else None
         self.project = project
-        self.tset = build_training_set(project, self.config, self.method)
+        if resume and self.run_folder is None:
+            raise ConfigError("resume needs a run folder")
+        checkpoint = self.run_folder.load_checkpoint() if resume else None
+        start = (init_model, load_model(init_model)) if init_model is not None and not resume else None
+        intensity = _trained_intensity(self.config, checkpoint, start)
+        self.tset = build_training_set(project, self.config, self.method, intensity)
         self.task = self.tset.task
-        self.state = TrainState.create(self.task, self.config, self.method, self.device, init_model, dist)
+        self.state = TrainState.create(self.task, self.config, self.method, self.device, start, dist)
         self.weights = InstanceWeights(self.tset.instances, self.device, pins)
         self.previewer = Previewer(project, self.task, self.config, self.device)
         self._bind_training_set()
         self._paused = self._stopped = False
-        if resume:
-            if self.run_folder is None:
-                raise ConfigError("resume needs a run folder")
-            self._restore()
+        if checkpoint is not None:
+            self._restore(checkpoint)
 
     @classmethod
     def from_spec(cls, spec: TrainingSpec) -> TrainingLoop:
@@ -198,9 +205,8 @@ class TrainingLoop:
             self.config, self.task, self.state.state_dict(), self.weights.state_dict()
         )
 
-    def _restore(self) -> None:
+    def _restore(self, data: dict) -> None:
         path = self.run_folder.checkpoint
-        data = self.run_folder.load_checkpoint()
         try:
             self.state.load_state_dict(data)
             self.weights.load_state_dict(data)
@@ -283,3 +289,22 @@ class TrainingLoop:
         if run is not None:
             self._write_outputs()
         yield P.FinishedEvent(st.step, str(run.root) if run else None, self._stopped, st.elapsed)
+
+
+def _trained_intensity(cfg: TrainConfig, checkpoint: dict | None, start) -> Intensity | None:
+    """The normalisation the networks were trained with, when a run resumes from a
+    checkpoint or continues a model (``start``: its file and the model): the CT statistics
+    are those it learned on, not those of the masks as they are now.  ``None`` for fresh
+    networks (the annotations decide)."""
+    if checkpoint is not None:
+        return Task.from_dict(json.loads(checkpoint["task"])).intensity if "task" in checkpoint else None
+    if start is None:
+        return None
+    path, model = start
+    trained = model.task.intensity
+    if cfg.intensity not in ("auto", trained.scheme):
+        raise ConfigError(
+            f"{path}: its networks were trained on {trained.scheme} intensities; the run asks for "
+            f"{cfg.intensity} (leave intensity on auto to continue the model)"
+        )
+    return trained

@@ -86,7 +86,8 @@ class Previewer:
         """Eval-mode copies of ``nets`` with their current weights."""
         if len(self._nets) != len(nets):
             # seeded, so that building them leaves the global random state alone
-            self._nets = [create_model(self.task, self.cfg.depth, self.cfg.width, 0, self.cfg.patch_side(self.task.spatial_dims)) for _ in nets]
+            side = self.cfg.patch_side(self.task.spatial_dims)
+            self._nets = [create_model(self.task, self.cfg.depth, self.cfg.width, 0, side) for _ in nets]
             self._nets = [n.to(self.device).eval() for n in self._nets]
         for copy, net in zip(self._nets, nets):
             copy.load_state_dict(net.state_dict())

@@ -18,7 +18,7 @@ from ..config import TrainConfig
 from ..devices import Precision, precision_for
 from ..errors import ModelFileError
 from ..methods import Method
-from ..modelfile import load_model
+from ..modelfile import LoadedModel
 from ..networks import UNet, create_model
 from ..task import Task
 from .distributed import ALONE, Distributed, global_batch_norm
@@ -52,18 +52,18 @@ class TrainState:
         cfg: TrainConfig,
         method: Method,
         device: torch.device,
-        init_model: str | Path | None = None,
+        start: tuple[str | Path, LoadedModel] | None = None,
         dist: Distributed = ALONE,
     ) -> TrainState:
-        """Fresh networks (seeded; DCR's two from two seeds), or ones started from ``init_model``;
-        every rank builds the same ones."""
+        """Fresh networks (seeded; DCR's two from two seeds), or ones started from a model
+        (``start``: its file and the model read from it); every rank builds the same ones."""
         torch.manual_seed(cfg.seed)
         nets = [
             create_model(task, cfg.depth, cfg.width, cfg.seed * 1000 + k, cfg.patch_side(task.spatial_dims)).to(device)
             for k in range(method.n_networks)
         ]
-        if init_model is not None:
-            _start_from(nets, task, cfg, init_model)
+        if start is not None:
+            _start_from(nets, task, cfg, *start)
         training_nets = list(nets)
         if dist.active:
             from torch.nn.parallel import DistributedDataParallel
@@ -107,8 +107,7 @@ class TrainState:
         self.elapsed = float(data.get("elapsed", 0.0))
 
 
-def _start_from(nets: list[UNet], task: Task, cfg: TrainConfig, path: str | Path) -> None:
-    model = load_model(path)
+def _start_from(nets: list[UNet], task: Task, cfg: TrainConfig, path: str | Path, model: LoadedModel) -> None:
     if model.task.in_channels != task.in_channels:
         raise ModelFileError(
             f"{path}: model expects {model.task.in_channels} channel(s), the images have {task.in_channels}"

@@ -319,9 +319,9 @@ def test_an_update_that_changes_nothing_leaves_the_run_as_it_was(hand_project):
     assert [w.weight for w in a.weights.table()] == [w.weight for w in b.weights.table()]
 
 
-def test_a_ct_projects_masks_can_be_edited_while_it_trains():
-    """The CT statistics come from the masks; a run keeps the normalisation it started
-    with, so an edited mask reaches the run instead of being refused as another task."""
+def _ct_project(edited=False):
+    """One CT volume (air at -1000 HU) with a mask; ``edited``: the structure drawn larger,
+    so that the foreground statistics differ."""
     from napari_hybridseg.images import ImageMeta
 
     rng = np.random.default_rng(0)
@@ -330,16 +330,45 @@ def test_a_ct_projects_masks_can_be_edited_while_it_trains():
     mask = np.zeros(vol.shape, np.uint8)
     mask[:, 10:20, 12:24] = 1
     vol[mask > 0] += 30
+    if edited:
+        mask[:, 20:26, 12:24] = 1
     meta = ImageMeta(spacing=(1.0, 1.0, 1.0), format="nii.gz")
-    project = Project([ImageAnnotations("a", vol.astype(np.int16), meta, strong=mask)])
-    loop = TrainingLoop(project, _cfg(method="strong-only", steps=4))
+    return Project([ImageAnnotations("a", vol.astype(np.int16), meta, strong=mask)])
+
+
+def test_a_resumed_or_continued_ct_run_keeps_the_normalisation_it_was_trained_with(tmp_path):
+    """Masks edited between runs move the CT foreground statistics; a resumed run and a
+    model continued on the edited project normalise as the networks were trained."""
+    from napari_hybridseg.modelfile import load_model
+
+    first = TrainingLoop(_ct_project(), _cfg(method="strong-only", steps=4), run_dir=tmp_path / "run")
+    _run(first)
+    trained = first.task.intensity
+    assert trained.scheme == "ct"
+    assert TrainingLoop(_ct_project(edited=True), _cfg(method="strong-only")).task.intensity != trained
+    resumed = TrainingLoop(
+        _ct_project(edited=True), _cfg(method="strong-only", steps=6), run_dir=tmp_path / "run", resume=True
+    )
+    assert resumed.task.intensity == trained and resumed.state.step == 4
+    model = tmp_path / "run" / "model.pt"
+    continued = TrainingLoop(_ct_project(edited=True), _cfg(method="strong-only", steps=2), init_model=model)
+    assert continued.task.intensity == load_model(model).task.intensity == trained
+    _run(continued)
+    # asking for another normalisation than the model's is refused in one line
+    with pytest.raises(ConfigError, match=r"model\.pt: its networks were trained on ct intensities.*zscore"):
+        TrainingLoop(_ct_project(), _cfg(method="strong-only", intensity="zscore"), init_model=model)
+
+
+def test_a_ct_projects_masks_can_be_edited_while_it_trains():
+    """The CT statistics come from the masks; a run keeps the normalisation it started
+    with, so an edited mask reaches the run instead of being refused as another task."""
+    loop = TrainingLoop(_ct_project(), _cfg(method="strong-only", steps=4))
     assert loop.task.intensity.scheme == "ct"
-    edited = mask.copy()
-    edited[:, 20:26, 12:24] = 1  # the structure drawn larger: other foreground statistics
+    edited = _ct_project(edited=True)
     inbox = queue.Queue()
-    inbox.put(P.UpdateProject(Project([ImageAnnotations("a", vol.astype(np.int16), meta, strong=edited)])))
+    inbox.put(P.UpdateProject(edited))
     out = _run(loop, inbox)
     (update,) = [e for e in out if isinstance(e, P.AnnotationsUpdatedEvent)]
     assert update.problem is None
     assert loop.task.intensity == loop.tset.task.intensity  # the run's normalisation, kept
-    assert (loop.tset.strong[0].target == (edited[0] > 0)).all()
+    assert (loop.tset.strong[0].target == (edited["a"].strong[0] > 0)).all()
