@@ -30,7 +30,8 @@ from _common import OUT, git_rev, machine, mean_dice, train  # noqa: E402
 from napari_hybridseg.annotations import BACKGROUND_STROKE, ImageAnnotations, Project, parse_stroke_id  # noqa: E402
 from napari_hybridseg.config import TrainConfig  # noqa: E402
 from napari_hybridseg.images import read_image  # noqa: E402
-from napari_hybridseg.synthetic import simulate_weak_labels, synth_image  # noqa: E402
+from napari_hybridseg.synthetic import ANNOTATORS, simulate_weak_labels, synth_image  # noqa: E402
+from napari_hybridseg.synthetic.scenes import SHAPES  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc007"
 # (method, box target); "full" is strong-only trained on every training image's mask,
@@ -50,11 +51,12 @@ RUNS = [
 ]
 
 
-def load_dataset(name: str, seed: int, data: Path):
-    """``(train, test)``: lists of (name, image, instance labels)."""
+def load_dataset(name: str, seed: int, data: Path, objects: str = "round"):
+    """``(train, test)``: lists of (name, image, instance labels); ``objects``: the
+    synthetic set's object shapes."""
     rng = np.random.default_rng(1000 + seed)
     if name == "synthetic":
-        items = [(f"s{k:02d}", *synth_image(rng, (192, 192), "microscopy")) for k in range(14)]
+        items = [(f"s{k:02d}", *synth_image(rng, (192, 192), "microscopy", objects=objects)) for k in range(14)]
     elif name == "dsb2018":
         image, labels = _stardist_nuclei(OUT / "wheels")
         items = [
@@ -119,8 +121,9 @@ def _crop_with_objects(labels: np.ndarray, n_objects: int, rng) -> tuple[slice, 
     return slice(0, h), slice(0, w)
 
 
-def build_project(train, budget: str, seed: int, corrupt: float = 0.3):
-    """``(hybrid project, full-mask project, corruption table)``."""
+def build_project(train, budget: str, seed: int, corrupt: float = 0.3, annotator: str = "development"):
+    """``(hybrid project, full-mask project, corruption table)``; ``annotator``: how the
+    weak labels are drawn (:data:`napari_hybridseg.synthetic.ANNOTATORS`)."""
     rng = np.random.default_rng(2000 + seed)
     weak_items, full_items, corrupted = [], [], {}
     total_objects = sum(len(np.unique(lab)) - 1 for _, _, lab in train)
@@ -134,7 +137,7 @@ def build_project(train, budget: str, seed: int, corrupt: float = 0.3):
                 weak_items.append(ImageAnnotations(f"{name}_crop", image[sl], strong=labels[sl]))
             continue
         boxes = k % 2 == 0
-        wl = simulate_weak_labels(labels, rng, corrupt, boxes=boxes, scribbles=not boxes)
+        wl = simulate_weak_labels(labels, rng, corrupt, boxes=boxes, scribbles=not boxes, style=ANNOTATORS[annotator])
         weak_items.append(ImageAnnotations(name, image, boxes=wl.boxes, scribbles=wl.scribbles))
         for (kind, iid), bad in wl.corrupted.items():
             corrupted[(name, str(iid), kind)] = (bad, wl.corruption.get((kind, iid), "none"))
@@ -184,6 +187,13 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="extra TrainConfig options for every run, e.g. dii_space=weight",
     )
+    ap.add_argument(
+        "--annotator",
+        choices=list(ANNOTATORS),
+        default="development",
+        help="how weak labels are drawn: stroke widths and lengths, box margins (see synthetic/weak.py)",
+    )
+    ap.add_argument("--objects", choices=list(SHAPES), default="round", help="object shapes of the synthetic set")
     ap.add_argument("--data", type=Path, default=SHARED)
     ap.add_argument("--out", type=Path, default=OUT / "label_efficiency.jsonl")
     args = ap.parse_args()
@@ -199,8 +209,8 @@ def main() -> None:
         default = getattr(TrainConfig, key)
         extra[key] = type(default)(value) if default is not None else (float(value) if "." in value else int(value))
     for seed in args.seeds:
-        train, test = load_dataset(args.dataset, seed, args.data)
-        hybrid, full, corrupted = build_project(train, args.budget, seed, args.corrupt)
+        train, test = load_dataset(args.dataset, seed, args.data, args.objects)
+        hybrid, full, corrupted = build_project(train, args.budget, seed, args.corrupt, args.annotator)
         for method, box_target in runs:
             project = full if method == "full" else hybrid
             cfg = TrainConfig(
@@ -221,6 +231,8 @@ def main() -> None:
                 "box_target": box_target,
                 "steps": args.steps,
                 "corrupt": args.corrupt,
+                "annotator": args.annotator,
+                "objects": args.objects if args.dataset == "synthetic" else None,
                 "dice": round(dice, 4),
                 "seconds": round(seconds, 1),
                 "options": extra,

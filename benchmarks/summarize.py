@@ -55,6 +55,8 @@ def load(paths: list[Path]) -> dict[tuple, dict[tuple, dict[int, dict]]]:
                 options["schedule"] = "old"
             opts = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
             opts += f",corrupt={r['corrupt']}" if r.get("corrupt", 0.3) != 0.3 else ""
+            opts += f",annotator={r['annotator']}" if r.get("annotator", "development") != "development" else ""
+            opts += f",objects={r['objects']}" if r.get("objects") not in (None, "round") else ""
             key = (r["method"], "-" if r["method"] in ("full", "strong-only") else r["box_target"], opts.strip(","))
             groups[(r["dataset"], r["budget"], r["steps"])][key][r["seed"]] = r
     # `full` trains on every training mask whatever the budget: the same run serves both

@@ -1,30 +1,17 @@
-"""Seeded synthetic data: microscopy- and scan-like images with ground truth and
-simulated weak labels, a chosen share of which is corrupted.
-
-Used by the sample data, the tests and the benchmarks.  Pure NumPy/scikit-image.
-"""
+"""Synthetic scenes: microscopy- and scan-like images with their ground truth, and
+whole projects of them with simulated weak labels."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from .annotations import Box, ImageAnnotations, LabelClasses, Project
-from .atomic import atomic_write_text
-from .images import ImageMeta, write_image
-
-
-@dataclass
-class WeakLabels:
-    """Simulated weak labels for one image, with which of them are corrupted."""
-
-    boxes: list[Box] = field(default_factory=list)
-    scribbles: np.ndarray | None = None
-    corrupted: dict[tuple[str, int], bool] = field(default_factory=dict)
-    corruption: dict[tuple[str, int], str] = field(default_factory=dict)  # how, for reports
+from ..annotations import ImageAnnotations, LabelClasses, Project
+from ..atomic import atomic_write_text
+from ..images import ImageMeta, write_image
+from .weak import simulate_weak_labels
 
 
 def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
@@ -32,11 +19,16 @@ def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
     return noise / (noise.std() + 1e-8)
 
 
+# object shapes: (short axis / long axis range, outline wobble, long axis stretch)
+SHAPES = {"round": ((0.55, 1.0), 0.25, 1.0), "elongated": ((0.2, 0.33), 0.25, 1.8), "irregular": ((0.5, 1.0), 1.2, 1.0)}
+
+
 def synth_image(
     rng: np.random.Generator,
     shape: tuple[int, int] = (128, 128),
     kind: str = "microscopy",
     n_objects: int | None = None,
+    objects: str = "round",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(image, instance_labels)`` for one 2D image.
 
@@ -44,8 +36,13 @@ def synth_image(
     background, uint16 with a camera offset.  ``kind="medical"``: a few large
     irregular lesion-like regions in textured tissue, float32.
     Objects vary in size, shape and brightness; the image has blur, noise and
-    uneven illumination.
+    uneven illumination.  ``objects``: ``"round"`` (ellipses with a little wobble),
+    ``"elongated"`` (3-5 times longer than wide) or ``"irregular"`` (strongly wobbling
+    outlines).
     """
+    if objects not in SHAPES:
+        raise ValueError(f"unknown objects {objects!r}; use one of {', '.join(SHAPES)}")
+    aspect, wobble_amplitude, stretch = SHAPES[objects]
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     labels = np.zeros(shape, np.int32)
@@ -64,14 +61,17 @@ def synth_image(
     for _ in range(n * 8):
         if placed >= n:
             break
-        a = rng.uniform(rmin, rmax)
-        b = a * rng.uniform(0.55, 1.0)
+        a = rng.uniform(rmin, rmax) * stretch
+        b = a * rng.uniform(*aspect)
         cy, cx = rng.uniform(a, h - a), rng.uniform(a, w - a)
         t = rng.uniform(0, np.pi)
         dy, dx = yy - cy, xx - cx
         u = (dx * np.cos(t) + dy * np.sin(t)) / a
         v = (-dx * np.sin(t) + dy * np.cos(t)) / b
-        inside = (u**2 + v**2) < 1.0 + 0.25 * wobble
+        inside = (u**2 + v**2) < 1.0 + wobble_amplitude * wobble
+        if objects == "irregular" and inside.any():  # one piece: the largest
+            parts, n_parts = ndi.label(inside)
+            inside = parts == 1 + int(np.argmax(np.bincount(parts.ravel())[1:])) if n_parts > 1 else inside
         if not inside.any() or (labels[inside] > 0).mean() > 0.05:
             continue
         placed += 1
@@ -90,128 +90,6 @@ def synth_image(
         signal = ndi.gaussian_filter(signal, 1.2) * illum
         image = (signal + rng.normal(0, 0.04, shape)).astype(np.float32)
     return image, labels
-
-
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(mask)
-    return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
-
-
-def _stroke(shape, p0, p1, width: int = 1) -> np.ndarray:
-    from skimage.draw import line
-
-    out = np.zeros(shape, bool)
-    rr, cc = line(int(p0[0]), int(p0[1]), int(p1[0]), int(p1[1]))
-    keep = (rr >= 0) & (rr < shape[0]) & (cc >= 0) & (cc < shape[1])
-    out[rr[keep], cc[keep]] = True
-    if width > 1:
-        out = ndi.binary_dilation(out, iterations=width - 1)
-    return out
-
-
-def simulate_weak_labels(
-    labels: np.ndarray,
-    rng: np.random.Generator,
-    corrupt_fraction: float = 0.3,
-    boxes: bool = True,
-    scribbles: bool = False,
-    classes: dict[int, int] | None = None,
-) -> WeakLabels:
-    """Simulate boxes and/or scribbles from instance ``labels``.
-
-    ``classes`` maps each instance to its class (several structures): boxes get that
-    class and strokes the value ``1 + class`` (``corrupted`` still numbers strokes in the
-    order drawn); without it every stroke has a value of its own from 2.
-
-    Corruptions, each for about ``corrupt_fraction`` of the annotations:
-    boxes are shifted by most of their size, made 2-3x too large, or placed on
-    empty background; foreground scribbles are drawn on background (a wrong
-    object).  Box and scribble ids are unique per image.
-    """
-    h, w = labels.shape
-    out = WeakLabels()
-    ids = [int(i) for i in np.unique(labels) if i > 0]
-    fg = labels > 0
-    next_id = 1
-    if boxes:
-        for i in ids:
-            y0, x0, y1, x1 = _bbox(labels == i)
-            corrupt = rng.random() < corrupt_fraction
-            how = "none"
-            if corrupt:
-                mode = rng.integers(3)
-                how = ("shifted", "loose", "background")[mode]
-                bh, bw = y1 - y0, x1 - x0
-                if mode == 0:  # shifted
-                    sy = int(rng.choice([-1, 1]) * rng.uniform(0.6, 1.0) * bh)
-                    sx = int(rng.choice([-1, 1]) * rng.uniform(0.6, 1.0) * bw)
-                    y0, y1, x0, x1 = y0 + sy, y1 + sy, x0 + sx, x1 + sx
-                elif mode == 1:  # loose
-                    f = rng.uniform(2.0, 3.0)
-                    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
-                    y0, y1 = int(cy - f * bh / 2), int(cy + f * bh / 2)
-                    x0, x1 = int(cx - f * bw / 2), int(cx + f * bw / 2)
-                else:  # on background: the object keeps its true box, an extra one is wrong
-                    out.boxes.append(Box(next_id, y0, x0, y1, x1, cls=classes[i] if classes else 1))
-                    out.corrupted[("box", next_id)] = False
-                    next_id += 1
-                    found = _background_spot(fg, bh, bw, rng)
-                    if found is None:
-                        continue
-                    y0, x0 = found
-                    y1, x1 = y0 + bh, x0 + bw
-            y0, x0, y1, x1 = max(y0, 0), max(x0, 0), min(y1, h), min(x1, w)
-            if y1 - y0 < 2 or x1 - x0 < 2:
-                continue
-            out.boxes.append(Box(next_id, y0, x0, y1, x1, cls=classes[i] if classes else 1))
-            out.corrupted[("box", next_id)] = bool(corrupt)
-            out.corruption[("box", next_id)] = how
-            next_id += 1
-    if scribbles:
-        scr = np.zeros(labels.shape, np.int32)
-        interior = ndi.binary_erosion(fg, iterations=2)
-        sid = max(next_id, 2)
-        for i in ids:
-            obj = (labels == i) & interior
-            if obj.sum() < 4:
-                continue
-            corrupt = rng.random() < corrupt_fraction
-            ys, xs = np.nonzero(obj)
-            cy, cx = ys.mean(), xs.mean()
-            length = max(2.0, 0.35 * np.sqrt(obj.sum()))
-            t = rng.uniform(0, np.pi)
-            d = np.array([np.sin(t), np.cos(t)]) * length
-            stroke = _stroke(labels.shape, (cy - d[0], cx - d[1]), (cy + d[0], cx + d[1])) & obj
-            if corrupt:
-                spot = _background_spot(fg, 8, 8, rng)
-                if spot is None:
-                    continue
-                y0, x0 = spot
-                stroke = _stroke(labels.shape, (y0 + 1, x0 + 1), (y0 + 6, x0 + 6)) & ~fg
-            if stroke.sum() == 0:
-                continue
-            scr[stroke & (scr == 0)] = 1 + classes[i] if classes else sid
-            out.corrupted[("scribble", sid)] = bool(corrupt)
-            out.corruption[("scribble", sid)] = "background" if corrupt else "none"
-            sid += 1
-        far_bg = ~ndi.binary_dilation(fg, iterations=4)
-        for _ in range(max(2, len(ids) // 3)):
-            p0 = rng.uniform([0, 0], [h, w])
-            p1 = p0 + rng.uniform(-0.3, 0.3, 2) * [h, w]
-            scr[_stroke(labels.shape, p0, p1) & far_bg & (scr == 0)] = 1
-        out.scribbles = scr
-    return out
-
-
-def _background_spot(fg, bh, bw, rng, tries: int = 50):
-    h, w = fg.shape
-    if bh >= h or bw >= w:
-        return None
-    for _ in range(tries):
-        y0, x0 = int(rng.integers(0, h - bh)), int(rng.integers(0, w - bw))
-        if not fg[y0 : y0 + bh, x0 : x0 + bw].any():
-            return y0, x0
-    return None
 
 
 def make_project(
