@@ -1,0 +1,135 @@
+"""When does DII's evidence point the right way? The hypergradient of every weight update
+of one run, split into the first, middle and last third of the updates.
+
+Trains one run that learns weights and keeps ``dL_S/dgamma_k`` of every weak annotation
+at every update.  For each phase, the ROC AUC of the summed hypergradient (an
+annotation whose sum is larger would be lowered more) separates corrupted from clean
+boxes and scribbles; 0.5 is no information, below 0.5 the evidence is backwards.  The
+final weights' AUC is reported beside it.  Data: a label-efficiency set (with any
+simulated annotator) or the medical volume (``--dataset medical``, needs mricron-data).
+
+    python benchmarks/dii_phases.py --dataset medical --method dii --steps 600
+    python benchmarks/dii_phases.py --dataset bbbc007 --annotator thin --steps 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import OUT, git_rev, machine  # noqa: E402
+from label_efficiency import SHARED, build_project, load_dataset, roc_auc, truth_of  # noqa: E402
+
+from napari_hybridseg import protocol as ev  # noqa: E402
+from napari_hybridseg.config import TrainConfig  # noqa: E402
+from napari_hybridseg.synthetic import ANNOTATORS  # noqa: E402
+from napari_hybridseg.training import TrainingLoop  # noqa: E402
+
+PHASES = ("first", "middle", "last")
+
+
+def medical_project(seed: int, budget: str):
+    """The medical benchmark's training half: ``(project, truth(weight) -> (bad, kind))``."""
+    import medical
+
+    if not (medical.T1.is_file() and medical.LABELS.is_file()):
+        raise SystemExit(f"{medical.T1}: not found; install Debian's mricron-data (apt-get install mricron-data)")
+    (image, classes), _ = medical.load_halves()
+    strong, boxes, strokes, truth = medical.simulate(classes, budget, seed)
+    project = medical.project_for(image, classes, strong, boxes, strokes, full=False)
+
+    def judge(w):
+        bad, _ = truth.get((w.image, w.instance, w.kind), (None, None))
+        return bad, w.kind
+
+    return project, judge, dict(patch_size=64, patch_size_3d=32)
+
+
+def label_efficiency_project(dataset: str, seed: int, budget: str, annotator: str, data: Path):
+    train, _ = load_dataset(dataset, seed, data)
+    project, _, corrupted = build_project(train, budget, seed, annotator=annotator)
+
+    def judge(w):
+        bad, _, kind = truth_of(w, corrupted)
+        return (bad if kind in ("box", "scribble") else None), kind
+
+    return project, judge, {}
+
+
+def aucs(score: np.ndarray, judged: list[tuple[bool | None, str]]) -> dict[str, float | None]:
+    """AUC per kind where a larger ``score`` means judged worse."""
+    out = {}
+    for kind in ("box", "scribble"):
+        bad = [-s for s, (b, k) in zip(score, judged) if k == kind and b is True]
+        good = [-s for s, (b, k) in zip(score, judged) if k == kind and b is False]
+        auc = roc_auc(bad, good)
+        out[kind] = round(auc, 3) if auc is not None else None
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", choices=["synthetic", "bbbc007", "dsb2018", "medical"], default="bbbc007")
+    ap.add_argument("--budget", choices=["10pct", "few"], default=None, help="default: 10pct, few for medical")
+    ap.add_argument("--annotator", choices=list(ANNOTATORS), default="development")
+    ap.add_argument("--method", choices=["dii", "dii+dcr"], default="dii")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data", type=Path, default=SHARED)
+    ap.add_argument("--out", type=Path, default=OUT / "dii_phases.jsonl")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.dataset == "medical":
+        budget = args.budget or "few"
+        project, judge, extra = medical_project(args.seed, budget)
+    else:
+        budget = args.budget or "10pct"
+        project, judge, extra = label_efficiency_project(args.dataset, args.seed, budget, args.annotator, args.data)
+    cfg = TrainConfig(method=args.method, network="2d", steps=args.steps, seed=args.seed, **extra)
+    loop = TrainingLoop(project, cfg)
+    history: list[np.ndarray] = []
+    update = loop.dii_update
+
+    def recorded():
+        hyper = update()
+        history.append(hyper.detach().cpu().numpy().copy())
+        return hyper
+
+    loop.dii_update = recorded
+    for event in loop.events():
+        if isinstance(event, ev.ErrorEvent):
+            raise RuntimeError(event.traceback)
+    table = loop.weights.table()
+    judged = [judge(w) for w in table]
+    hyper = np.array(history)
+    thirds = np.array_split(np.arange(len(hyper)), 3)
+    record = {
+        "dataset": args.dataset,
+        "budget": budget,
+        "annotator": args.annotator if args.dataset != "medical" else None,
+        "method": args.method,
+        "seed": args.seed,
+        "steps": args.steps,
+        "updates": len(hyper),
+        "update_steps": [int(thirds[0][0]), int(thirds[-1][-1])] if len(hyper) else None,
+        "auc_by_phase": {p: aucs(hyper[idx].sum(0), judged) for p, idx in zip(PHASES, thirds)},
+        "auc_all_updates": aucs(hyper.sum(0), judged),
+        "auc_final_weights": aucs(-np.array([w.weight for w in table]), judged),
+        "machine": machine(),
+        "commit": git_rev(),
+    }
+    print(json.dumps(record), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
