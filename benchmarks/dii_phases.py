@@ -95,11 +95,13 @@ def main() -> None:
     cfg = TrainConfig(method=args.method, network="2d", steps=args.steps, seed=args.seed, **extra)
     loop = TrainingLoop(project, cfg)
     history: list[np.ndarray] = []
+    steps: list[int] = []
     update = loop.dii_update
 
     def recorded():
         hyper = update()
         history.append(hyper.detach().cpu().numpy().copy())
+        steps.append(loop.state.step)
         return hyper
 
     loop.dii_update = recorded
@@ -118,7 +120,8 @@ def main() -> None:
         "seed": args.seed,
         "steps": args.steps,
         "updates": len(hyper),
-        "update_steps": [int(thirds[0][0]), int(thirds[-1][-1])] if len(hyper) else None,
+        # the training steps where each phase begins, and the last update's
+        "phase_steps": [steps[int(idx[0])] for idx in thirds if len(idx)] + steps[-1:],
         "auc_by_phase": {p: aucs(hyper[idx].sum(0), judged) for p, idx in zip(PHASES, thirds)},
         "auc_all_updates": aucs(hyper.sum(0), judged),
         "auc_final_weights": aucs(-np.array([w.weight for w in table]), judged),
