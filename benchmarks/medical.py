@@ -13,8 +13,8 @@ on background).  Every method trains a 2D and a 3D network; reported: per-class 
 the test half, its mean, seconds per run, and the AUC of the learned weights
 (corrupted vs clean) for boxes and for scribbles.
 
-2000 steps by default: at 1000, even a 2D network trained on every slice's mask misses
-the two smallest structures (BENCHMARKS.md section 6).
+2000 steps by default: at 1000, even a 2D network trained on every slice's mask leaves
+label45 at a Dice of 0 (BENCHMARKS.md section 6).
 
     python benchmarks/medical.py --seeds 0 1 2 [--steps 2000] [--networks 2d 3d]
 """
