@@ -208,3 +208,20 @@ def test_an_image_narrower_than_the_training_patch_is_seen_as_in_training(spatia
     assert len(seen) == 1 and seen[0].shape == trained_on.shape
     np.testing.assert_array_equal(seen[0], trained_on)
     assert pred.probability.shape == spatial
+
+
+def test_a_saved_model_pads_small_images_as_its_training_patches(tmp_path):
+    """The patch side travels with the model file, so predictions after loading pad alike."""
+    from napari_hybridseg.modelfile import LoadedModel, load_model, save_model
+    from napari_hybridseg.networks import create_model
+    from napari_hybridseg.task import Task
+
+    cfg = TrainConfig(depth=2, width=4, patch_size=48)
+    nets = [create_model(Task(), 2, 4, seed=0, patch_side=cfg.patch_side(2)).eval()]
+    save_model(tmp_path / "m.pt", LoadedModel(nets, cfg, Task()))
+    loaded = load_model(tmp_path / "m.pt")
+    assert loaded.nets[0].patch_side == 48
+    image = np.random.default_rng(0).normal(size=(1, 20, 60)).astype(np.float32)
+    np.testing.assert_allclose(
+        predict_array(loaded.nets, image).probability, predict_array(nets, image).probability, atol=1e-6
+    )
