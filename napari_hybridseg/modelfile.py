@@ -18,7 +18,7 @@ import torch
 from .atomic import atomic_path
 from .config import TrainConfig
 from .errors import ModelFileError, reason
-from .networks import UNet, create_model
+from .networks import UNet, model_for
 from .task import Task
 
 MODEL_FORMAT = "napari-hybridseg-model"
@@ -180,7 +180,7 @@ def load_model(path: str | Path) -> LoadedModel:
                 raise ModelFileError(f"{path}: the weights do not match the network its config describes")
         nets = []
         for state in states:
-            net = create_model(task, cfg.depth, cfg.width, patch_side=cfg.patch_side(task.spatial_dims))
+            net = model_for(task, cfg)
             net.load_state_dict(state)
             nets.append(net.eval())
     except ModelFileError:

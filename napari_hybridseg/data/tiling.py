@@ -67,13 +67,12 @@ class Tiling:
         max_tile = max(multiple * 4, (max_tile // multiple) * multiple)
         at_least = -(-at_least // multiple) * multiple
         self.shape = tuple(int(s) for s in shape)
-        layouts = [
-            (at_least, [0]) if s < at_least else axis_layout(s, max_tile, overlap, multiple) for s in self.shape
-        ]
+        layouts = [(at_least, [0]) if s < at_least else axis_layout(s, max_tile, overlap, multiple) for s in self.shape]
         self.tile_shape = tuple(t for t, _ in layouts)
         self.starts = [starts for _, starts in layouts]
         self.padded_shape = tuple(max(s, t) for s, t in zip(self.shape, self.tile_shape))
-        self.offsets = tuple((p - s) // 2 if s < at_least else 0 for s, p in zip(self.shape, self.padded_shape))
+        # the patch sampler's own rule, so both always agree
+        self.offsets = tuple(before for before, _ in centred_pads(self.shape, at_least))
         self.inner = tuple(slice(o, o + s) for o, s in zip(self.offsets, self.shape))
         cores = [
             [(o + a, o + b) for a, b in _core_bounds(s, t, st)]

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from ..config import TrainConfig
 from ..task import Task
 from .unet import UNet
 
-__all__ = ["UNet", "create_model"]
+__all__ = ["UNet", "create_model", "model_for"]
 
 
-def create_model(
-    task: Task, depth: int = 3, width: int = 16, seed: int | None = None, patch_side: int = 0
-) -> UNet:
+def create_model(task: Task, depth: int = 3, width: int = 16, seed: int | None = None, patch_side: int = 0) -> UNet:
     """A U-Net for ``task``; ``seed`` fixes its initialisation (DCR's two networks use two
     seeds); ``patch_side``: the side of its training patches (see :attr:`UNet.patch_side`)."""
 
@@ -26,3 +25,9 @@ def create_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build()
+
+
+def model_for(task: Task, cfg: TrainConfig, seed: int | None = None) -> UNet:
+    """The network a run with ``cfg`` trains for ``task``: its depth, width and the side of
+    its training patches (so that predictions pad small images as training did)."""
+    return create_model(task, cfg.depth, cfg.width, seed, cfg.patch_side(task.spatial_dims))

@@ -32,8 +32,10 @@ class AnnotatorStyle:
     ``stroke_length``: a stroke's half-length as a share of the square root of the
     object's area.  ``stroke_offset``: how far from the object's centre a stroke passes,
     as a share of its radius.  ``box_margin``: pixels a clean box leaves around its
-    object on each side (0: tight).  ``background_stroke``: a background stroke's
-    length as a share of the image side.
+    object on each side (0: tight).  ``background_stroke``: a background stroke's extent
+    along each axis as a share of the image side; a range from a negative bound is the
+    signed extent itself (the development style's), a positive range its size, in either
+    direction.
     """
 
     stroke_width: tuple[int, int] = (1, 1)

@@ -15,7 +15,7 @@ import torch
 from ..config import TrainConfig
 from ..data.preprocess import normalize, ranges_for
 from ..inference import predict_array
-from ..networks import create_model
+from ..networks import model_for
 from ..protocol import PreviewEvent, RequestPreview
 from ..task import Task
 
@@ -86,8 +86,7 @@ class Previewer:
         """Eval-mode copies of ``nets`` with their current weights."""
         if len(self._nets) != len(nets):
             # seeded, so that building them leaves the global random state alone
-            side = self.cfg.patch_side(self.task.spatial_dims)
-            self._nets = [create_model(self.task, self.cfg.depth, self.cfg.width, 0, side) for _ in nets]
+            self._nets = [model_for(self.task, self.cfg, seed=0) for _ in nets]
             self._nets = [n.to(self.device).eval() for n in self._nets]
         for copy, net in zip(self._nets, nets):
             copy.load_state_dict(net.state_dict())

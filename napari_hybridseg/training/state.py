@@ -19,7 +19,7 @@ from ..devices import Precision, precision_for
 from ..errors import ModelFileError
 from ..methods import Method
 from ..modelfile import LoadedModel
-from ..networks import UNet, create_model
+from ..networks import UNet, model_for
 from ..task import Task
 from .distributed import ALONE, Distributed, global_batch_norm
 
@@ -58,10 +58,7 @@ class TrainState:
         """Fresh networks (seeded; DCR's two from two seeds), or ones started from a model
         (``start``: its file and the model read from it); every rank builds the same ones."""
         torch.manual_seed(cfg.seed)
-        nets = [
-            create_model(task, cfg.depth, cfg.width, cfg.seed * 1000 + k, cfg.patch_side(task.spatial_dims)).to(device)
-            for k in range(method.n_networks)
-        ]
+        nets = [model_for(task, cfg, seed=cfg.seed * 1000 + k).to(device) for k in range(method.n_networks)]
         if start is not None:
             _start_from(nets, task, cfg, *start)
         training_nets = list(nets)

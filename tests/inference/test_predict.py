@@ -127,7 +127,7 @@ def test_a_model_file_is_checked_before_anything_is_built(tmp_path, monkeypatch,
     """A tiny file declaring a huge network is refused without allocating it."""
     torch.save(_model_payload(**changes), tmp_path / "m.pt")
     built = []
-    monkeypatch.setattr("napari_hybridseg.modelfile.create_model", lambda *a, **k: built.append(a) or pytest.fail())
+    monkeypatch.setattr("napari_hybridseg.modelfile.model_for", lambda *a, **k: built.append(a) or pytest.fail())
     with pytest.raises(ModelFileError, match=message) as info:
         load_model(tmp_path / "m.pt")
     assert "m.pt" in str(info.value) and not built
