@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,10 @@ from _common import OUT, git_rev, machine  # noqa: E402
 from label_efficiency import SHARED, build_project, load_dataset, roc_auc, truth_of  # noqa: E402
 
 from napari_hybridseg import protocol as ev  # noqa: E402
-from napari_hybridseg.config import TrainConfig  # noqa: E402
+from napari_hybridseg.config import DII_LOGITS, DII_REFERENCES, TrainConfig  # noqa: E402
 from napari_hybridseg.synthetic import ANNOTATORS  # noqa: E402
 from napari_hybridseg.training import TrainingLoop  # noqa: E402
+from napari_hybridseg.training.dii import DiiScorer, calibrated  # noqa: E402
 
 PHASES = ("first", "middle", "last")
 
@@ -79,6 +81,11 @@ def main() -> None:
     ap.add_argument("--budget", choices=["10pct", "few"], default=None, help="default: 10pct, few for medical")
     ap.add_argument("--annotator", choices=list(ANNOTATORS), default="development")
     ap.add_argument("--method", choices=["dii", "dii+dcr"], default="dii")
+    ap.add_argument(
+        "--reference", choices=list(DII_REFERENCES), default=TrainConfig.dii_reference,
+        help="what moves the weights (dii_reference); the other evidence is recorded beside it",
+    )
+    ap.add_argument("--logits", choices=list(DII_LOGITS), default=TrainConfig.dii_logits, help="dii_logits")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--threads", type=int, default=2)
@@ -92,15 +99,28 @@ def main() -> None:
     else:
         budget = args.budget or "10pct"
         project, judge, extra = label_efficiency_project(args.dataset, args.seed, budget, args.annotator, args.data)
-    cfg = TrainConfig(method=args.method, network="2d", steps=args.steps, seed=args.seed, **extra)
+    cfg = TrainConfig(
+        method=args.method, network="2d", steps=args.steps, seed=args.seed, dii_reference=args.reference,
+        dii_logits=args.logits, **extra
+    )
     loop = TrainingLoop(project, cfg)
+    # the evidence of both references at every update, whichever moves the weights
+    scorer = loop.scorer
+    if scorer.control_scorer is None:
+        scorer = DiiScorer(
+            replace(cfg, dii_reference="controls"), loop.tset, len(loop.weights), scorer.multiple, loop.device
+        )
     history: list[np.ndarray] = []
+    calibrated_history: list[np.ndarray] = []
     steps: list[int] = []
     update = loop.dii_update
 
     def recorded():
         hyper = update()
-        history.append(hyper.detach().cpu().numpy().copy())
+        weak, ctrl = scorer._dot_products(loop.state.nets)  # the state the update saw
+        history.append(weak.cpu().numpy())
+        per_pixel = (weak / scorer.pixels, ctrl / scorer.control_scorer.pixels)
+        calibrated_history.append(calibrated(per_pixel[0], scorer.groups, per_pixel[1], scorer.control_scorer.groups).cpu().numpy())
         steps.append(loop.state.step)
         return hyper
 
@@ -110,8 +130,15 @@ def main() -> None:
             raise RuntimeError(event.traceback)
     table = loop.weights.table()
     judged = [judge(w) for w in table]
-    hyper = np.array(history)
+    hyper, calib = np.array(history), np.array(calibrated_history)
     thirds = np.array_split(np.arange(len(hyper)), 3)
+    weights = np.array([w.weight for w in table])
+
+    def mean_weight(bad):
+        sel = [i for i, (b, k) in enumerate(judged) if b is bad and k in ("box", "scribble")]
+        return round(float(weights[sel].mean()), 3) if sel else None
+
+    backgrounds = [w.weight for w in table if w.kind == "background"]
     record = {
         "dataset": args.dataset,
         "budget": budget,
@@ -124,7 +151,18 @@ def main() -> None:
         "phase_steps": [steps[int(idx[0])] for idx in thirds if len(idx)] + steps[-1:],
         "auc_by_phase": {p: aucs(hyper[idx].sum(0), judged) for p, idx in zip(PHASES, thirds)},
         "auc_all_updates": aucs(hyper.sum(0), judged),
-        "auc_final_weights": aucs(-np.array([w.weight for w in table]), judged),
+        # the same for the evidence measured against the controls, and its sign
+        "calibrated_auc_by_phase": {p: aucs(calib[idx].sum(0), judged) for p, idx in zip(PHASES, thirds)},
+        "calibrated_sign_auc_by_phase": {
+            p: aucs(np.sign(calib[idx]).sum(0), judged) for p, idx in zip(PHASES, thirds)
+        },
+        "reference": args.reference,
+        "logits": args.logits,
+        "controls": len(scorer.control_scorer.groups),
+        "auc_final_weights": aucs(-weights, judged),
+        "mean_weight_clean": mean_weight(False),
+        "mean_weight_corrupted": mean_weight(True),
+        "mean_weight_backgrounds": round(float(np.mean(backgrounds)), 3) if backgrounds else None,
         "machine": machine(),
         "commit": git_rev(),
     }

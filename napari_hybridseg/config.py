@@ -16,6 +16,8 @@ BOX_TARGETS = ("filled", "projection")
 GRANULARITIES = ("object", "image")
 DII_SPACES = ("centred", "weight", "weight+bias")
 DII_BOX_TARGETS = ("filled", "ellipse", "extent", "same")
+DII_REFERENCES = ("none", "controls")
+DII_LOGITS = ("trained", "zero")
 NETWORKS = ("auto", "2d", "3d")
 PREDICT_WITH = ("mean", "first")
 # Settings that reproduce the paper (Pan et al., AAAI 2022, and its authors' code): one
@@ -28,6 +30,8 @@ PRESETS = {
         "box_target": "filled",
         "dii_box_target": "same",
         "dii_space": "weight",
+        "dii_reference": "none",
+        "dii_logits": "trained",
         "dii_lr": 0.1,
         "lambda_cr": 1.0,
         "cr_rampup": 0.0,
@@ -160,6 +164,8 @@ class TrainConfig:
     dii_interval: int | None = None
     dii_space: str = "centred"
     dii_box_target: str = "ellipse"
+    dii_reference: str = "none"
+    dii_logits: str = "trained"
     lambda_cr: float = 1.0
     cr_rampup: float = 0.0
     pairwise_weight: float = 1.0
@@ -190,6 +196,8 @@ class TrainConfig:
         choice("granularity", GRANULARITIES)
         choice("dii_space", DII_SPACES)
         choice("dii_box_target", DII_BOX_TARGETS)
+        choice("dii_reference", DII_REFERENCES)
+        choice("dii_logits", DII_LOGITS)
         choice("network", NETWORKS)
         choice("intensity", INTENSITIES)
         choice("predict_with", PREDICT_WITH)

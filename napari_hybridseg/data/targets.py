@@ -131,8 +131,9 @@ def inscribed_ellipse(h: int, w: int) -> np.ndarray:
     return yy[:, None] ** 2 + xx[None, :] ** 2 <= 1.0
 
 
-def _weak_sample(
-    item: ImageAnnotations,
+def weak_sample(
+    name: str,
+    exhaustive: bool,
     z: int | None,
     image: np.ndarray,
     boxes: list[Box],
@@ -148,10 +149,10 @@ def _weak_sample(
     projection = cfg.box_target == "projection"
     boxmap = np.full((h, w), -1, np.int32) if projection else None
     boxcore = np.zeros((h, w), bool) if projection and ellipse else None
-    image_inst = reg.get(InstanceKey(item.name, "image", "image")) if cfg.granularity == "image" else None
+    image_inst = reg.get(InstanceKey(name, "image", "image")) if cfg.granularity == "image" else None
 
-    def inst(name: str, kind: str, sig: str = "") -> int:
-        return image_inst if image_inst is not None else reg.get(InstanceKey(item.name, name, kind), sig)
+    def inst(what: str, kind: str, sig: str = "") -> int:
+        return image_inst if image_inst is not None else reg.get(InstanceKey(name, what, kind), sig)
 
     covered = np.zeros((h, w), bool)
     for box in sorted(boxes, key=lambda b: -b.area):  # smaller boxes drawn last own overlaps
@@ -169,7 +170,7 @@ def _weak_sample(
             target[rect] = box.cls
             instance[rect] = k
             covered[rect] = True
-    if boxes and item.exhaustive:
+    if boxes and exhaustive:
         bg = ~covered
         target[bg] = 0
         if image_inst is not None:
@@ -178,13 +179,13 @@ def _weak_sample(
             index, names = background_regions((h, w), cfg.background_tile, z)
             ids = np.full(len(names), -1, np.int32)
             for r in np.unique(index[bg]):
-                ids[r] = reg.get(InstanceKey(item.name, names[r], "background"))
+                ids[r] = reg.get(InstanceKey(name, names[r], "background"))
             instance[bg] = ids[index[bg]]
     if scribbles is not None:
         for stroke in slice_strokes(scribbles, z):
             target.flat[stroke.pixels] = stroke_class(stroke.label, n_classes)
             instance.flat[stroke.pixels] = inst(stroke.instance_id, "scribble", stroke.signature)
-    return TrainingSample(item.name, z, image, target, instance, False, boxmap, boxcore)
+    return TrainingSample(name, z, image, target, instance, False, boxmap, boxcore)
 
 
 def _strong_samples(item: ImageAnnotations, norm: np.ndarray, n_classes: int) -> list[TrainingSample]:
@@ -197,10 +198,11 @@ def _strong_samples(item: ImageAnnotations, norm: np.ndarray, n_classes: int) ->
     return out
 
 
-def _as_volume(item: ImageAnnotations, image: np.ndarray, slices: list[TrainingSample], strong: bool) -> TrainingSample:
-    """One 3D sample of a volume (for a 3D network) from its per-slice samples: each
-    slice's maps at its place, unsupervised (-1) on every other slice."""
-    shape = item.spatial_shape
+def as_volume(name: str, image: np.ndarray, slices: list[TrainingSample], strong: bool) -> TrainingSample:
+    """One 3D sample of a volume (for a 3D network; ``image`` is ``(C, Z, H, W)``) from
+    its per-slice samples: each slice's maps at its place, unsupervised (-1) on every
+    other slice."""
+    shape = image.shape[1:]
 
     def stack(attr: str, fill, dtype):
         if all(getattr(s, attr) is None for s in slices):
@@ -212,7 +214,7 @@ def _as_volume(item: ImageAnnotations, image: np.ndarray, slices: list[TrainingS
         return out
 
     target, instance = stack("target", -1, np.int8), stack("instance", -1, np.int32)
-    volume = TrainingSample(item.name, None, image, target, instance, strong)
+    volume = TrainingSample(name, None, image, target, instance, strong)
     volume.boxmap, volume.boxcore = stack("boxmap", -1, np.int32), stack("boxcore", False, bool)
     return volume
 
@@ -237,7 +239,7 @@ def build_training_set(
         whole = np.ascontiguousarray(np.moveaxis(norm, 1, 0)) if task.spatial_dims == 3 else None
         if role == "strong":
             strong = _strong_samples(item, norm, task.n_classes)
-            samples.extend(strong if whole is None else [_as_volume(item, whole, strong, True)])
+            samples.extend(strong if whole is None else [as_volume(name, whole, strong, True)])
             if not (item.is_volume and item.strong_slices is not None and method.uses_weak):
                 continue  # a volume masked on some slices may carry boxes and strokes on others
         first = len(reg.instances)
@@ -246,9 +248,9 @@ def build_training_set(
             boxes = [b for b in item.boxes if b.z == z]
             scribbles = item.scribbles if z is None or item.scribbles is None else item.scribbles[z]
             plane = norm if z is None else norm[z]
-            own.append(_weak_sample(item, z, plane, boxes, scribbles, cfg, ellipse, reg, task.n_classes))
+            own.append(weak_sample(name, item.exhaustive, z, plane, boxes, scribbles, cfg, ellipse, reg, task.n_classes))
         if whole is not None and own:
-            own = [_as_volume(item, whole, own, False)]
+            own = [as_volume(name, whole, own, False)]
         mine = np.arange(first, len(reg.instances), dtype=np.int64)
         for s in own:
             s.image_instances = mine

@@ -17,11 +17,16 @@ import torch
 
 from ..config import TrainConfig
 from ..data.targets import TrainingSample, TrainingSet
+from ..data.controls import build_controls
 from ..data.tiling import Tiling
 from ..losses import affinity_edges, box_losses, ce_logit_grad, crop_boxes, extent_claim_grad
 from .distributed import ALONE, Distributed
 
 DII_TILE = {2: 1024, 3: 128}  # pixels per axis of one no-grad pass, for 2D and 3D samples
+# an annotation is lowered where it scores worse than this quantile of its controls ...
+CONTROL_QUANTILE = 0.9
+# ... if there are at least this many of them (of its kind of claim and class)
+MIN_CONTROLS = 3
 
 
 def classifier_grads(features: torch.Tensor, grad_logits: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
@@ -77,6 +82,15 @@ def gradient_space(grads: torch.Tensor, n_outputs: int, mode: str, mean_feature:
     raise ValueError(f"unknown gradient space {mode!r}")
 
 
+def _pixel_counts(tset: TrainingSet, n: int) -> np.ndarray:
+    """Pixels of every weak instance."""
+    counts = np.zeros(n, np.float32)
+    for s in tset.weak:
+        ins = s.instance[s.instance >= 0]
+        counts += np.bincount(ins, minlength=n)[:n]
+    return counts
+
+
 class DiiScorer:
     """The hypergradient ``-g_S . g_k`` of every weak instance of a training set.
 
@@ -86,7 +100,14 @@ class DiiScorer:
     """
 
     def __init__(
-        self, cfg: TrainConfig, tset: TrainingSet, n_instances: int, multiple: int, device, dist: Distributed = ALONE
+        self,
+        cfg: TrainConfig,
+        tset: TrainingSet,
+        n_instances: int,
+        multiple: int,
+        device,
+        dist: Distributed = ALONE,
+        controls: bool = True,
     ) -> None:
         self.cfg = cfg
         self.dist = dist
@@ -99,22 +120,40 @@ class DiiScorer:
         self.box_instance = self._to(tset.box_instance).long()
         self.box_class = self._to(tset.box_class).long()
         self._edges: dict[tuple[int, int], torch.Tensor] = {}
+        self.pixels = torch.from_numpy(_pixel_counts(tset, n_instances)).to(self.device).clamp(min=1)
+        self.groups = instance_groups(tset, n_instances)
+        self.strong_pixels = max(1, sum(int((s.target >= 0).sum()) for s in tset.strong))
+        self.controls = control_scorer = None
+        if controls and cfg.dii_reference == "controls" and cfg.granularity == "object":
+            self.controls = build_controls(tset, cfg, cfg.dii_box_target == "ellipse")
+        if self.controls is not None:
+            ctrl = self.controls.tset
+            control_scorer = DiiScorer(cfg, ctrl, len(ctrl.instances), multiple, device, dist, controls=False)
+        self.control_scorer = control_scorer
 
     def _to(self, arr: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)
 
-    def _tiles(self, s: TrainingSample):
-        """``(tile index, image, target, instance, boxmap, boxcore)`` windows of one
-        sample; pixels outside the tile's core are unassigned (-1)."""
+    def _tiles(self, s: TrainingSample, extra: np.ndarray | None = None):
+        """``(tile index, image, target, instance, boxmap, boxcore, extra)`` windows of one
+        sample; pixels outside the tile's core are unassigned (-1).  ``extra`` is one more
+        label map windowed like the target (a control's full-mask target)."""
         tiling = Tiling(s.spatial_shape, DII_TILE[len(s.spatial_shape)], 0, self.multiple, self.patch_side)
         image = tiling.pad(s.image)
-        maps = [tiling.pad(a, -1) if a is not None else None for a in (s.target, s.instance, s.boxmap)]
+        maps = [tiling.pad(a, -1) if a is not None else None for a in (s.target, s.instance, s.boxmap, extra)]
         core = tiling.pad(s.boxcore, 0) if s.boxcore is not None else None
         for ti, tile in enumerate(tiling.tiles):
             own = np.zeros(tiling.tile_shape, bool)
             own[tile.core_in_window()] = True
-            tgt, ins, box = (np.where(own, m[tile.window], -1) if m is not None else None for m in maps)
-            yield ti, image[(slice(None), *tile.window)], tgt, ins, box, core[tile.window] if core is not None else None
+            tgt, ins, box, ext = (np.where(own, m[tile.window], -1) if m is not None else None for m in maps)
+            img = image[(slice(None), *tile.window)]
+            yield ti, img, tgt, ins, box, core[tile.window] if core is not None else None, ext
+
+    def _judged(self, z: torch.Tensor) -> torch.Tensor:
+        """The logits at which cross-entropy gradients are taken (``dii_logits``): the
+        classifier's own, or zero, i.e. the gradients of a classifier that has not yet
+        fit anything, on the features the networks have learnt."""
+        return torch.zeros_like(z) if self.cfg.dii_logits == "zero" else z
 
     @torch.no_grad()
     def _features(self, net, img: np.ndarray) -> torch.Tensor:
@@ -125,7 +164,7 @@ class DiiScorer:
         """``g_S``, the gradient of the mean strong cross-entropy w.r.t. the classifier
         (weight and bias), and the mean strong feature."""
         net.eval()
-        total = max(1, sum(int((s.target >= 0).sum()) for s in self.tset.strong))
+        total = self.strong_pixels
         dtype = net.classifier.weight.dtype
         g = torch.zeros(net.n_outputs * (net.n_features + 1), device=self.device, dtype=dtype)
         fsum = torch.zeros(net.n_features, device=self.device, dtype=dtype)
@@ -133,7 +172,7 @@ class DiiScorer:
             for _, img, tgt, *_ in self._tiles(s):
                 feats = self._features(net, img)
                 t = self._to(tgt)[None].long()
-                grad = ce_logit_grad(net.classifier(feats), t) / total
+                grad = ce_logit_grad(self._judged(net.classifier(feats)), t) / total
                 g += classifier_grads(feats, grad, torch.where(t >= 0, 0, -1), 1)[0]
                 fsum += feats.movedim(1, -1)[t >= 0].sum(0)
         return self.dist.sum_(g), self.dist.sum_(fsum) / total
@@ -147,7 +186,7 @@ class DiiScorer:
             # for "ellipse", every pixel but the corners that a tight box around a rounded
             # object leaves to the background
             claim = br >= 0 if how == "filled" else self._to(core)[None] & (br >= 0)
-            return ce_logit_grad(z, torch.where(claim, self.box_class[br.clamp(min=0)], -1))
+            return ce_logit_grad(self._judged(z), torch.where(claim, self.box_class[br.clamp(min=0)], -1))
         if how == "extent":
             return extent_claim_grad(z, br, self.box_class)
         # "same": the loss the networks train on
@@ -161,30 +200,96 @@ class DiiScorer:
         return grad
 
     @torch.no_grad()
-    def weak_gradients(self, net) -> torch.Tensor:
+    def weak_gradients(self, net, own_targets: list[np.ndarray] | None = None):
         """``g_k`` for every weak instance: ``(n_instances, K * (F + 1))``, one forward per tile
-        (under several ranks: the part from this rank's share of the weak samples)."""
+        (under several ranks: the part from this rank's share of the weak samples).
+
+        With ``own_targets`` (one label map per weak sample: controls' full masks), also
+        the unnormalised strong-loss gradient over each instance's own pixels."""
         net.eval()
         dtype = net.classifier.weight.dtype
-        out = torch.zeros(self.n, net.n_outputs * (net.n_features + 1), device=self.device, dtype=dtype)
-        for si, s in self.dist.shard(list(enumerate(self.tset.weak))):
-            for ti, img, tgt, ins, box, core in self._tiles(s):
+        size = (self.n, net.n_outputs * (net.n_features + 1))
+        out = torch.zeros(size, device=self.device, dtype=dtype)
+        own = torch.zeros(size, device=self.device, dtype=dtype) if own_targets is not None else None
+        extras = own_targets or [None] * len(self.tset.weak)
+        for si, (s, extra) in self.dist.shard(list(enumerate(zip(self.tset.weak, extras)))):
+            for ti, img, tgt, ins, box, core, ext in self._tiles(s, extra):
                 feats = self._features(net, img)
                 z = net.classifier(feats)
-                grad = ce_logit_grad(z, self._to(tgt)[None].long())
+                grad = ce_logit_grad(self._judged(z), self._to(tgt)[None].long())
                 if box is not None and (box >= 0).any():
                     grad = grad + self._box_claim_grad(si, ti, img, z, box, core)
-                out += classifier_grads(feats, grad, self._to(ins)[None].long(), self.n)
-        return out
+                index = self._to(ins)[None].long()
+                out += classifier_grads(feats, grad, index, self.n)
+                if own is not None:
+                    own_grad = ce_logit_grad(self._judged(z), self._to(ext)[None].long())
+                    own += classifier_grads(feats, own_grad, index, self.n)
+        return out if own is None else (out, own)
 
     @torch.no_grad()
-    def hypergradient(self, nets) -> torch.Tensor:
-        """``dL_S/dgamma_k = -g_S . g_k`` for every weak instance, averaged over the networks."""
-        hyper = torch.zeros(self.n, device=self.device)
+    def _dot_products(self, nets) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``-g_S . g_k`` summed over each weak instance's pixels, averaged over the
+        networks, and the same for the controls (``None`` without them).  A control is
+        compared with the strong gradient less its own pixels' part, which it would
+        otherwise agree with by construction."""
+        weak = torch.zeros(self.n, device=self.device)
+        ctrl = torch.zeros(self.control_scorer.n, device=self.device) if self.control_scorer else None
         space = self.cfg.dii_space
         for net in nets:
             g_s, mean_feature = self.strong_gradient(net)
-            g_k = gradient_space(self.weak_gradients(net), net.n_outputs, space, mean_feature)
-            hyper -= g_k @ gradient_space(g_s[None], net.n_outputs, space, mean_feature)[0]
+
+            def mapped(g, net=net, mean_feature=mean_feature):
+                return gradient_space(g, net.n_outputs, space, mean_feature)
+
+            g_s = mapped(g_s[None])
+            weak -= mapped(self.weak_gradients(net)) @ g_s[0]
+            if ctrl is not None:
+                g_c, own = self.control_scorer.weak_gradients(net, self.controls.strong_targets)
+                ctrl -= (mapped(g_c) * (g_s - mapped(own) / self.strong_pixels)).sum(1)
         # a dot product is linear: the ranks' parts add up to the whole, identical on every rank
-        return self.dist.sum_(hyper) / len(nets)
+        weak = self.dist.sum_(weak) / len(nets)
+        return weak, (self.dist.sum_(ctrl) / len(nets) if ctrl is not None else None)
+
+    def scores(self, nets) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`_dot_products` per pixel of each instance (weak, controls)."""
+        weak, ctrl = self._dot_products(nets)
+        return weak / self.pixels, (ctrl / self.control_scorer.pixels if ctrl is not None else None)
+
+    def hypergradient(self, nets) -> torch.Tensor:
+        """``dL_S/dgamma_k = -g_S . g_k`` for every weak instance; with controls
+        (``dii_reference``), its score per pixel measured against its controls' (see
+        :func:`calibrated`)."""
+        if self.control_scorer is None:
+            return self._dot_products(nets)[0]
+        weak, ctrl = self.scores(nets)
+        return calibrated(weak, self.groups, ctrl, self.control_scorer.groups)
+
+
+def instance_groups(tset: TrainingSet, n: int) -> torch.Tensor:
+    """For every instance, which controls it is compared with: ``2 * class`` for
+    pixels labelled with their class (strokes, background regions), ``2 * class + 1``
+    for boxes; -1 for an instance with no labelled pixel."""
+    groups = np.full(n, -1, np.int64)
+    for s in tset.weak:
+        sel = (s.instance >= 0) & (s.target >= 0)
+        groups[s.instance[sel]] = 2 * s.target[sel].astype(np.int64)
+    groups[tset.box_instance] = 2 * tset.box_class + 1
+    return torch.from_numpy(groups)
+
+
+def calibrated(weak: torch.Tensor, groups: torch.Tensor, ctrl: torch.Tensor, ctrl_groups: torch.Tensor) -> torch.Tensor:
+    """Per-pixel scores measured against the controls of the same group: minus their
+    ``CONTROL_QUANTILE``, in units of their spread (that quantile minus the opposite
+    one).  Positive, so that the weight is lowered, only where an annotation scores
+    worse than nearly every annotation the full masks imply.  A group with fewer than
+    ``MIN_CONTROLS`` controls keeps its raw scores."""
+    out = weak.clone()
+    groups, ctrl_groups = groups.to(weak.device), ctrl_groups.to(weak.device)
+    for g in torch.unique(groups):
+        mine = ctrl[ctrl_groups == g].float()
+        if g < 0 or mine.numel() < MIN_CONTROLS:
+            continue
+        high, low = torch.quantile(mine, torch.tensor([CONTROL_QUANTILE, 1 - CONTROL_QUANTILE]).to(mine))
+        spread = (high - low).clamp(min=torch.finfo(mine.dtype).tiny)
+        out[groups == g] = ((weak[groups == g] - high) / spread).to(out)
+    return out
