@@ -82,7 +82,9 @@ def main() -> None:
     ap.add_argument("--annotator", choices=list(ANNOTATORS), default="development")
     ap.add_argument("--method", choices=["dii", "dii+dcr"], default="dii")
     ap.add_argument(
-        "--reference", choices=list(DII_REFERENCES), default=TrainConfig.dii_reference,
+        "--reference",
+        choices=list(DII_REFERENCES),
+        default=TrainConfig.dii_reference,
         help="what moves the weights (dii_reference); the other evidence is recorded beside it",
     )
     ap.add_argument("--logits", choices=list(DII_LOGITS), default=TrainConfig.dii_logits, help="dii_logits")
@@ -100,8 +102,13 @@ def main() -> None:
         budget = args.budget or "10pct"
         project, judge, extra = label_efficiency_project(args.dataset, args.seed, budget, args.annotator, args.data)
     cfg = TrainConfig(
-        method=args.method, network="2d", steps=args.steps, seed=args.seed, dii_reference=args.reference,
-        dii_logits=args.logits, **extra
+        method=args.method,
+        network="2d",
+        steps=args.steps,
+        seed=args.seed,
+        dii_reference=args.reference,
+        dii_logits=args.logits,
+        **extra,
     )
     loop = TrainingLoop(project, cfg)
     # the evidence of both references at every update, whichever moves the weights
@@ -120,7 +127,9 @@ def main() -> None:
         weak, ctrl = scorer._dot_products(loop.state.nets)  # the state the update saw
         history.append(weak.cpu().numpy())
         per_pixel = (weak / scorer.pixels, ctrl / scorer.control_scorer.pixels)
-        calibrated_history.append(calibrated(per_pixel[0], scorer.groups, per_pixel[1], scorer.control_scorer.groups).cpu().numpy())
+        calibrated_history.append(
+            calibrated(per_pixel[0], scorer.groups, per_pixel[1], scorer.control_scorer.groups).cpu().numpy()
+        )
         steps.append(loop.state.step)
         return hyper
 
@@ -139,6 +148,12 @@ def main() -> None:
         return round(float(weights[sel].mean()), 3) if sel else None
 
     backgrounds = [w.weight for w in table if w.kind == "background"]
+    late = calib[thirds[-1]].mean(0)  # the calibrated evidence of the last third, per annotation
+
+    def spread(bad, kind):
+        sel = [i for i, (b, k) in enumerate(judged) if b is bad and k == kind]
+        return [round(float(q), 2) for q in np.percentile(late[sel], [10, 25, 50, 75, 90])] if sel else None
+
     record = {
         "dataset": args.dataset,
         "budget": budget,
@@ -153,8 +168,12 @@ def main() -> None:
         "auc_all_updates": aucs(hyper.sum(0), judged),
         # the same for the evidence measured against the controls, and its sign
         "calibrated_auc_by_phase": {p: aucs(calib[idx].sum(0), judged) for p, idx in zip(PHASES, thirds)},
-        "calibrated_sign_auc_by_phase": {
-            p: aucs(np.sign(calib[idx]).sum(0), judged) for p, idx in zip(PHASES, thirds)
+        "calibrated_sign_auc_by_phase": {p: aucs(np.sign(calib[idx]).sum(0), judged) for p, idx in zip(PHASES, thirds)},
+        # percentiles 10/25/50/75/90 of that evidence, clean and corrupted (>0: lowered)
+        "late_calibrated_percentiles": {
+            f"{kind} {'corrupted' if bad else 'clean'}": spread(bad, kind)
+            for kind in ("box", "scribble")
+            for bad in (False, True)
         },
         "reference": args.reference,
         "logits": args.logits,

@@ -254,6 +254,10 @@ def main() -> None:
                 for w, _, how, kind in judged:
                     by_how.setdefault(f"{kind}:{how}", []).append(w.weight)
                 record["mean_weight_by_corruption"] = {k: round(float(np.mean(v)), 3) for k, v in by_how.items()}
+                # the share of each kind whose weight fell below 0.5 (detected, for a corrupted kind)
+                record["below_half_by_corruption"] = {
+                    k: round(float(np.mean(np.asarray(v) < 0.5)), 3) for k, v in by_how.items()
+                }
             print(json.dumps(record), flush=True)
             with open(args.out, "a") as fh:
                 fh.write(json.dumps(record) + "\n")

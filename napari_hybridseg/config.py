@@ -129,6 +129,22 @@ class TrainConfig:
         gradient only raises the most object-like pixel of each row and column of the
         box, which agrees with the strong data whether or not the box is right, so a
         box 2-3x too large keeps its weight (see BENCHMARKS.md).
+    dii_reference
+        What a weak annotation's evidence is measured against (see
+        :func:`napari_hybridseg.training.dii.calibrated`): ``controls``, the
+        annotations that the full masks imply (each object's tight box and a stroke
+        along its core, the background outside the boxes in regions), scored the same
+        way; an annotation is lowered only where it scores clearly worse, per pixel,
+        than nearly all of its kind and class (default).  ``none``: the raw
+        hypergradient (the paper).
+    dii_logits
+        The logits at which DII's cross-entropy gradients are taken: ``trained``, the
+        classifier's own (the paper), or ``zero`` (default), those of a classifier that
+        has not yet fit anything, on the features the networks have learnt.  With ``trained``
+        the evidence turns backwards once the networks fit the strong data (its
+        gradient is then only the residual errors, whose direction says little about a
+        weak annotation); with ``zero`` it asks whether an annotation labels its pixels
+        as the full masks label pixels that look alike, at any point of the training.
     lambda_cr, cr_rampup
         Weight of the co-regularisation term, and the share of the run over which
         it rises from 0 along ``exp(-5 (1 - t)^2)`` (the ramp-up of Laine and Aila,
@@ -164,8 +180,8 @@ class TrainConfig:
     dii_interval: int | None = None
     dii_space: str = "centred"
     dii_box_target: str = "ellipse"
-    dii_reference: str = "none"
-    dii_logits: str = "trained"
+    dii_reference: str = "controls"
+    dii_logits: str = "zero"
     lambda_cr: float = 1.0
     cr_rampup: float = 0.0
     pairwise_weight: float = 1.0

@@ -8,7 +8,17 @@ from .common import Given, add_max_voxels
 
 
 def add_train(sub) -> None:
-    from ..config import BOX_TARGETS, DII_BOX_TARGETS, GRANULARITIES, INTENSITIES, NETWORKS, PRESETS, TrainConfig
+    from ..config import (
+        BOX_TARGETS,
+        DII_BOX_TARGETS,
+        DII_LOGITS,
+        DII_REFERENCES,
+        GRANULARITIES,
+        INTENSITIES,
+        NETWORKS,
+        PRESETS,
+        TrainConfig,
+    )
     from ..methods import METHODS
 
     d = TrainConfig.__dataclass_fields__
@@ -90,6 +100,22 @@ def add_train(sub) -> None:
         "the training loss (same) (default: %(default)s)",
     )
     p.add_argument(
+        "--dii-reference",
+        action=Given,
+        choices=DII_REFERENCES,
+        default=d["dii_reference"].default,
+        help="what an annotation's evidence is measured against: the boxes, strokes and background regions "
+        "that the full masks imply (controls), or nothing, the raw hypergradient (none) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--dii-logits",
+        action=Given,
+        choices=DII_LOGITS,
+        default=d["dii_logits"].default,
+        help="logits at which DII's gradients are taken: zero (a classifier that has fit nothing, on the learnt "
+        "features; stays meaningful however well the networks fit) or trained (the paper) (default: %(default)s)",
+    )
+    p.add_argument(
         "--dii-warmup",
         type=int,
         default=None,
@@ -159,6 +185,8 @@ def config_from_args(args):
         dii_interval=args.dii_interval,
         dii_lr=args.dii_lr,
         dii_box_target=args.dii_box_target,
+        dii_reference=args.dii_reference,
+        dii_logits=args.dii_logits,
         device=args.device,
         seed=args.seed,
     )

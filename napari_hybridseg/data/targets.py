@@ -248,7 +248,9 @@ def build_training_set(
             boxes = [b for b in item.boxes if b.z == z]
             scribbles = item.scribbles if z is None or item.scribbles is None else item.scribbles[z]
             plane = norm if z is None else norm[z]
-            own.append(weak_sample(name, item.exhaustive, z, plane, boxes, scribbles, cfg, ellipse, reg, task.n_classes))
+            own.append(
+                weak_sample(name, item.exhaustive, z, plane, boxes, scribbles, cfg, ellipse, reg, task.n_classes)
+            )
         if whole is not None and own:
             own = [as_volume(name, whole, own, False)]
         mine = np.arange(first, len(reg.instances), dtype=np.int64)

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from ..config import TrainConfig
-from ..data.targets import TrainingSample, TrainingSet
 from ..data.controls import build_controls
+from ..data.targets import TrainingSample, TrainingSet
 from ..data.tiling import Tiling
 from ..losses import affinity_edges, box_losses, ce_logit_grad, crop_boxes, extent_claim_grad
 from .distributed import ALONE, Distributed
@@ -25,6 +25,9 @@ from .distributed import ALONE, Distributed
 DII_TILE = {2: 1024, 3: 128}  # pixels per axis of one no-grad pass, for 2D and 3D samples
 # an annotation is lowered where it scores worse than this quantile of its controls ...
 CONTROL_QUANTILE = 0.9
+# ... by more than this many times their spread (the distance between that quantile and
+# the opposite one) ...
+CONTROL_MARGIN = 0.5
 # ... if there are at least this many of them (of its kind of claim and class)
 MIN_CONTROLS = 3
 
@@ -280,9 +283,10 @@ def instance_groups(tset: TrainingSet, n: int) -> torch.Tensor:
 def calibrated(weak: torch.Tensor, groups: torch.Tensor, ctrl: torch.Tensor, ctrl_groups: torch.Tensor) -> torch.Tensor:
     """Per-pixel scores measured against the controls of the same group: minus their
     ``CONTROL_QUANTILE``, in units of their spread (that quantile minus the opposite
-    one).  Positive, so that the weight is lowered, only where an annotation scores
-    worse than nearly every annotation the full masks imply.  A group with fewer than
-    ``MIN_CONTROLS`` controls keeps its raw scores."""
+    one), minus ``CONTROL_MARGIN``.  Positive, so that the weight is lowered, only
+    where an annotation scores clearly worse than nearly every annotation the full
+    masks imply.  A group with fewer than ``MIN_CONTROLS`` controls keeps its raw
+    scores."""
     out = weak.clone()
     groups, ctrl_groups = groups.to(weak.device), ctrl_groups.to(weak.device)
     for g in torch.unique(groups):
@@ -291,5 +295,5 @@ def calibrated(weak: torch.Tensor, groups: torch.Tensor, ctrl: torch.Tensor, ctr
             continue
         high, low = torch.quantile(mine, torch.tensor([CONTROL_QUANTILE, 1 - CONTROL_QUANTILE]).to(mine))
         spread = (high - low).clamp(min=torch.finfo(mine.dtype).tiny)
-        out[groups == g] = ((weak[groups == g] - high) / spread).to(out)
+        out[groups == g] = ((weak[groups == g] - high) / spread - CONTROL_MARGIN).to(out)
     return out

@@ -11,7 +11,7 @@ from napari_hybridseg.config import TrainConfig
 from napari_hybridseg.errors import ConfigError
 from napari_hybridseg.losses import pixel_ce
 from napari_hybridseg.training import TrainingLoop
-from napari_hybridseg.training.dii import CONTROL_QUANTILE, calibrated
+from napari_hybridseg.training.dii import CONTROL_MARGIN, CONTROL_QUANTILE, calibrated
 
 TINY = dict(steps=1, batch_size=2, patch_size=32, width=4, depth=2, dii_reference="controls")
 
@@ -87,7 +87,9 @@ def test_controls_of_a_project_with_classes_keep_each_objects_class():
     tset = _controls(loop)
     assert sorted(tset.box_class.tolist()) == [1, 1, 2]
     strokes = tset.weak[1]
-    classes = {int(strokes.target[strokes.instance == k][0]) for k in np.unique(strokes.instance[strokes.instance >= 0])}
+    classes = {
+        int(strokes.target[strokes.instance == k][0]) for k in np.unique(strokes.instance[strokes.instance >= 0])
+    }
     assert classes == {1, 2}
 
 
@@ -158,19 +160,28 @@ def test_control_scores_match_autograd_without_their_own_pixels():
 def test_calibrated_scores_are_measured_against_their_own_groups_controls():
     ctrl = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 100.0, 200.0])
     ctrl_groups = torch.tensor([3] * 11 + [2, 2])  # group 2 has too few controls
-    weak = torch.tensor([8.5, 30.0, -5.0, 7.0, 1.0])
+    weak = torch.tensor([9.5, 30.0, -5.0, 7.0, 1.0])
     groups = torch.tensor([3, 3, 3, 2, -1])
     out = calibrated(weak, groups, ctrl, ctrl_groups)
     high, low = 10 * CONTROL_QUANTILE, 10 * (1 - CONTROL_QUANTILE)
-    expect = (weak[:3] - high) / (high - low)
+    expect = (weak[:3] - high) / (high - low) - CONTROL_MARGIN
     torch.testing.assert_close(out[:3], expect)
-    assert out[1] > 0 > out[0] > out[2]  # only what scores worse than nearly every control
+    # lowered only what scores clearly worse than nearly every control: not 9.5, just
+    # above the 90th percentile of 0..10
+    assert out[1] > 0 > out[0] > out[2]
     assert out[3] == 7.0 and out[4] == 1.0  # too few controls, or none: the raw score
 
 
 def test_dii_with_controls_lowers_a_wrong_stroke_and_keeps_the_right_ones():
     cfg = TrainConfig(
-        method="dii", steps=1000, batch_size=4, patch_size=32, width=8, depth=2, dii_warmup=1000, dii_reference="controls"
+        method="dii",
+        steps=1000,
+        batch_size=4,
+        patch_size=32,
+        width=8,
+        depth=2,
+        dii_warmup=1000,
+        dii_reference="controls",
     )
     loop = TrainingLoop(_direction_project(), cfg)
     for _ in range(40):
@@ -193,3 +204,39 @@ def test_dii_reference_is_checked_and_the_paper_preset_has_no_controls(hand_proj
     cfg = TrainConfig(**TINY).with_preset("paper")
     assert cfg.dii_reference == "none"
     assert TrainingLoop(hand_project, cfg).scorer.controls is None
+
+
+def test_zero_logit_gradients_are_those_of_a_classifier_that_outputs_zero(hand_project):
+    """``dii_logits="zero"``: the closed-form gradients (checked against autograd for the
+    trained logits above) of the same features with a classifier zeroed out."""
+    cfg = TrainConfig(method="dii", dii_logits="zero", **{**TINY, "dii_reference": "none"})
+    loop = TrainingLoop(hand_project, cfg)
+    net = loop.state.nets[0].double().eval()
+    got = loop.scorer.weak_gradients(net)
+    zeroed = TrainingLoop(hand_project, TrainConfig(method="dii", **{**TINY, "dii_reference": "none"}))
+    twin = zeroed.state.nets[0].double().eval()
+    twin.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        twin.classifier.weight.zero_()
+        twin.classifier.bias.zero_()
+    expected = zeroed.scorer.weak_gradients(twin)
+    assert expected.abs().sum() > 0
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("logits", ["zero", "trained"])
+def test_zero_logit_evidence_does_not_depend_on_how_far_the_classifier_has_fit(logits):
+    """The classifier's fit (here: its weights scaled, as training sharpens them) moves the
+    trained-logit evidence but not the zero-logit one, which reads the features only."""
+    project, _ = _known_project()
+    loop = TrainingLoop(project, TrainConfig(method="dii", dii_logits=logits, **TINY))
+    net = loop.state.nets[0].double().eval()
+    before = loop.scorer.hypergradient([net])
+    with torch.no_grad():
+        net.classifier.weight.mul_(25.0)
+        net.classifier.bias.add_(3.0)
+    after = loop.scorer.hypergradient([net])
+    if logits == "zero":
+        torch.testing.assert_close(after, before, rtol=1e-6, atol=1e-9)
+    else:
+        assert not torch.allclose(after, before, rtol=1e-3, atol=1e-6)
