@@ -40,9 +40,10 @@ class TrainPanel(QGroupBox):
         self.paper = QCheckBox("as in the paper")
         self.paper.setToolTip(
             "The paper's settings (Pan et al., AAAI 2022): dii+dcr, one weight per weak image, filled boxes\n"
-            "judged by their own loss, classifier weights only, weights' learning rate 0.1, prediction from\n"
-            "the first network. Off: this tool's defaults (a weight per annotation, boxes that do not teach\n"
-            "rectangles, both networks predict)."
+            "judged by their own loss, classifier weights only at its own logits, weights' learning rate 0.1,\n"
+            "prediction from the first network. Off: this tool's defaults (a weight per annotation, judged\n"
+            "against the boxes and strokes the full masks imply; boxes that do not teach rectangles; both\n"
+            "networks predict)."
         )
         self.paper.toggled.connect(self._paper_toggled)
         self.network = combo(

@@ -4,7 +4,7 @@ DII asks whether a weak annotation teaches what the full masks teach.  How a per
 good annotation scores depends on the data, the object shapes, the stroke style and how
 far the training has gone, so a raw score has no fixed meaning.  Controls give it one:
 from every object of a full mask the annotations a careful user would have drawn are
-derived (its tight box, a stroke along its core), and the mask's background outside those
+derived (its tight box, a stroke over it), and the mask's background outside those
 boxes is cut into the same regions as a weak image's background.  They are scored exactly
 as the user's annotations are (see ``training/dii.py``), and a user's annotation is judged
 by how much worse it scores than its controls.
@@ -25,9 +25,6 @@ from .targets import TrainingSample, TrainingSet, _Registry, as_volume, weak_sam
 
 # an object smaller than this (pixels on one slice) makes no control: too few pixels to score
 MIN_OBJECT_PIXELS = 9
-# a control stroke is the part of an object at least this fraction of its largest
-# distance from the object's border: its core, as a careful stroke would cover it
-CORE_DEPTH = 0.5
 
 
 @dataclass
@@ -39,17 +36,15 @@ class ControlSet:
     strong_targets: list[np.ndarray]  # per control sample, the full mask's target
 
 
-def _core(component: np.ndarray) -> np.ndarray:
-    depth = ndi.distance_transform_edt(np.pad(component, 1))[1:-1, 1:-1]
-    return depth >= max(1.0, CORE_DEPTH * depth.max())
-
-
 def _slice_controls(target: np.ndarray, z: int | None, n_classes: int) -> tuple[list[Box], np.ndarray]:
-    """Tight boxes and core strokes of the objects of one slice's full mask."""
+    """Tight boxes and strokes of the objects of one slice's full mask.  A control stroke
+    paints its whole object: its score is that of the object's average pixel, which a
+    stroke anywhere inside the object, thin or wide, along the core or not, scores about
+    as well as or better than."""
     boxes: list[Box] = []
     strokes = np.zeros(target.shape, np.int32)
     for cls in range(1, n_classes + 1):
-        comps, n = ndi.label(target == cls)
+        comps, n = ndi.label(target == cls, structure=np.ones((3, 3), bool))  # as strokes are split
         for k, region in enumerate(ndi.find_objects(comps), start=1):
             if region is None:
                 continue
@@ -58,8 +53,7 @@ def _slice_controls(target: np.ndarray, z: int | None, n_classes: int) -> tuple[
                 continue
             ys, xs = region
             boxes.append(Box(len(boxes), ys.start, xs.start, ys.stop, xs.stop, z, cls))
-            core = strokes[region]
-            core[_core(component)] = cls + 1  # a stroke's value is 1 + its class
+            strokes[region][component] = cls + 1  # a stroke's value is 1 + its class
     return boxes, strokes
 
 

@@ -283,8 +283,8 @@ def instance_groups(tset: TrainingSet, n: int) -> torch.Tensor:
 def calibrated(weak: torch.Tensor, groups: torch.Tensor, ctrl: torch.Tensor, ctrl_groups: torch.Tensor) -> torch.Tensor:
     """Per-pixel scores measured against the controls of the same group: minus their
     ``CONTROL_QUANTILE``, in units of their spread (that quantile minus the opposite
-    one, or the median's distance from 0 where that is larger), minus
-    ``CONTROL_MARGIN``.  Positive, so that the weight is lowered, only where an
+    one; for the background, whose controls are large regions, at least their median's
+    distance from 0), minus ``CONTROL_MARGIN``.  Positive, so that the weight is lowered, only where an
     annotation scores clearly worse than nearly every annotation the full masks imply.
     A group with fewer than ``MIN_CONTROLS`` controls keeps its raw scores."""
     out = weak.clone()
@@ -294,8 +294,10 @@ def calibrated(weak: torch.Tensor, groups: torch.Tensor, ctrl: torch.Tensor, ctr
         if g < 0 or mine.numel() < MIN_CONTROLS:
             continue
         high, low = torch.quantile(mine, torch.tensor([CONTROL_QUANTILE, 1 - CONTROL_QUANTILE]).to(mine))
-        # large controls (background regions) barely vary, so the spread is at least the
-        # typical control's own distance from 0, the score of no evidence either way
-        spread = torch.maximum(high - low, mine.median().abs()).clamp(min=torch.finfo(mine.dtype).tiny)
+        spread = high - low
+        if g == 0:  # the background's controls are large regions whose scores barely vary:
+            # there the unit is at least their typical distance from 0 (no evidence either way)
+            spread = torch.maximum(spread, mine.median().abs())
+        spread = spread.clamp(min=torch.finfo(mine.dtype).tiny)
         out[groups == g] = ((weak[groups == g] - high) / spread - CONTROL_MARGIN).to(out)
     return out

@@ -401,7 +401,6 @@ def test_controls_are_tight_boxes_cores_and_background_regions_of_the_full_masks
     kinds = [r.key.kind for r in tset.instances]
     assert kinds.count("box") == 3 and kinds.count("scribble") == 3 and kinds.count("background") == 1
     # every box is the tight box of one disc, and nothing else is claimed by a box
-    objects = [labels == 1, labels == 2]
     owned = [np.argwhere(boxes.boxmap == b) for b in range(3)]
     spans = sorted((tuple(o.min(0)), tuple(o.max(0) + 1)) for o in owned)
     comps, n = ndi.label(labels > 0)
@@ -411,13 +410,13 @@ def test_controls_are_tight_boxes_cores_and_background_regions_of_the_full_masks
     bg = boxes.instance == kinds.index("background")
     assert (boxes.target[bg] == 0).all() and not (bg & (boxes.boxmap >= 0)).any()
     assert bg.sum() == ((labels == 0) & (boxes.boxmap < 0)).sum() - _ring_pixels(boxes)
-    # each stroke lies deep inside one object and carries its class (binary project: 1)
+    # each stroke paints one whole object and carries its class (binary project: 1)
+    painted = []
     for k in np.unique(strokes.instance[strokes.instance >= 0]):
         mine = strokes.instance == k
         assert (strokes.target[mine] == 1).all()
-        assert any((obj[mine]).all() for obj in objects)
-        depth = ndi.distance_transform_edt(labels > 0)
-        assert depth[mine].min() >= 0.5 * depth[mine].max() - 1
+        painted.append(next(i for i in range(1, n + 1) if np.array_equal(mine, comps == i)))
+    assert sorted(painted) == list(range(1, n + 1))
     # controls are never trained on: the sampler and the loss see the project's samples only
     assert all(s in loop.tset.samples for s in loop.sampler.tset.samples)
     assert not any(s is boxes or s is strokes for s in loop.tset.samples)
@@ -519,11 +518,13 @@ def test_calibrated_scores_are_measured_against_their_own_groups_controls():
     # above the 90th percentile of 0..10
     assert out[1] > 0 > out[0] > out[2]
     assert out[3] == 7.0 and out[4] == 1.0  # too few controls, or none: the raw score
-    # controls that barely vary (large background regions) are measured in units of their
-    # median's distance from 0, not of their tiny spread
+    # the background's controls (large regions that barely vary) are measured in units of
+    # their median's distance from 0, not of their tiny spread; an object's are not
     tight = torch.tensor([-10.0, -10.01, -9.99, -10.02, -9.98])
-    out = calibrated(torch.tensor([-9.0, -3.0]), torch.tensor([0, 0]), tight, torch.zeros(5, dtype=torch.long))
-    assert out[0] < 0 < out[1]
+    for group, lowered in ((0, [False, True]), (2, [True, True])):
+        ids = torch.full((5,), group)
+        out = calibrated(torch.tensor([-9.0, -3.0]), torch.tensor([group, group]), tight, ids)
+        assert (out > 0).tolist() == lowered
 
 
 def test_dii_with_controls_lowers_a_wrong_stroke_and_keeps_the_right_ones():
