@@ -21,7 +21,7 @@ from scipy import ndimage as ndi
 
 from ..annotations import Box
 from ..config import TrainConfig
-from .targets import TrainingSample, TrainingSet, _Registry, as_volume, weak_sample
+from .targets import InstanceRegistry, TrainingSample, TrainingSet, as_volume, weak_sample
 
 # an object smaller than this (pixels on one slice) makes no control: too few pixels to score
 MIN_OBJECT_PIXELS = 9
@@ -70,7 +70,7 @@ def build_controls(tset: TrainingSet, cfg: TrainConfig, ellipse: bool) -> Contro
     background outside them in regions) and one of strokes per strong sample, so that
     a box and the stroke in it are separate instances.  ``None`` if there are none."""
     n_classes = tset.task.n_classes
-    reg = _Registry()
+    reg = InstanceRegistry()
     samples: list[TrainingSample] = []
     targets: list[np.ndarray] = []
     for s in tset.strong:

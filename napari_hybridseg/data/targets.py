@@ -104,7 +104,9 @@ class TrainingSet:
         return True
 
 
-class _Registry:
+class InstanceRegistry:
+    """The weak instances of one training set, in the order they are met, and its boxes."""
+
     def __init__(self) -> None:
         self.instances: list[InstanceRecord] = []
         self.index: dict[InstanceKey, int] = {}
@@ -140,7 +142,7 @@ def weak_sample(
     scribbles: np.ndarray | None,
     cfg: TrainConfig,
     ellipse: bool,
-    reg: _Registry,
+    reg: InstanceRegistry,
     n_classes: int,
 ) -> TrainingSample:
     h, w = image.shape[-2:]
@@ -227,7 +229,7 @@ def build_training_set(
     method = method or get_method(cfg.method)
     task = task_for(project, cfg.network, cfg.depth, intensity or cfg.intensity)
     ellipse = method.learns_weights and cfg.dii_box_target == "ellipse"
-    reg = _Registry()
+    reg = InstanceRegistry()
     samples: list[TrainingSample] = []
     for name in sorted(project.images):
         item = project[name]

@@ -54,7 +54,9 @@ def test_a_3d_network_refuses_2d_images():
 
 
 def test_3d_weak_gradients_match_autograd():
-    cfg = TrainConfig(method="dii", box_target="projection", dii_box_target="same", steps=1, **SMALL)
+    cfg = TrainConfig(
+        method="dii", box_target="projection", dii_box_target="same", dii_logits="trained", steps=1, **SMALL
+    )
     loop = TrainingLoop(_volumes(), cfg)
     net = loop.state.nets[0].double().eval()
     for s in loop.tset.samples:
