@@ -76,11 +76,11 @@ def gradient_space(grads: torch.Tensor, n_outputs: int, mode: str, mean_feature:
     if mode == "weight+bias":
         return grads
     if mode == "weight":
-        return w.reshape(grads.shape[0], -1)
+        return w.reshape(grads.shape[0], w.shape[1] * w.shape[2])
     if mode == "centred":
         if mean_feature is None:
             raise ValueError("centred gradients need the mean feature")
-        return (w - b[..., None] * mean_feature).reshape(grads.shape[0], -1)
+        return (w - b[..., None] * mean_feature).reshape(grads.shape[0], w.shape[1] * w.shape[2])
     raise ValueError(f"unknown gradient space {mode!r}")
 
 
