@@ -8,6 +8,12 @@ taken with respect to the final 1x1 classifier only.  For that layer the
 gradient of a per-pixel loss is ``dL/dz_p (outer) [f_p, 1]`` (features ``f_p`` and
 the bias input), so ``g_k`` for *all* instances is one scatter-add of per-pixel
 outer products over the instance-id map, after one no-grad forward pass.
+
+Two departures from the paper, both defaults (see ``TrainConfig``): the cross-entropy
+gradients are taken at zero logits (``dii_logits``), so that the evidence does not turn
+backwards once the classifier has fit the full masks, and a weak instance's score per
+pixel is measured against controls, the annotations the full masks imply
+(``dii_reference``, :mod:`napari_hybridseg.data.controls`, :func:`calibrated`).
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from .distributed import ALONE, Distributed
 DII_TILE = {2: 1024, 3: 128}  # pixels per axis of one no-grad pass, for 2D and 3D samples
 # an annotation is lowered where it scores worse than this quantile of its controls ...
 CONTROL_QUANTILE = 0.9
-# ... by more than this many times the typical control's own score ...
+# ... by more than this many times their spread (the distance between that quantile and
+# the opposite one) ...
 CONTROL_MARGIN = 0.5
 # ... if there are at least this many of them (of its kind of claim and class)
 MIN_CONTROLS = 3
@@ -281,8 +288,9 @@ def instance_groups(tset: TrainingSet, n: int) -> torch.Tensor:
 
 def calibrated(weak: torch.Tensor, groups: torch.Tensor, ctrl: torch.Tensor, ctrl_groups: torch.Tensor) -> torch.Tensor:
     """Per-pixel scores measured against the controls of the same group: minus their
-    ``CONTROL_QUANTILE``, in units of their median's distance from 0, minus
-    ``CONTROL_MARGIN``.  Positive, so that the weight is lowered, only where an
+    ``CONTROL_QUANTILE``, in units of their spread (that quantile minus the opposite
+    one; for the background, whose controls are large regions, at least their median's
+    distance from 0), minus ``CONTROL_MARGIN``.  Positive, so that the weight is lowered, only where an
     annotation scores clearly worse than nearly every annotation the full masks imply.
     A group with fewer than ``MIN_CONTROLS`` controls keeps its raw scores."""
     out = weak.clone()
@@ -291,9 +299,11 @@ def calibrated(weak: torch.Tensor, groups: torch.Tensor, ctrl: torch.Tensor, ctr
         mine = ctrl[ctrl_groups == g].float()
         if g < 0 or mine.numel() < MIN_CONTROLS:
             continue
-        high = torch.quantile(mine, CONTROL_QUANTILE)
-        # the unit: the typical control's distance from 0, the score of no evidence either
-        # way (a spread between quantiles would be set by one odd control when there are few)
-        unit = mine.median().abs().clamp(min=torch.finfo(mine.dtype).tiny)
-        out[groups == g] = ((weak[groups == g] - high) / unit - CONTROL_MARGIN).to(out)
+        high, low = torch.quantile(mine, torch.tensor([CONTROL_QUANTILE, 1 - CONTROL_QUANTILE]).to(mine))
+        spread = high - low
+        if g == 0:  # the background's controls are large regions whose scores barely vary:
+            # there the unit is at least their typical distance from 0 (no evidence either way)
+            spread = torch.maximum(spread, mine.median().abs())
+        spread = spread.clamp(min=torch.finfo(mine.dtype).tiny)
+        out[groups == g] = ((weak[groups == g] - high) / spread - CONTROL_MARGIN).to(out)
     return out

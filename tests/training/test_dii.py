@@ -508,22 +508,25 @@ def test_control_scores_match_autograd_without_their_own_pixels():
 
 
 def test_calibrated_scores_are_measured_against_their_own_groups_controls():
-    ctrl = torch.tensor([-10.0, -11.0, -12.0, -13.0, -14.0, -15.0, -16.0, -17.0, -18.0, -19.0, -20.0, 5.0, 6.0])
+    ctrl = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 100.0, 200.0])
     ctrl_groups = torch.tensor([3] * 11 + [2, 2])  # group 2 has too few controls
-    weak = torch.tensor([-10.0, 30.0, -25.0, 7.0, 1.0])
+    weak = torch.tensor([9.5, 30.0, -5.0, 7.0, 1.0])
     groups = torch.tensor([3, 3, 3, 2, -1])
     out = calibrated(weak, groups, ctrl, ctrl_groups)
-    high = torch.quantile(ctrl[:11], CONTROL_QUANTILE)  # -11
-    expect = (weak[:3] - high) / 15.0 - CONTROL_MARGIN  # in units of the median's distance from 0
+    high, low = 10 * CONTROL_QUANTILE, 10 * (1 - CONTROL_QUANTILE)
+    expect = (weak[:3] - high) / (high - low) - CONTROL_MARGIN
     torch.testing.assert_close(out[:3], expect)
-    # lowered only what scores clearly worse than nearly every control: not -10, just
-    # above the 90th percentile
+    # lowered only what scores clearly worse than nearly every control: not 9.5, just
+    # above the 90th percentile of 0..10
     assert out[1] > 0 > out[0] > out[2]
     assert out[3] == 7.0 and out[4] == 1.0  # too few controls, or none: the raw score
-    # one odd control among few does not set the scale
-    few = torch.tensor([-20.0, -22.0, -21.0, -19.0, 40.0])
-    ids = torch.full((5,), 3)
-    assert calibrated(torch.tensor([45.0]), torch.tensor([3]), few, ids)[0] > 0
+    # the background's controls (large regions that barely vary) are measured in units of
+    # their median's distance from 0, not of their tiny spread; an object's are not
+    tight = torch.tensor([-10.0, -10.01, -9.99, -10.02, -9.98])
+    for group, lowered in ((0, [False, True]), (2, [True, True])):
+        ids = torch.full((5,), group)
+        out = calibrated(torch.tensor([-9.0, -3.0]), torch.tensor([group, group]), tight, ids)
+        assert (out > 0).tolist() == lowered
 
 
 def test_dii_with_controls_lowers_a_wrong_stroke_and_keeps_the_right_ones():
