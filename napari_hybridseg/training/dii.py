@@ -290,9 +290,10 @@ def calibrated(weak: torch.Tensor, groups: torch.Tensor, ctrl: torch.Tensor, ctr
     """Per-pixel scores measured against the controls of the same group: minus their
     ``CONTROL_QUANTILE``, in units of their spread (that quantile minus the opposite
     one; for the background, whose controls are large regions, at least their median's
-    distance from 0), minus ``CONTROL_MARGIN``.  Positive, so that the weight is lowered, only where an
-    annotation scores clearly worse than nearly every annotation the full masks imply.
-    A group with fewer than ``MIN_CONTROLS`` controls keeps its raw scores."""
+    distance from 0), minus ``CONTROL_MARGIN``.  Positive, so that the weight is
+    lowered, only where an annotation scores clearly worse than nearly every annotation
+    the full masks imply.  A group with fewer than ``MIN_CONTROLS`` controls keeps its
+    raw scores."""
     out = weak.clone()
     groups, ctrl_groups = groups.to(weak.device), ctrl_groups.to(weak.device)
     for g in torch.unique(groups):
