@@ -124,12 +124,9 @@ def main() -> None:
 
     def recorded():
         hyper = update()
-        weak, ctrl = scorer._dot_products(loop.state.nets)  # the state the update saw
-        history.append(weak.cpu().numpy())
-        per_pixel = (weak / scorer.pixels, ctrl / scorer.control_scorer.pixels)
-        calibrated_history.append(
-            calibrated(per_pixel[0], scorer.groups, per_pixel[1], scorer.control_scorer.groups).cpu().numpy()
-        )
+        weak, ctrl = scorer.scores(loop.state.nets)  # per pixel, the state the update saw
+        history.append((weak * scorer.pixels).cpu().numpy())  # the raw hypergradient: summed
+        calibrated_history.append(calibrated(weak, scorer.groups, ctrl, scorer.control_scorer.groups).cpu().numpy())
         steps.append(loop.state.step)
         return hyper
 
