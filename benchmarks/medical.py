@@ -24,7 +24,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import multiprocessing
 import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -188,7 +191,7 @@ def run(project, cfg, test, truth):
     loop, seconds = train(project, cfg)
     image, classes = test
     tile = cfg.patch_side(loop.task.spatial_dims) * 2
-    pred = predict_image(loop.state.nets, image, "zyx", tile=tile, intensity=loop.task.intensity)
+    pred = predict_image(loop.state.nets, image, "zyx", loop.device, tile=tile, intensity=loop.task.intensity)
     scores = class_dice_iou(pred.labels(), classes, len(STRUCTURES))
     dice = {f"label{k}": round(v[0], 4) if v else None for k, v in zip(STRUCTURES, scores.values())}
     record = {"dice": dice, "mean_dice": round(float(np.mean([v for v in dice.values() if v is not None])), 4)}
@@ -205,6 +208,43 @@ def run(project, cfg, test, truth):
     return record
 
 
+def one_run(job) -> dict | None:
+    """Train and score one configuration; ``None`` when ``deadline`` (a wall-clock time)
+    passed before it could start."""
+    seed, budget, network, intensity, method, args = job
+    if args.deadline and time.time() > args.deadline:
+        return None
+    torch.set_num_threads(args.threads)
+    (train_image, train_classes), test = load_halves()
+    strong, boxes, strokes, truth = simulate(train_classes, budget, seed)
+    project = project_for(train_image, train_classes, strong, boxes, strokes, method == "full")
+    cfg = TrainConfig(
+        method="strong-only" if method == "full" else method,
+        network=network,
+        intensity=intensity,
+        steps=args.steps,
+        seed=seed,
+        patch_size=64,
+        patch_size_3d=32,
+        batch_size=8 if network == "2d" else 2,
+        device=args.device,
+    )
+    record = {"seed": seed, "budget": budget, "network": network, "method": method, "intensity_asked": intensity}
+    n_strokes = sum(1 for key in truth if key[2] == "scribble")
+    record |= {"strong_slices": strong, "boxes": len(boxes), "strokes": n_strokes}
+    record |= run(project, cfg, test, truth)
+    return record | {"steps": args.steps, "jobs": args.jobs, "machine": machine(), "commit": git_rev()}
+
+
+def _result(future) -> dict | None:
+    """A finished run's record; a failed run is reported and the others go on."""
+    try:
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - one broken run must not lose the others
+        print(f"a run failed: {exc!r}", file=sys.stderr)
+        return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -219,39 +259,44 @@ def main() -> None:
         choices=INTENSITIES,
         help="normalisations to compare, one run each (auto: z-score for this MR volume)",
     )
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of each run")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    ap.add_argument(
+        "--jobs", type=int, default=1, help="runs at a time, each in its own process (seconds then share the machine)"
+    )
+    ap.add_argument("--deadline", type=float, default=0, help="start no run after this many seconds (0: no limit)")
     ap.add_argument("--out", type=Path, default=OUT / "medical.jsonl")
     args = ap.parse_args()
     if not (T1.is_file() and LABELS.is_file()):
         print(f"{T1}: not found; install Debian's mricron-data (apt-get install mricron-data)", file=sys.stderr)
         raise SystemExit(0)
-    torch.set_num_threads(args.threads)
-    (train_image, train_classes), test = load_halves()
-    print(f"train half {train_image.shape}, test half {test[0].shape}", file=sys.stderr)
+    args.deadline = time.time() + args.deadline if args.deadline else 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for seed in args.seeds:
-        for budget in args.budgets:
-            strong, boxes, strokes, truth = simulate(train_classes, budget, seed)
-            for network, intensity, method in itertools.product(args.networks, args.intensities, args.methods):
-                project = project_for(train_image, train_classes, strong, boxes, strokes, method == "full")
-                cfg = TrainConfig(
-                    method="strong-only" if method == "full" else method,
-                    network=network,
-                    intensity=intensity,
-                    steps=args.steps,
-                    seed=seed,
-                    patch_size=64,
-                    patch_size_3d=32,
-                    batch_size=8 if network == "2d" else 2,
-                )
-                record = {"seed": seed, "budget": budget, "network": network, "method": method}
-                n_strokes = sum(1 for key in truth if key[2] == "scribble")
-                record |= {"strong_slices": strong, "boxes": len(boxes), "strokes": n_strokes}
-                record |= run(project, cfg, test, truth)
-                record |= {"steps": args.steps, "machine": machine(), "commit": git_rev()}
-                print(json.dumps(record), flush=True)
-                with open(args.out, "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
+    done = set()
+    if args.out.is_file():  # runs already recorded in --out are not repeated
+        for line in args.out.read_text().splitlines():
+            r = json.loads(line)
+            keys = ("seed", "budget", "network", "intensity_asked", "method", "steps")
+            done.add(tuple(r.get(k, "auto") for k in keys))
+    jobs = [
+        (seed, budget, network, intensity, method, args)
+        for seed, budget, network, intensity, method in itertools.product(
+            args.seeds, args.budgets, args.networks, args.intensities, args.methods
+        )
+        if (seed, budget, network, intensity, method, args.steps) not in done
+    ]
+    print(f"{len(jobs)} runs, {args.jobs} at a time", file=sys.stderr)
+    if args.jobs == 1:
+        records = map(one_run, jobs)
+    else:
+        pool = ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"))
+        records = (_result(f) for f in as_completed([pool.submit(one_run, job) for job in jobs]))
+    for record in records:
+        if record is None:
+            continue
+        print(json.dumps(record), flush=True)
+        with open(args.out, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
 
 
 if __name__ == "__main__":
