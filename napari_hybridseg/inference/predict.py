@@ -8,6 +8,7 @@ volume slice by slice, a 3D network in 3D tiles.  Every image is normalised by
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -133,8 +134,7 @@ def predict_image(
     when ``None``).  The image is read tile by tile: a memory-mapped image
     (see :func:`napari_hybridseg.images.read_image`) is never in memory whole.
     """
-    for net in nets:
-        net.eval().to(device)
+    nets = _ready(nets, torch.device(device))
     ranges = ranges_for(intensity, image, axes)
     if nets[0].spatial_dims == 3 and axes == "zyx":
         pred = predict_array(nets, NormalisedView(image, axes, ranges=ranges), tile=tile, device=device)
@@ -155,6 +155,18 @@ def predict_image(
         if progress is not None:
             progress(k + 1, depth)
     return Prediction(prob, unc, classes)
+
+
+def _ready(nets: list[UNet], device: torch.device) -> list[UNet]:
+    """The networks in eval mode on ``device``: the caller's own where they already are,
+    else copies, so that predicting never moves a caller's networks or leaves a live run's
+    in eval mode."""
+    ready = []
+    for net in nets:
+        here = next(net.parameters()).device
+        same = here.type == device.type and (device.index is None or here.index == device.index)
+        ready.append(net if same and not net.training else copy.deepcopy(net).eval().to(device))
+    return ready
 
 
 def predict_with_model(model, image: np.ndarray, axes: str, **kwargs) -> Prediction:

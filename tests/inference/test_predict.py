@@ -225,3 +225,15 @@ def test_a_saved_model_pads_small_images_as_its_training_patches(tmp_path):
     np.testing.assert_allclose(
         predict_array(loaded.nets, image).probability, predict_array(nets, image).probability, atol=1e-6
     )
+
+
+def test_predicting_leaves_the_callers_networks_as_they_were():
+    nets = [create_model(Task(), 2, 4, seed=s) for s in (0, 1)]  # in training mode, as a live run's
+    before = [{k: v.clone() for k, v in n.state_dict().items()} for n in nets]
+    img = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    pred = predict_image(nets, img, "yx")
+    assert all(n.training for n in nets)
+    assert all(torch.equal(v, b[k]) for n, b in zip(nets, before) for k, v in n.state_dict().items())
+    # the same result as with the networks in eval mode
+    evals = [create_model(Task(), 2, 4, seed=s).eval() for s in (0, 1)]
+    np.testing.assert_array_equal(pred.probability, predict_image(evals, img, "yx").probability)
