@@ -49,20 +49,27 @@ def _npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def least_side(model: LoadedModel) -> int:
+    """The smallest input side a package declares: the training patch's (rounded up to a
+    size the networks accept), so that a smaller image is padded to it, as in training."""
+    m = model.nets[0].size_multiple
+    return max(4 * m, -(-model.nets[0].patch_side // m) * m)
+
+
 def _test_input(model: LoadedModel, sample: np.ndarray | None) -> np.ndarray:
     """``(1, C, *S)`` raw test input: a crop of ``sample`` (channels last for RGB) or a
     deterministic texture, its sides a multiple the networks accept."""
-    m = model.nets[0].size_multiple
+    m, least = model.nets[0].size_multiple, least_side(model)
     dims = model.task.spatial_dims
-    side = max(4 * m, 64)
+    side = max(least, 64)
     if sample is None:
         rng = np.random.default_rng(0)
         return (rng.random((1, model.task.in_channels, *([side] * dims))) * 1000).astype(np.float32)
     arr = np.asarray(sample, dtype=np.float32)
     arr = np.moveaxis(arr, -1, 0) if arr.ndim == dims + 1 and model.task.in_channels > 1 else arr[None]
     crop = tuple(slice(0, (min(s, side * 2) // m) * m) for s in arr.shape[1:])
-    if any(c.stop < m * 4 for c in crop):
-        raise ValueError(f"the sample image is too small for this model (at least {4 * m} pixels per axis)")
+    if any(c.stop < least for c in crop):
+        raise ValueError(f"the sample image is too small for this model (at least {least} pixels per axis)")
     return np.ascontiguousarray(arr[(slice(None), *crop)])[None]
 
 
@@ -99,7 +106,7 @@ def _axes(model: LoadedModel, role: str) -> list[dict]:
     spatial = "zyx"[-model.task.spatial_dims :]
     if role == "input":
         names = [f"channel{c}" for c in range(model.task.in_channels)]
-        space = [{"type": "space", "id": a, "size": {"min": 4 * m, "step": m}} for a in spatial]
+        space = [{"type": "space", "id": a, "size": {"min": least_side(model), "step": m}} for a in spatial]
     else:
         names = ["background", *([f"class{c}" for c in range(1, model.task.n_outputs)])]
         if model.task.n_classes == 1:
@@ -126,7 +133,8 @@ Trained with napari-hybridseg {__version__} from boxes, scribbles and a few full
 U-Net depth {cfg.depth}, width {cfg.width}, seed {cfg.seed}).
 
 - Input: {task.in_channels} channel(s), {task.spatial_dims}D, each side a multiple of
-  {model.nets[0].size_multiple}; {scaling}.
+  {model.nets[0].size_multiple} and at least {least_side(model)}, the side of the training patches: pad a
+  smaller image to it, centred and mirrored, as training did; {scaling}.
 - Output: class probabilities, background first ({task.n_outputs} channels), {nets}.
 - Learned weights of the weak annotations: {weights_summary}
 

@@ -9,6 +9,7 @@ import torch
 from ..atomic import atomic_path
 from ..errors import ConfigError
 from ..modelfile import LoadedModel
+from .bioimageio import least_side
 from .network import example_input, exported_network
 
 OPSET = 17
@@ -17,9 +18,10 @@ OPSET = 17
 def export_onnx(model: LoadedModel, path: str | Path) -> Path:
     """Write ``model`` as ONNX: input ``image`` ``(B, C, *S)`` normalised, output
     ``probabilities`` ``(B, K + 1, *S)``; batch and spatial sizes are dynamic (multiples of
-    ``2**depth``)."""
+    ``2**depth``); metadata ``least_side``: the side to which a smaller image is padded,
+    centred and mirrored, as in training (:func:`.bioimageio.least_side`)."""
     try:
-        import onnx  # noqa: F401  (torch's exporter needs it)
+        import onnx
     except ImportError:
         raise ConfigError("ONNX export needs the onnx package: pip install 'napari-hybridseg[onnx]'") from None
     axes = {0: "batch", **{2 + i: name for i, name in enumerate("zyx"[-model.task.spatial_dims :])}}
@@ -35,4 +37,7 @@ def export_onnx(model: LoadedModel, path: str | Path) -> Path:
             opset_version=OPSET,
             dynamo=False,
         )
+        proto = onnx.load(str(tmp))
+        onnx.helper.set_model_props(proto, {"least_side": str(least_side(model))})
+        onnx.save(proto, str(tmp))
     return path

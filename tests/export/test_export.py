@@ -79,6 +79,7 @@ def test_onnx_matches_our_prediction(run, tmp_path):
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     (theirs,) = session.run(None, {"image": x})
     np.testing.assert_allclose(theirs, ours, atol=1e-4)
+    assert session.get_modelmeta().custom_metadata_map == {"least_side": "32"}  # the run's patch side
 
 
 def test_predict_reads_our_package_and_refuses_others(run, tmp_path, capsys):
@@ -99,3 +100,18 @@ def test_predict_reads_our_package_and_refuses_others(run, tmp_path, capsys):
     (tmp_path / "damaged.zip").write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(ModelFileError, match="damaged.zip: not a bioimage.io model package"):
         load_model(tmp_path / "damaged.zip")
+
+
+def test_a_package_asks_for_inputs_at_least_as_large_as_the_training_patches(tmp_path):
+    """A network sees an image smaller than its training patch the way it learnt it only
+    when it is padded to that patch: the package declares that side as its inputs' least."""
+    yaml = pytest.importorskip("yaml")
+    model = _model(Task())
+    for n in model.nets:
+        n.patch_side = 100  # not a multiple of the networks' 4: the least input rounds it up
+    with zipfile.ZipFile(export_model(model, tmp_path / "m.zip", "bioimageio")) as z:
+        rdf = yaml.safe_load(z.read("rdf.yaml"))
+        readme = z.read("README.md").decode()
+    space = [a for a in rdf["inputs"][0]["axes"] if a["type"] == "space"]
+    assert [a["size"] for a in space] == [{"min": 100, "step": 4}] * 2
+    assert "100" in readme and "mirrored" in readme
