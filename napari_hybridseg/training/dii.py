@@ -34,6 +34,11 @@ CONTROL_QUANTILE = 0.9
 # ... by more than this many times their spread (the distance between that quantile and
 # the opposite one) ...
 CONTROL_MARGIN = 0.5
+# (both quantiles read off the controls' median and interquartile range as if they were
+# normal: a few controls, one of them odd, move them little, where their own 10th and 90th
+# percentiles would follow the odd one)
+_Z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(CONTROL_QUANTILE)))
+_IQR_PER_SD = 1.349  # a normal distribution's interquartile range, in standard deviations
 # ... if there are at least this many of them (of its kind of claim and class)
 MIN_CONTROLS = 3
 
@@ -290,7 +295,8 @@ def calibrated(weak: torch.Tensor, groups: torch.Tensor, ctrl: torch.Tensor, ctr
     """Per-pixel scores measured against the controls of the same group: minus their
     ``CONTROL_QUANTILE``, in units of their spread (that quantile minus the opposite
     one; for the background, whose controls are large regions, at least their median's
-    distance from 0), minus ``CONTROL_MARGIN``.  Positive, so that the weight is
+    distance from 0), minus ``CONTROL_MARGIN``; the quantiles are robust estimates, from
+    the controls' median and interquartile range.  Positive, so that the weight is
     lowered, only where an annotation scores clearly worse than nearly every annotation
     the full masks imply.  A group with fewer than ``MIN_CONTROLS`` controls keeps its
     raw scores."""
@@ -300,8 +306,9 @@ def calibrated(weak: torch.Tensor, groups: torch.Tensor, ctrl: torch.Tensor, ctr
         mine = ctrl[ctrl_groups == g].float()
         if g < 0 or mine.numel() < MIN_CONTROLS:
             continue
-        high, low = torch.quantile(mine, torch.tensor([CONTROL_QUANTILE, 1 - CONTROL_QUANTILE]).to(mine))
-        spread = high - low
+        q25, median, q75 = torch.quantile(mine, torch.tensor([0.25, 0.5, 0.75]).to(mine))
+        sd = (q75 - q25) / _IQR_PER_SD
+        high, spread = median + _Z * sd, 2 * _Z * sd
         if g == 0:  # the background's controls are large regions whose scores barely vary:
             # there the unit is at least their typical distance from 0 (no evidence either way)
             spread = torch.maximum(spread, mine.median().abs())

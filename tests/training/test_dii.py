@@ -16,7 +16,7 @@ from napari_hybridseg.protocol import InstanceKey
 from napari_hybridseg.synthetic import synth_image
 from napari_hybridseg.task import Task
 from napari_hybridseg.training import TrainingLoop
-from napari_hybridseg.training.dii import CONTROL_MARGIN, CONTROL_QUANTILE, calibrated, classifier_grads, gradient_space
+from napari_hybridseg.training.dii import CONTROL_MARGIN, calibrated, classifier_grads, gradient_space
 from napari_hybridseg.training.schedule import DII_TRAVEL, dii_learning_rate
 from napari_hybridseg.training.weights import InstanceWeights
 
@@ -526,9 +526,10 @@ def test_calibrated_scores_are_measured_against_their_own_groups_controls():
     weak = torch.tensor([9.5, 30.0, -5.0, 7.0, 1.0])
     groups = torch.tensor([3, 3, 3, 2, -1])
     out = calibrated(weak, groups, ctrl, ctrl_groups)
-    high, low = 10 * CONTROL_QUANTILE, 10 * (1 - CONTROL_QUANTILE)
-    expect = (weak[:3] - high) / (high - low) - CONTROL_MARGIN
-    torch.testing.assert_close(out[:3], expect)
+    # 0..10: median 5, interquartile range 5, so a robust standard deviation of 5 / 1.349
+    sd = 5 / 1.349
+    high, spread = 5 + 1.2816 * sd, 2 * 1.2816 * sd
+    torch.testing.assert_close(out[:3], (weak[:3] - high) / spread - CONTROL_MARGIN, rtol=1e-4, atol=1e-4)
     # lowered only what scores clearly worse than nearly every control: not 9.5, just
     # above the 90th percentile of 0..10
     assert out[1] > 0 > out[0] > out[2]
@@ -540,6 +541,14 @@ def test_calibrated_scores_are_measured_against_their_own_groups_controls():
         ids = torch.full((5,), group)
         out = calibrated(torch.tensor([-9.0, -3.0]), torch.tensor([group, group]), tight, ids)
         assert (out > 0).tolist() == lowered
+
+
+def test_one_odd_control_among_few_does_not_silence_its_group():
+    """Nine box controls, one of them an odd object that scores far worse than the rest:
+    a box scoring clearly worse than the other eight is still lowered, a typical one not."""
+    ctrl = torch.tensor([-1.5, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 10.0])
+    out = calibrated(torch.tensor([0.5, 3.0]), torch.tensor([3, 3]), ctrl, torch.full((9,), 3))
+    assert out[0] < 0 < out[1]
 
 
 def test_dii_reference_is_checked_and_the_paper_preset_has_no_controls(hand_project):
