@@ -22,6 +22,7 @@ label45 at a Dice of 0 (BENCHMARKS.md section 6).
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import multiprocessing
@@ -53,6 +54,7 @@ STRUCTURES = (1, 196, 45, 215)
 METHODS = ("strong-only", "naive", "dcr", "dii+dcr", "full")
 
 
+@functools.lru_cache(maxsize=1)
 def load_halves():
     """``(train, test)``: each ``(image zyx float32, class map zyx uint8)`` at 1 mm."""
     import nibabel as nib

@@ -29,7 +29,7 @@ from ..atomic import atomic_path
 from ..data.preprocess import HIGH_PERCENTILE, LOW_PERCENTILE, NormalisedView, ranges_for
 from ..errors import ConfigError
 from ..modelfile import PACKAGE_ATTACHMENT, LoadedModel, save_model
-from .network import exported_network, traced
+from .network import exported_network, least_side, traced
 
 ATTACHMENT = PACKAGE_ATTACHMENT
 PAPER = {
@@ -47,13 +47,6 @@ def _npy(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array)
     return buf.getvalue()
-
-
-def least_side(model: LoadedModel) -> int:
-    """The smallest input side a package declares: the training patch's (rounded up to a
-    size the networks accept), so that a smaller image is padded to it, as in training."""
-    m = model.nets[0].size_multiple
-    return max(4 * m, -(-model.nets[0].patch_side // m) * m)
 
 
 def _test_input(model: LoadedModel, sample: np.ndarray | None) -> np.ndarray:

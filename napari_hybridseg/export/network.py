@@ -37,6 +37,13 @@ def example_input(model: LoadedModel, size: int | None = None) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(0).random(shape, dtype=np.float32))
 
 
+def least_side(model: LoadedModel) -> int:
+    """The smallest input side a package declares: the training patch's (rounded up to a
+    size the networks accept), so that a smaller image is padded to it, as in training."""
+    m = model.nets[0].size_multiple
+    return max(4 * m, -(-model.nets[0].patch_side // m) * m)
+
+
 def traced(model: LoadedModel) -> torch.jit.ScriptModule:
     """TorchScript of :func:`exported_network` (runs without Python, in any TorchScript runtime)."""
     with torch.no_grad():

@@ -9,8 +9,7 @@ import torch
 from ..atomic import atomic_path
 from ..errors import ConfigError
 from ..modelfile import LoadedModel
-from .bioimageio import least_side
-from .network import example_input, exported_network
+from .network import example_input, exported_network, least_side
 
 OPSET = 17
 
@@ -19,7 +18,7 @@ def export_onnx(model: LoadedModel, path: str | Path) -> Path:
     """Write ``model`` as ONNX: input ``image`` ``(B, C, *S)`` normalised, output
     ``probabilities`` ``(B, K + 1, *S)``; batch and spatial sizes are dynamic (multiples of
     ``2**depth``); metadata ``least_side``: the side to which a smaller image is padded,
-    centred and mirrored, as in training (:func:`.bioimageio.least_side`)."""
+    centred and mirrored, as in training (:func:`.network.least_side`)."""
     try:
         import onnx
     except ImportError:
