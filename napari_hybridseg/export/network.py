@@ -7,6 +7,8 @@ first.  Two networks (DCR) give the mean of both, as :func:`napari_hybridseg.inf
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
@@ -25,8 +27,9 @@ class MeanProbabilities(nn.Module):
 
 
 def exported_network(model: LoadedModel) -> MeanProbabilities:
-    """CPU float32 copies of the model's networks in eval mode, as one module."""
-    return MeanProbabilities([n.float().cpu().eval() for n in model.predictors]).eval()
+    """CPU float32 copies of the model's networks in eval mode, as one module (the
+    model's own networks are left as they are)."""
+    return MeanProbabilities([copy.deepcopy(n).float().cpu().eval() for n in model.predictors]).eval()
 
 
 def example_input(model: LoadedModel, size: int | None = None) -> torch.Tensor:

@@ -12,6 +12,7 @@ from napari_hybridseg.cli import main
 from napari_hybridseg.config import TrainConfig
 from napari_hybridseg.errors import ModelFileError
 from napari_hybridseg.export import export_model
+from napari_hybridseg.export.network import exported_network
 from napari_hybridseg.intensity import Intensity
 from napari_hybridseg.modelfile import LoadedModel, load_model
 from napari_hybridseg.networks import create_model
@@ -115,3 +116,13 @@ def test_a_package_asks_for_inputs_at_least_as_large_as_the_training_patches(tmp
     space = [a for a in rdf["inputs"][0]["axes"] if a["type"] == "space"]
     assert [a["size"] for a in space] == [{"min": 100, "step": 4}] * 2
     assert "100" in readme and "mirrored" in readme
+
+
+def test_exporting_leaves_the_models_networks_as_they_were():
+    """The exported module is built from copies: a model's networks keep their mode and
+    precision (as predicting keeps them)."""
+    model = _model(Task())
+    model.nets[0].train().double()
+    exported = exported_network(model)
+    assert model.nets[0].training and next(model.nets[0].parameters()).dtype == torch.float64
+    assert not exported.training and all(p.dtype == torch.float32 for p in exported.parameters())
