@@ -195,7 +195,9 @@ def main() -> None:
     groups = load(args.paths)
     targets, weights = [], []
     for (dataset, budget, steps), runs in sorted(groups.items()):
-        print(f"\n### {dataset}, strong budget {budget}, {steps} steps\n")
+        # records from before the test set existed were all on validation sets
+        role = next(iter(next(iter(runs.values())).values())).get("role", "validation")
+        print(f"\n### {dataset} ({role} set), strong budget {budget}, {steps} steps\n")
         print("\n".join(method_table(runs)))
         targets += target_rows(f"{dataset} {budget}", runs)
         weights += weight_rows(f"{dataset} {budget}", runs) or []
