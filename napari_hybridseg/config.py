@@ -180,6 +180,7 @@ class TrainConfig:
     dii_interval: int | None = None
     dii_space: str = "centred"
     dii_box_target: str = "ellipse"
+    dii_box_slack: float = 0.0
     dii_reference: str = "controls"
     dii_logits: str = "zero"
     lambda_cr: float = 1.0

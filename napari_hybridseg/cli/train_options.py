@@ -100,6 +100,14 @@ def add_train(sub) -> None:
         "the training loss (same) (default: %(default)s)",
     )
     p.add_argument(
+        "--dii-box-slack",
+        action=Given,
+        type=float,
+        default=d["dii_box_slack"].default,
+        help="pixels a box may be drawn loose on each side and still be judged as a tight one, with "
+        "--dii-box-target ellipse (at most a quarter of the box's side) (default: %(default)s)",
+    )
+    p.add_argument(
         "--dii-reference",
         action=Given,
         choices=DII_REFERENCES,
@@ -185,6 +193,7 @@ def config_from_args(args):
         dii_interval=args.dii_interval,
         dii_lr=args.dii_lr,
         dii_box_target=args.dii_box_target,
+        dii_box_slack=args.dii_box_slack,
         dii_reference=args.dii_reference,
         dii_logits=args.dii_logits,
         device=args.device,

@@ -125,11 +125,15 @@ class InstanceRegistry:
         return len(self.box_instance) - 1
 
 
-def inscribed_ellipse(h: int, w: int) -> np.ndarray:
+def inscribed_ellipse(h: int, w: int, slack: float = 0.0) -> np.ndarray:
     """(h, w) bool: the pixels whose centres lie inside the ellipse inscribed in an
-    h x w rectangle (a tight box's claim for a convex, roughly elliptical object)."""
-    yy = (np.arange(h) + 0.5 - h / 2) / (h / 2)
-    xx = (np.arange(w) + 0.5 - w / 2) / (w / 2)
+    h x w rectangle (a tight box's claim for a convex, roughly elliptical object), after
+    the rectangle has lost ``slack`` pixels on every side (at most a quarter of each
+    side), so that a box drawn a few pixels loose makes the same claim as a tight one."""
+    ry = h / 2 - min(slack, h / 4)
+    rx = w / 2 - min(slack, w / 4)
+    yy = (np.arange(h) + 0.5 - h / 2) / ry
+    xx = (np.arange(w) + 0.5 - w / 2) / rx
     return yy[:, None] ** 2 + xx[None, :] ** 2 <= 1.0
 
 
@@ -167,7 +171,7 @@ def weak_sample(
             covered[region] = True
             boxmap[rect] = reg.new_box(k, box.cls)
             if boxcore is not None:
-                boxcore[rect] = inscribed_ellipse(box.y1 - box.y0, box.x1 - box.x0)
+                boxcore[rect] = inscribed_ellipse(box.y1 - box.y0, box.x1 - box.x0, cfg.dii_box_slack)
         else:
             target[rect] = box.cls
             instance[rect] = k

@@ -130,6 +130,20 @@ def test_inscribed_ellipse_drops_the_corners_only():
     assert inscribed_ellipse(1, 1).all() and inscribed_ellipse(1, 7).all()
 
 
+def test_a_slack_box_claims_what_the_tight_box_claims():
+    """A box drawn 2 px loose around a disc: its ellipse claims background pixels unless
+    the slack is taken off first, and then it claims object pixels only."""
+    yy, xx = np.mgrid[:24, :24]
+    disc = (yy - 11.5) ** 2 + (xx - 11.5) ** 2 <= 10**2  # a disc of radius 10 centred in 24 x 24
+    assert (inscribed_ellipse(24, 24) & ~disc).any()
+    core = inscribed_ellipse(24, 24, slack=2)
+    assert core.any() and not (core & ~disc).any()
+    assert core.sum() > 0.8 * disc.sum()
+    # a slack larger than the box leaves the middle half of each side, never nothing
+    small = inscribed_ellipse(8, 8, slack=10)
+    assert small[3:5, 3:5].all() and not small[:2].any() and not small[:, :2].any()
+
+
 def test_class_ids_reach_the_targets_from_masks_boxes_and_strokes():
     from napari_hybridseg.annotations import LabelClasses
 
