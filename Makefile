@@ -67,7 +67,7 @@ benchmarks: install gui-deps
 	$(PIP) install -q -e ".[benchmarks]"
 	$(PY) benchmarks/cost.py
 	xvfb-run -a $(PY) benchmarks/ui_lag.py
-	for data in synthetic bbbc007 dsb2018; do for budget in 10pct few; do \
+	for data in synthetic bbbc007 dsb2018 scellseg; do for budget in 10pct few; do \
 	  $(PY) benchmarks/label_efficiency.py --dataset $$data --budget $$budget --seeds 0 1 2 || exit 1; \
 	done; done
 	$(PY) benchmarks/medical.py --seeds 0 1 2
