@@ -136,7 +136,8 @@ def weight_rows(setting: str, runs) -> list[str] | None:
     cols = ["box:none", "box:loose", "box:shifted", "box:background", "scribble:none", "scribble:background"]
     cols.append("background:background")
     # the weak images' backgrounds: one per image in early records, in regions since
-    by_kind = [{**w, "background:background": w.get("background:background", w.get("background:none"))} for w in by_kind]
+    old_key = "background:background"
+    by_kind = [{**w, old_key: w.get(old_key, w.get("background:none"))} for w in by_kind]
     cells = [_fmt([w.get(c) for w in by_kind]) for c in cols]
     return [f"| {setting} | {len(by_kind)} | " + " | ".join(cells) + " |"]
 
