@@ -57,6 +57,7 @@ BOUNDS = {
     "checkpoint_every": (1, 10**8),
     "log_every": (1, 10**8),
     "background_tile": (0, 10**6),
+    "dii_box_slack": (0, 10**6),
 }
 MAX_CHANNELS = 4096
 # the field annotations of TrainConfig and the values each admits (bool is no number here)
@@ -129,6 +130,11 @@ class TrainConfig:
         gradient only raises the most object-like pixel of each row and column of the
         box, which agrees with the strong data whether or not the box is right, so a
         box 2-3x too large keeps its weight (see BENCHMARKS.md).
+    dii_box_slack
+        Pixels a box may leave around its object on each side and still make a tight
+        box's claim, with ``dii_box_target="ellipse"``: the ellipse is inscribed in the
+        box less that margin (at most a quarter of each side).  0 (default); on thin,
+        tilted objects a slack leaves too little of the box to judge (see BENCHMARKS.md).
     dii_reference
         What a weak annotation's evidence is measured against (see
         :func:`napari_hybridseg.training.dii.calibrated`): ``controls``, the

@@ -6,6 +6,7 @@ import pytest
 from napari_hybridseg.annotations import Box, ImageAnnotations, Project
 from napari_hybridseg.config import TrainConfig
 from napari_hybridseg.data.targets import build_training_set, inscribed_ellipse
+from napari_hybridseg.errors import ConfigError
 from napari_hybridseg.protocol import InstanceKey
 
 TINY = dict(batch_size=2, patch_size=32, width=4, depth=2)
@@ -142,6 +143,10 @@ def test_a_slack_box_claims_what_the_tight_box_claims():
     # a slack larger than the box leaves the middle half of each side, never nothing
     small = inscribed_ellipse(8, 8, slack=10)
     assert small[3:5, 3:5].all() and not small[:2].any() and not small[:, :2].any()
+    # a slack that would widen the claim past the box, or is no number, is refused
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ConfigError, match="dii_box_slack"):
+            _cfg(dii_box_slack=bad)
 
 
 def test_class_ids_reach_the_targets_from_masks_boxes_and_strokes():
