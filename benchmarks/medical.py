@@ -207,7 +207,23 @@ def run(project, cfg, test, truth):
                     (bad if truth[(w.image, w.instance, w.kind)][0] else good).append(w.weight)
             record[f"auc_{kind}"] = roc_auc(bad, good)
             record[f"clean_{kind}_mean_weight"] = round(float(np.mean(good)), 3) if good else None
+        record["weights_by_corruption"] = weights_by_corruption(loop.weights.table(), truth)
     return record
+
+
+def weights_by_corruption(table, truth) -> dict:
+    """``{"box:loose": {"n", "mean", "below_half"}, ...}``: each kind of annotation and
+    corruption ("none" for clean ones), its count, mean weight and the share of weights
+    below 0.5 (for a corrupted kind, the share DII detected)."""
+    groups: dict[str, list[float]] = {}
+    for w in table:
+        key = (w.image, w.instance, w.kind)
+        if key in truth:
+            groups.setdefault(f"{w.kind}:{truth[key][1]}", []).append(w.weight)
+    return {
+        k: {"n": len(v), "mean": round(float(np.mean(v)), 3), "below_half": round(float(np.mean(np.less(v, 0.5))), 3)}
+        for k, v in sorted(groups.items())
+    }
 
 
 def one_run(job) -> dict | None:
