@@ -1,0 +1,134 @@
+"""How far a judgement of boxes by the pixels they claim can go, with every pixel known.
+
+DII scores a box by what it asserts about pixels (by default: the ellipse inscribed in
+it is the box's class).  This script asks how well corrupted boxes could be told from
+clean ones by a judge who knows the true class of every pixel, i.e. the ceiling of any
+judgement of that kind, without training anything.  For the simulated boxes of the
+label-efficiency benchmark (same data, seeds, budgets and corruptions) and of the medical
+benchmark, it reports the ROC AUC (probability that a corrupted box scores lower than a
+clean one) of three oracle scores:
+
+- ``ellipse``: the share of the box's inscribed ellipse that truly is its class (the truth
+  of DII's default claim);
+- ``filled``: the share of the whole box that is (the truth of the paper's claim);
+- ``object``: the IoU of the box with the box of the object it overlaps most, which
+  needs to know where one object ends and the next begins.
+
+    python benchmarks/box_claims.py [--sets bbbc007 dsb2018 scellseg synthetic elongated medical]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import OUT, git_rev  # noqa: E402
+from label_efficiency import ROLE, SHARED, build_project, load_dataset, roc_auc  # noqa: E402
+
+from napari_hybridseg.data.targets import inscribed_ellipse  # noqa: E402
+
+SETS = ("bbbc007", "dsb2018", "scellseg", "synthetic", "elongated", "medical")
+JUDGES = ("ellipse", "filled", "object")
+
+
+def oracle_scores(classes: np.ndarray, objects: np.ndarray, box) -> dict[str, float]:
+    """The three oracle scores of one box on one 2D plane: ``classes`` holds each pixel's
+    class, ``objects`` each pixel's object id (0 for none)."""
+    win = classes[box.y0 : box.y1, box.x0 : box.x1] == box.cls
+    ellipse = inscribed_ellipse(box.y1 - box.y0, box.x1 - box.x0)
+    ids, counts = np.unique(objects[box.y0 : box.y1, box.x0 : box.x1][win], return_counts=True)
+    iou = 0.0
+    if ids.size and ids[counts.argmax()] > 0:
+        ys, xs = np.nonzero(objects == ids[counts.argmax()])
+        oy0, ox0, oy1, ox1 = ys.min(), xs.min(), ys.max() + 1, xs.max() + 1
+        inter = max(0, min(oy1, box.y1) - max(oy0, box.y0)) * max(0, min(ox1, box.x1) - max(ox0, box.x0))
+        iou = inter / ((oy1 - oy0) * (ox1 - ox0) + box.area - inter)
+    return {"ellipse": float(win[ellipse].mean()), "filled": float(win.mean()), "object": float(iou)}
+
+
+def boxes_2d(name: str, seed: int, budget: str):
+    """``(scores, corrupted, how)`` of every box the label-efficiency benchmark simulates."""
+    objects = "elongated" if name == "elongated" else "round"
+    train, _ = load_dataset("synthetic" if name == "elongated" else name, seed, SHARED, objects)
+    project, _, corrupted = build_project(train, budget, seed)
+    labels = {n: lab for n, _, lab in train}
+    out = []
+    for item in project.images.values():
+        for box in item.boxes:
+            bad, how = corrupted.get((item.name, str(box.id), "box"), (False, "none"))
+            lab = labels[item.name]
+            out.append((oracle_scores((lab > 0).astype(np.int32), lab, box), bad, how))
+    return out
+
+
+def boxes_medical(seed: int, budget: str):
+    """The same for the boxes of the medical benchmark (objects: each class's connected
+    components on the box's slice)."""
+    import medical
+
+    if not (medical.T1.is_file() and medical.LABELS.is_file()):
+        print(f"{medical.T1}: not found; install Debian's mricron-data (apt-get install mricron-data)")
+        return []
+    (_, classes), _ = medical.load_halves()
+    _, boxes, _, truth = medical.simulate(classes, budget, seed)
+    out = []
+    for box in boxes:
+        plane = classes[box.z]
+        objects, _ = ndi.label(plane == box.cls)
+        bad, how = truth[("train", str(box.id), "box")]
+        out.append((oracle_scores(plane, objects, box), bad, how))
+    return out
+
+
+def summary(rows) -> dict:
+    bad = [r for r in rows if r[1]]
+    good = [r for r in rows if not r[1]]
+    record = {"boxes": len(rows), "corrupted": len(bad)}
+    for judge in JUDGES:
+        auc = roc_auc([r[0][judge] for r in bad], [r[0][judge] for r in good])
+        record[f"auc_{judge}"] = round(auc, 3) if auc is not None else None
+    for how in sorted({r[2] for r in rows}):
+        shares = [r[0]["ellipse"] for r in rows if r[2] == how]
+        record[f"ellipse_share_{how}"] = round(float(np.median(shares)), 2)
+    return record
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--budgets", nargs="+", default=["10pct", "few"], choices=["10pct", "few"])
+    ap.add_argument("--out", type=Path, default=OUT / "box_claims.jsonl")
+    args = ap.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    print(
+        "set        seed budget  boxes bad  AUC ellipse filled object  median ellipse share (clean / loose / shifted / background)"
+    )
+    for name in args.sets:
+        for seed in args.seeds:
+            for budget in args.budgets:
+                rows = boxes_medical(seed, budget) if name == "medical" else boxes_2d(name, seed, budget)
+                if not rows:
+                    continue
+                role = "medical" if name == "medical" else ROLE["synthetic" if name == "elongated" else name]
+                rec = {"set": name, "role": role, "seed": seed, "budget": budget} | summary(rows)
+                shares = " / ".join(
+                    str(rec.get(f"ellipse_share_{h}", "-")) for h in ("none", "loose", "shifted", "background")
+                )
+                print(
+                    f"{name:<10} {seed:>4} {budget:<6} {rec['boxes']:>5} {rec['corrupted']:>3}  "
+                    f"{rec['auc_ellipse']:>11} {rec['auc_filled']:>6} {rec['auc_object']:>6}  {shares}",
+                    flush=True,
+                )
+                with open(args.out, "a") as fh:
+                    fh.write(json.dumps(rec | {"commit": git_rev()}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
