@@ -107,9 +107,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT / "box_claims.jsonl")
     args = ap.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    print(
-        "set        seed budget  boxes bad  AUC ellipse filled object  median ellipse share (clean / loose / shifted / background)"
-    )
+    header = "set        seed budget  boxes bad  AUC ellipse filled object  "
+    print(header + "median ellipse share (clean / loose / shifted / background)")
     for name in args.sets:
         for seed in args.seeds:
             for budget in args.budgets:
