@@ -70,6 +70,7 @@ benchmarks: install gui-deps
 	for data in synthetic bbbc007 dsb2018 scellseg; do for budget in 10pct few; do \
 	  $(PY) benchmarks/label_efficiency.py --dataset $$data --budget $$budget --seeds 0 1 2 || exit 1; \
 	done; done
+	$(PY) benchmarks/box_claims.py
 	$(PY) benchmarks/medical.py --seeds 0 1 2
 	for data in bbbc007 medical; do $(PY) benchmarks/dii_phases.py --dataset $$data || exit 1; done
 	cd benchmarks && ../$(PY) summarize.py --plot label_efficiency.png
