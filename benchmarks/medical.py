@@ -208,7 +208,23 @@ def run(project, cfg, test, truth):
             record[f"auc_{kind}"] = roc_auc(bad, good)
             record[f"clean_{kind}_mean_weight"] = round(float(np.mean(good)), 3) if good else None
         record["weights_by_corruption"] = weights_by_corruption(loop.weights.table(), truth)
+        record["weights_by_class"] = weights_by_class(loop.weights.table(), truth, project)
     return record
+
+
+def weights_by_class(table, truth, project) -> dict:
+    """``{"box:label45:clean": {"n", "mean", "below_half"}, ...}``: the same per class and
+    kind of annotation, clean and corrupted apart."""
+    box_class = {str(b.id): b.cls for item in project.images.values() for b in item.boxes}
+    groups: dict[str, list[float]] = {}
+    for w in table:
+        key = (w.image, w.instance, w.kind)
+        if key not in truth:
+            continue
+        cls = box_class[w.instance] if w.kind == "box" else int(w.instance.split("@")[0]) - 1
+        state = "corrupted" if truth[key][0] else "clean"
+        groups.setdefault(f"{w.kind}:label{STRUCTURES[cls - 1]}:{state}", []).append(w.weight)
+    return _group_stats(groups)
 
 
 def weights_by_corruption(table, truth) -> dict:
@@ -220,6 +236,10 @@ def weights_by_corruption(table, truth) -> dict:
         key = (w.image, w.instance, w.kind)
         if key in truth:
             groups.setdefault(f"{w.kind}:{truth[key][1]}", []).append(w.weight)
+    return _group_stats(groups)
+
+
+def _group_stats(groups: dict[str, list[float]]) -> dict:
     return {
         k: {"n": len(v), "mean": round(float(np.mean(v)), 3), "below_half": round(float(np.mean(np.less(v, 0.5))), 3)}
         for k, v in sorted(groups.items())
