@@ -60,10 +60,13 @@ def boxes_2d(name: str, seed: int, budget: str):
     labels = {n: lab for n, _, lab in train}
     out = []
     for item in project.images.values():
+        if not item.boxes:
+            continue
+        objects = labels[item.name]
+        classes = (objects > 0).astype(np.int32)
         for box in item.boxes:
             bad, how = corrupted.get((item.name, str(box.id), "box"), (False, "none"))
-            lab = labels[item.name]
-            out.append((oracle_scores((lab > 0).astype(np.int32), lab, box), bad, how))
+            out.append((oracle_scores(classes, objects, box), bad, how))
     return out
 
 

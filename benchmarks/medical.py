@@ -200,15 +200,16 @@ def run(project, cfg, test, truth):
     record["seconds"] = round(seconds, 1)
     record["intensity"] = loop.task.intensity.scheme
     if loop.method.learns_weights and truth:
+        table = loop.weights.table()
         for kind in ("box", "scribble"):
             bad, good = [], []
-            for w in loop.weights.table():
+            for w in table:
                 if w.kind == kind and (w.image, w.instance, w.kind) in truth:
                     (bad if truth[(w.image, w.instance, w.kind)][0] else good).append(w.weight)
             record[f"auc_{kind}"] = roc_auc(bad, good)
             record[f"clean_{kind}_mean_weight"] = round(float(np.mean(good)), 3) if good else None
-        record["weights_by_corruption"] = weights_by_corruption(loop.weights.table(), truth)
-        record["weights_by_class"] = weights_by_class(loop.weights.table(), truth, project)
+        record["weights_by_corruption"] = weights_by_corruption(table, truth)
+        record["weights_by_class"] = weights_by_class(table, truth, project)
     return record
 
 
