@@ -47,10 +47,10 @@ def medical_project(seed: int, budget: str):
     project = medical.project_for(image, classes, strong, boxes, strokes, full=False)
 
     def judge(w):
-        bad, _ = truth.get((w.image, w.instance, w.kind), (None, None))
-        return bad, w.kind
+        bad, how = truth.get((w.image, w.instance, w.kind), (None, None))
+        return bad, w.kind, how
 
-    return project, judge, dict(patch_size=64, patch_size_3d=32)
+    return project, judge, dict(patch_size=64, patch_size_3d=32, batch_size=8)  # as medical.py trains
 
 
 def label_efficiency_project(dataset: str, seed: int, budget: str, annotator: str, data: Path):
@@ -58,8 +58,8 @@ def label_efficiency_project(dataset: str, seed: int, budget: str, annotator: st
     project, _, corrupted = build_project(train, budget, seed, annotator=annotator)
 
     def judge(w):
-        bad, _, kind = truth_of(w, corrupted)
-        return (bad if kind in ("box", "scribble") else None), kind
+        bad, how, kind = truth_of(w, corrupted)
+        return (bad if kind in ("box", "scribble") else None), kind, how
 
     return project, judge, {}
 
@@ -68,8 +68,8 @@ def aucs(score: np.ndarray, judged: list[tuple[bool | None, str]]) -> dict[str, 
     """AUC per kind where a larger ``score`` means judged worse."""
     out = {}
     for kind in ("box", "scribble"):
-        bad = [-s for s, (b, k) in zip(score, judged) if k == kind and b is True]
-        good = [-s for s, (b, k) in zip(score, judged) if k == kind and b is False]
+        bad = [-s for s, (b, k, _) in zip(score, judged) if k == kind and b is True]
+        good = [-s for s, (b, k, _) in zip(score, judged) if k == kind and b is False]
         auc = roc_auc(bad, good)
         out[kind] = round(auc, 3) if auc is not None else None
     return out
@@ -93,6 +93,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", type=Path, default=SHARED)
     ap.add_argument("--out", type=Path, default=OUT / "dii_phases.jsonl")
+    ap.add_argument(
+        "--dump",
+        type=Path,
+        default=None,
+        help="also write every update's per-pixel scores of annotations and controls, with their groups "
+        "and what each annotation truly is, to this .npz (to study other calibrations offline)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.dataset == "medical":
@@ -118,6 +125,8 @@ def main() -> None:
             replace(cfg, dii_reference="controls"), loop.tset, len(loop.weights), scorer.multiple, loop.device
         )
     history: list[np.ndarray] = []
+    weak_history: list[np.ndarray] = []
+    ctrl_history: list[np.ndarray] = []
     calibrated_history: list[np.ndarray] = []
     steps: list[int] = []
     update = loop.dii_update
@@ -126,6 +135,8 @@ def main() -> None:
         hyper = update()
         weak, ctrl = scorer.scores(loop.state.nets)  # per pixel, the state the update saw
         history.append((weak * scorer.pixels).cpu().numpy())  # the raw hypergradient: summed
+        weak_history.append(weak.cpu().numpy())
+        ctrl_history.append(ctrl.cpu().numpy())
         calibrated_history.append(calibrated(weak, scorer.groups, ctrl, scorer.control_scorer.groups).cpu().numpy())
         steps.append(loop.state.step)
         return hyper
@@ -141,14 +152,14 @@ def main() -> None:
     weights = np.array([w.weight for w in table])
 
     def mean_weight(bad):
-        sel = [i for i, (b, k) in enumerate(judged) if b is bad and k in ("box", "scribble")]
+        sel = [i for i, (b, k, _) in enumerate(judged) if b is bad and k in ("box", "scribble")]
         return round(float(weights[sel].mean()), 3) if sel else None
 
     backgrounds = [w.weight for w in table if w.kind == "background"]
     late = calib[thirds[-1]].mean(0)  # the calibrated evidence of the last third, per annotation
 
     def spread(bad, kind):
-        sel = [i for i, (b, k) in enumerate(judged) if b is bad and k == kind]
+        sel = [i for i, (b, k, _) in enumerate(judged) if b is bad and k == kind]
         return [round(float(q), 2) for q in np.percentile(late[sel], [10, 25, 50, 75, 90])] if sel else None
 
     record = {
@@ -182,6 +193,21 @@ def main() -> None:
         "machine": machine(),
         "commit": git_rev(),
     }
+    if args.dump is not None:
+        np.savez_compressed(
+            args.dump,
+            weak=np.array(weak_history),  # rows: updates; columns: the weights table's rows
+            ctrl=np.array(ctrl_history),
+            groups=scorer.groups.numpy(),
+            ctrl_groups=scorer.control_scorer.groups.numpy(),
+            ctrl_pixels=scorer.control_scorer.pixels.cpu().numpy(),
+            pixels=scorer.pixels.cpu().numpy(),
+            bad=np.array([np.nan if b is None else float(b) for b, _, _ in judged]),
+            kind=np.array([k for _, k, _ in judged]),
+            how=np.array([str(h) for _, _, h in judged]),
+            weights=weights,
+            steps=np.array(steps),
+        )
     print(json.dumps(record), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as fh:
