@@ -40,7 +40,7 @@ from _common import OUT, git_rev, machine, train  # noqa: E402
 from label_efficiency import roc_auc  # noqa: E402
 
 from napari_hybridseg.annotations import Box, ImageAnnotations, LabelClasses, Project  # noqa: E402
-from napari_hybridseg.config import INTENSITIES, TrainConfig  # noqa: E402
+from napari_hybridseg.config import DII_BOX_TARGETS, INTENSITIES, TrainConfig  # noqa: E402
 from napari_hybridseg.evaluate import class_dice_iou  # noqa: E402
 from napari_hybridseg.images import ImageMeta  # noqa: E402
 from napari_hybridseg.inference import predict_image  # noqa: E402
@@ -267,8 +267,10 @@ def one_run(job) -> dict | None:
         patch_size_3d=32,
         batch_size=8 if network == "2d" else 2,
         device=args.device,
+        dii_box_target=args.dii_box_target,
     )
     record = {"seed": seed, "budget": budget, "network": network, "method": method, "intensity_asked": intensity}
+    record["dii_box_target"] = args.dii_box_target
     n_strokes = sum(1 for key in truth if key[2] == "scribble")
     record |= {"strong_slices": strong, "boxes": len(boxes), "strokes": n_strokes}
     record |= run(project, cfg, test, truth)
@@ -298,6 +300,12 @@ def main() -> None:
         choices=INTENSITIES,
         help="normalisations to compare, one run each (auto: z-score for this MR volume)",
     )
+    ap.add_argument(
+        "--dii-box-target",
+        choices=list(DII_BOX_TARGETS),
+        default=TrainConfig.dii_box_target,
+        help="what DII takes a box to claim (dii_box_target)",
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each run")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ap.add_argument(
@@ -316,13 +324,13 @@ def main() -> None:
         for line in args.out.read_text().splitlines():
             r = json.loads(line)
             keys = ("seed", "budget", "network", "intensity_asked", "method", "steps")
-            done.add(tuple(r.get(k, "auto") for k in keys))
+            done.add((*(r.get(k, "auto") for k in keys), r.get("dii_box_target", TrainConfig.dii_box_target)))
     jobs = [
         (seed, budget, network, intensity, method, args)
         for seed, budget, network, intensity, method in itertools.product(
             args.seeds, args.budgets, args.networks, args.intensities, args.methods
         )
-        if (seed, budget, network, intensity, method, args.steps) not in done
+        if (seed, budget, network, intensity, method, args.steps, args.dii_box_target) not in done
     ]
     print(f"{len(jobs)} runs, {args.jobs} at a time", file=sys.stderr)
     if args.jobs == 1:

@@ -1,0 +1,186 @@
+"""Replay DII's weight updates of a recorded run under other ways of reading the controls.
+
+``dii_phases.py --dump run.npz`` keeps, for every weight update of one run, the per-pixel
+scores of every annotation and of every control.  This script runs the weights' Adam
+updates again from those scores, with the package's calibration (which must reproduce the
+run's final weights exactly, a check printed first) and with variants of it, and reports
+box and scribble AUC, clean weights and how many corrupted annotations of each kind end
+below 0.5.  The networks do not see the replayed weights, so a variant's figures say what
+its evidence would do to the weights of this run, not what a run trained with it would
+learn.
+
+Variants, for a class whose controls of one kind (boxes; labelled strokes) number fewer than
+``MIN_CONTROLS`` (``-always``: for every class):
+
+- ``pooled``: the class's own median as the centre, the spread of all classes' controls of
+  the same kind about their own class's median as the unit;
+- ``relative``: as ``pooled`` with each deviation divided by its class's median, and the
+  unit scaled back by this class's median;
+- ``one-pool``: all classes' controls of the kind as one group (the centre too, unless the
+  class has controls of its own).
+
+    python benchmarks/dii_phases.py --dataset medical --method dii+dcr --steps 2000 --dump few_s0.npz
+    python benchmarks/dii_replay.py few_s0.npz few_s1.npz few_s2.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import OUT, git_rev  # noqa: E402
+from label_efficiency import roc_auc  # noqa: E402
+
+from napari_hybridseg.config import TrainConfig  # noqa: E402
+from napari_hybridseg.training import dii  # noqa: E402
+from napari_hybridseg.training.schedule import dii_learning_rate, poly_lr  # noqa: E402
+
+CORRUPTIONS = (("box", "loose"), ("box", "shifted"), ("box", "background"), ("scribble", "background"))
+
+
+def _robust(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Median and the standard deviation read off the interquartile range, as
+    :func:`dii.calibrated` reads them."""
+    q25, med, q75 = torch.quantile(x, torch.tensor([0.25, 0.5, 0.75]).to(x))
+    return med, (q75 - q25) / dii._IQR_PER_SD
+
+
+def borrowing(mode: str, always: bool = False):
+    """A calibration like :func:`dii.calibrated` that lends a class with too few controls
+    (or, ``always``, every class) a spread from the other classes' controls of its kind."""
+
+    def calibrate(weak, groups, ctrl, ctrl_groups):
+        out = weak.clone()
+        kinds = [int(h) for h in torch.unique(ctrl_groups)]
+        for g in (int(g) for g in torch.unique(groups)):
+            mine = ctrl[ctrl_groups == g].float()
+            if g < 0:
+                continue
+            if g == 0 or (mine.numel() >= dii.MIN_CONTROLS and not always):
+                if mine.numel() < dii.MIN_CONTROLS:
+                    continue
+                centre, sd = _robust(mine)
+            else:
+                same = [h for h in kinds if h > 0 and h % 2 == g % 2]
+                if mode == "one-pool":
+                    pool = torch.cat([ctrl[ctrl_groups == h].float() for h in same])
+                    if pool.numel() < dii.MIN_CONTROLS:
+                        continue
+                    centre, sd = _robust(pool)
+                    if mine.numel():
+                        centre = torch.quantile(mine, 0.5)
+                else:
+                    if mine.numel() == 0:
+                        continue
+                    centre = torch.quantile(mine, 0.5)
+                    deviations = []
+                    for h in same:
+                        theirs = ctrl[ctrl_groups == h].float()
+                        if theirs.numel() < 2:
+                            continue
+                        m = torch.quantile(theirs, 0.5)
+                        deviations.append((theirs - m) / (m.abs() if mode == "relative" else 1))
+                    if sum(d.numel() for d in deviations) < dii.MIN_CONTROLS:
+                        continue
+                    _, sd = _robust(torch.cat(deviations))
+                    if mode == "relative":
+                        sd = sd * centre.abs()
+            high, spread = centre + dii._Z * sd, 2 * dii._Z * sd
+            if g == 0:
+                spread = torch.maximum(spread, mine.median().abs())
+            spread = spread.clamp(min=torch.finfo(torch.float32).tiny)
+            out[groups == g] = ((weak[groups == g] - high) / spread - dii.CONTROL_MARGIN).to(out)
+        return out
+
+    return calibrate
+
+
+def replay(run: dict, calibrate, total_steps: int) -> np.ndarray:
+    """The final weights from the recorded scores, with the run's Adam, schedule and clamp."""
+    steps = run["steps"]
+    interval = int(steps[1] - steps[0]) if len(steps) > 1 else 1
+    lr = dii_learning_rate(TrainConfig(steps=total_steps), int(steps[0]), interval)
+    gamma = torch.nn.Parameter(torch.ones(run["weak"].shape[1]))
+    opt = torch.optim.Adam([gamma], lr=0.1)
+    groups, ctrl_groups = torch.from_numpy(run["groups"]), torch.from_numpy(run["ctrl_groups"])
+    for update, step in enumerate(steps):
+        weak, ctrl = torch.from_numpy(run["weak"][update]), torch.from_numpy(run["ctrl"][update])
+        hyper = calibrate(weak, groups, ctrl, ctrl_groups)
+        for group in opt.param_groups:
+            group["lr"] = poly_lr(lr, int(step), total_steps)
+        gamma.grad = hyper.float()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            gamma.clamp_(0.0, 1.0)
+    return gamma.detach().numpy()
+
+
+def summary(run: dict, weights: np.ndarray) -> dict:
+    bad, kind, how = run["bad"], run["kind"], run["how"]
+    out = {}
+    for k in ("box", "scribble"):
+        clean, corrupted = weights[(kind == k) & (bad == 0)], weights[(kind == k) & (bad == 1)]
+        auc = roc_auc(list(corrupted), list(clean))
+        out[f"auc_{k}"] = round(auc, 3) if auc is not None else None
+        out[f"clean_{k}_mean_weight"] = round(float(clean.mean()), 3) if len(clean) else None
+        out[f"clean_{k}_below_half"] = f"{int((clean < 0.5).sum())}/{len(clean)}"
+    for k, h in CORRUPTIONS:
+        sel = (kind == k) & (how == h)
+        out[f"found {k}:{h}"] = f"{int((weights[sel] < 0.5).sum())}/{int(sel.sum())}"
+    return out
+
+
+def raw_separation(run: dict) -> dict:
+    """How well the raw per-pixel score, averaged over the last third of the updates,
+    ranks each kind of corrupted box above the clean boxes of its own class (the fraction
+    of such same-class pairs ranked the right way; 0.5: no information).  No calibration
+    with one centre and unit per class can do better than this within a class."""
+    late = run["weak"][-max(1, len(run["steps"]) // 3) :].mean(0)
+    boxes = run["kind"] == "box"
+    cls = run["groups"]
+    out = {}
+    for how in ("loose", "shifted", "background"):
+        right = pairs = 0.0
+        for i in np.flatnonzero(boxes & (run["how"] == how)):
+            clean = late[boxes & (run["bad"] == 0) & (cls == cls[i])]
+            right += (late[i] > clean).sum() + 0.5 * (late[i] == clean).sum()
+            pairs += len(clean)
+        out[f"raw_late_separation box:{how}"] = round(right / pairs, 3) if pairs else None
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dumps", type=Path, nargs="+", help=".npz files of dii_phases.py --dump")
+    ap.add_argument("--steps", type=int, default=2000, help="the recorded runs' training steps")
+    ap.add_argument("--out", type=Path, default=OUT / "dii_replay.jsonl")
+    args = ap.parse_args()
+    variants = {"package": dii.calibrated}
+    for mode in ("pooled", "relative", "one-pool"):
+        variants[mode] = borrowing(mode)
+        variants[f"{mode}-always"] = borrowing(mode, always=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for path in args.dumps:
+        run = dict(np.load(path))
+        controls = {int(g): int((run["ctrl_groups"] == g).sum()) for g in np.unique(run["ctrl_groups"])}
+        for name, calibrate in variants.items():
+            weights = replay(run, calibrate, args.steps)
+            record = {"dump": path.name, "variant": name, "controls_per_group": controls}
+            if name == "package":
+                record["replay_max_error"] = float(np.abs(weights - run["weights"]).max())
+                record |= raw_separation(run)
+            record |= summary(run, weights) | {"commit": git_rev()}
+            print(json.dumps(record), flush=True)
+            with args.out.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
