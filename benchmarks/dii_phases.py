@@ -31,7 +31,7 @@ from napari_hybridseg import protocol as ev  # noqa: E402
 from napari_hybridseg.config import DII_LOGITS, DII_REFERENCES, TrainConfig  # noqa: E402
 from napari_hybridseg.synthetic import ANNOTATORS  # noqa: E402
 from napari_hybridseg.training import TrainingLoop  # noqa: E402
-from napari_hybridseg.training.dii import DiiScorer, calibrated  # noqa: E402
+from napari_hybridseg.training.dii import DiiScorer, calibrated, gradient_space  # noqa: E402
 
 PHASES = ("first", "middle", "last")
 
@@ -64,6 +64,69 @@ def label_efficiency_project(dataset: str, seed: int, budget: str, annotator: st
     return project, judge, {}
 
 
+@torch.no_grad()
+def box_pixels(loop, judged, truth_slices) -> dict:
+    """Where the evidence on a box comes from, at the end of a run: for every box and every
+    control box, the share of the pixels it claims (``dii_box_target`` ``ellipse`` or
+    ``filled``) that truly are its class, and the per-pixel evidence on those pixels and on
+    the others, averaged over the networks.  At zero logits a claimed pixel's evidence is
+    ``(G_c - mean_k G_k) . (f - mu)`` in centred space (``G`` the strong gradient per class),
+    negative where it agrees with the full masks.  Summarised by kind of box as medians."""
+    sc = loop.scorer
+    if loop.config.dii_box_target not in ("ellipse", "filled") or loop.config.dii_space != "centred":
+        raise SystemExit("--box-pixels reads the ellipse or filled claim in centred space")
+    if loop.config.dii_logits != "zero":
+        raise SystemExit("--box-pixels reads the evidence at zero logits")
+    rows: dict[tuple[str, int], list] = {}
+    for scorer, truths, label in (
+        (sc, [truth_slices[s.z] for s in sc.tset.weak], "weak"),
+        (sc.control_scorer, sc.controls.strong_targets, "control"),
+    ):
+        cls_of = dict(zip(scorer.box_instance.tolist(), scorer.box_class.tolist()))
+        for net in loop.state.nets:
+            g_s, mu = sc.strong_gradient(net)
+            g = gradient_space(g_s[None], net.n_outputs, "centred", mu).view(net.n_outputs, -1)
+            towards = g - g.mean(0, keepdim=True)
+            for s, truth in zip(scorer.tset.weak, truths):
+                if s.boxmap is None or not (s.boxmap >= 0).any():
+                    continue
+                for _, img, _, ins, box, core, ext in scorer._tiles(s, truth.astype(np.int64)):
+                    feats = scorer._features(net, img)[0]
+                    evidence = torch.einsum("kf,f...->k...", towards, feats - mu.view(-1, *[1] * (feats.ndim - 1)))
+                    claim = (box >= 0) & (ins >= 0)
+                    if loop.config.dii_box_target == "ellipse":
+                        claim &= core
+                    for i in np.unique(ins[claim]).tolist():
+                        sel = claim & (ins == i)
+                        c = cls_of[i]
+                        values = evidence[c].cpu().numpy()[sel] / len(loop.state.nets)
+                        row = rows.setdefault((label, i), [c, None, ext[sel] == c])
+                        row[1] = values if row[1] is None else row[1] + values
+    summary: dict[str, list] = {}
+    for (label, i), (_, values, on) in rows.items():
+        kind = "control" if label == "control" else f"box:{judged[i][2]}"
+        off = values[~on]
+        summary.setdefault(kind, []).append(
+            (
+                on.mean(),
+                values[on].mean() if on.any() else np.nan,
+                off.mean() if off.size else np.nan,
+                (off < 0).mean() if off.size else np.nan,
+                values.mean(),
+            )
+        )
+    names = ("share_of_its_class", "evidence_on_class", "evidence_off_class", "off_class_agreeing", "evidence")
+
+    def median(col):
+        col = col[np.isfinite(col)]
+        return round(float(np.median(col)), 3) if col.size else None
+
+    return {
+        kind: {"n": len(v)} | {n: median(col) for n, col in zip(names, np.array(v, dtype=float).T)}
+        for kind, v in sorted(summary.items())
+    }
+
+
 def aucs(score: np.ndarray, judged: list[tuple[bool | None, str]]) -> dict[str, float | None]:
     """AUC per kind where a larger ``score`` means judged worse."""
     out = {}
@@ -93,6 +156,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", type=Path, default=SHARED)
     ap.add_argument("--out", type=Path, default=OUT / "dii_phases.jsonl")
+    ap.add_argument(
+        "--box-pixels",
+        action="store_true",
+        help="medical only: at the end, where each box's evidence comes from (pixels of its class or not)",
+    )
     ap.add_argument(
         "--dump",
         type=Path,
@@ -147,6 +215,14 @@ def main() -> None:
             raise RuntimeError(event.traceback)
     table = loop.weights.table()
     judged = [judge(w) for w in table]
+    pixels = None
+    if args.box_pixels:
+        if args.dataset != "medical":
+            raise SystemExit("--box-pixels needs --dataset medical")
+        import medical
+
+        (_, truth_slices), _ = medical.load_halves()
+        pixels = box_pixels(loop, judged, truth_slices)
     hyper, calib = np.array(history), np.array(calibrated_history)
     thirds = np.array_split(np.arange(len(hyper)), 3)
     weights = np.array([w.weight for w in table])
@@ -193,6 +269,8 @@ def main() -> None:
         "machine": machine(),
         "commit": git_rev(),
     }
+    if pixels is not None:
+        record["box_pixels_at_end"] = pixels
     if args.dump is not None:
         np.savez_compressed(
             args.dump,
