@@ -5,10 +5,13 @@ Trains one run that learns weights and keeps ``dL_S/dgamma_k`` of every weak ann
 at every update.  For each phase, the ROC AUC of the summed hypergradient (an
 annotation whose sum is larger would be lowered more) separates corrupted from clean
 boxes and scribbles; 0.5 is no information, below 0.5 the evidence is backwards.  The
-final weights' AUC is reported beside it.  Data: a label-efficiency set (with any
-simulated annotator) or the medical volume (``--dataset medical``, needs mricron-data).
+final weights' AUC is reported beside it.  ``--dump`` keeps every update's scores for
+``dii_replay.py``; ``--box-pixels`` (medical) says where each box's evidence comes from.
+Data: a label-efficiency set (with any simulated annotator) or the medical volume
+(``--dataset medical``, needs mricron-data).
 
     python benchmarks/dii_phases.py --dataset medical --method dii --steps 600
+    python benchmarks/dii_phases.py --dataset medical --method dii+dcr --steps 2000 --box-pixels --dump few_s0.npz
     python benchmarks/dii_phases.py --dataset bbbc007 --annotator thin --steps 1000
 """
 
@@ -127,7 +130,7 @@ def box_pixels(loop, judged, truth_slices) -> dict:
     }
 
 
-def aucs(score: np.ndarray, judged: list[tuple[bool | None, str]]) -> dict[str, float | None]:
+def aucs(score: np.ndarray, judged: list[tuple[bool | None, str, str | None]]) -> dict[str, float | None]:
     """AUC per kind where a larger ``score`` means judged worse."""
     out = {}
     for kind in ("box", "scribble"):
