@@ -99,10 +99,11 @@ def box_pixels(loop, judged, truth_slices) -> dict:
                     claim = (box >= 0) & (ins >= 0)
                     if loop.config.dii_box_target == "ellipse":
                         claim &= core
+                    evidence = evidence.cpu().numpy() / len(loop.state.nets)
                     for i in np.unique(ins[claim]).tolist():
                         sel = claim & (ins == i)
                         c = cls_of[i]
-                        values = evidence[c].cpu().numpy()[sel] / len(loop.state.nets)
+                        values = evidence[c][sel]
                         row = rows.setdefault((label, i), [c, None, ext[sel] == c])
                         row[1] = values if row[1] is None else row[1] + values
     summary: dict[str, list] = {}

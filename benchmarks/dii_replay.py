@@ -38,17 +38,13 @@ from _common import OUT, git_rev  # noqa: E402
 from label_efficiency import roc_auc  # noqa: E402
 
 from napari_hybridseg.config import TrainConfig  # noqa: E402
+from napari_hybridseg.data.targets import InstanceRecord  # noqa: E402
+from napari_hybridseg.protocol import InstanceKey  # noqa: E402
 from napari_hybridseg.training import dii  # noqa: E402
 from napari_hybridseg.training.schedule import dii_learning_rate, poly_lr  # noqa: E402
+from napari_hybridseg.training.weights import InstanceWeights  # noqa: E402
 
 CORRUPTIONS = (("box", "loose"), ("box", "shifted"), ("box", "background"), ("scribble", "background"))
-
-
-def _robust(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Median and the standard deviation read off the interquartile range, as
-    :func:`dii.calibrated` reads them."""
-    q25, med, q75 = torch.quantile(x, torch.tensor([0.25, 0.5, 0.75]).to(x))
-    return med, (q75 - q25) / dii._IQR_PER_SD
 
 
 def borrowing(mode: str, always: bool = False):
@@ -65,14 +61,14 @@ def borrowing(mode: str, always: bool = False):
             if g == 0 or (mine.numel() >= dii.MIN_CONTROLS and not always):
                 if mine.numel() < dii.MIN_CONTROLS:
                     continue
-                centre, sd = _robust(mine)
+                centre, sd = dii.control_centre_and_sd(mine)
             else:
                 same = [h for h in kinds if h > 0 and h % 2 == g % 2]
                 if mode == "one-pool":
                     pool = torch.cat([ctrl[ctrl_groups == h].float() for h in same])
                     if pool.numel() < dii.MIN_CONTROLS:
                         continue
-                    centre, sd = _robust(pool)
+                    centre, sd = dii.control_centre_and_sd(pool)
                     if mine.numel():
                         centre = torch.quantile(mine, 0.5)
                 else:
@@ -88,38 +84,27 @@ def borrowing(mode: str, always: bool = False):
                         deviations.append((theirs - m) / (m.abs() if mode == "relative" else 1))
                     if sum(d.numel() for d in deviations) < dii.MIN_CONTROLS:
                         continue
-                    _, sd = _robust(torch.cat(deviations))
+                    _, sd = dii.control_centre_and_sd(torch.cat(deviations))
                     if mode == "relative":
                         sd = sd * centre.abs()
-            high, spread = centre + dii._Z * sd, 2 * dii._Z * sd
-            if g == 0:
-                spread = torch.maximum(spread, mine.median().abs())
-            spread = spread.clamp(min=torch.finfo(torch.float32).tiny)
-            out[groups == g] = ((weak[groups == g] - high) / spread - dii.CONTROL_MARGIN).to(out)
+            floor = mine.median().abs() if g == 0 else None
+            out[groups == g] = dii.against_controls(weak[groups == g], centre, sd, floor).to(out)
         return out
 
     return calibrate
 
 
 def replay(run: dict, calibrate, total_steps: int) -> np.ndarray:
-    """The final weights from the recorded scores, with the run's Adam, schedule and clamp."""
+    """The final weights from the recorded scores, stepped as the run stepped them."""
     steps = run["steps"]
     interval = int(steps[1] - steps[0]) if len(steps) > 1 else 1
     lr = dii_learning_rate(TrainConfig(steps=total_steps), int(steps[0]), interval)
-    gamma = torch.nn.Parameter(torch.ones(run["weak"].shape[1]))
-    opt = torch.optim.Adam([gamma], lr=0.1)
+    weights = InstanceWeights(InstanceRecord(InstanceKey("replay", str(i), "any")) for i in range(run["weak"].shape[1]))
     groups, ctrl_groups = torch.from_numpy(run["groups"]), torch.from_numpy(run["ctrl_groups"])
     for update, step in enumerate(steps):
         weak, ctrl = torch.from_numpy(run["weak"][update]), torch.from_numpy(run["ctrl"][update])
-        hyper = calibrate(weak, groups, ctrl, ctrl_groups)
-        for group in opt.param_groups:
-            group["lr"] = poly_lr(lr, int(step), total_steps)
-        gamma.grad = hyper.float()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            gamma.clamp_(0.0, 1.0)
-    return gamma.detach().numpy()
+        weights.step(calibrate(weak, groups, ctrl, ctrl_groups), poly_lr(lr, int(step), total_steps))
+    return weights.values().numpy()
 
 
 def summary(run: dict, weights: np.ndarray) -> dict:
