@@ -47,6 +47,13 @@ from napari_hybridseg.training.weights import InstanceWeights  # noqa: E402
 CORRUPTIONS = (("box", "loose"), ("box", "shifted"), ("box", "background"), ("scribble", "background"))
 
 
+def _robust(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Median and the standard deviation read off the interquartile range, as
+    :func:`dii.calibrated` reads them."""
+    q25, med, q75 = torch.quantile(x, torch.tensor([0.25, 0.5, 0.75]).to(x))
+    return med, (q75 - q25) / dii._IQR_PER_SD
+
+
 def borrowing(mode: str, always: bool = False):
     """A calibration like :func:`dii.calibrated` that lends a class with too few controls
     (or, ``always``, every class) a spread from the other classes' controls of its kind."""
@@ -61,14 +68,14 @@ def borrowing(mode: str, always: bool = False):
             if g == 0 or (mine.numel() >= dii.MIN_CONTROLS and not always):
                 if mine.numel() < dii.MIN_CONTROLS:
                     continue
-                centre, sd = dii.control_centre_and_sd(mine)
+                centre, sd = _robust(mine)
             else:
                 same = [h for h in kinds if h > 0 and h % 2 == g % 2]
                 if mode == "one-pool":
                     pool = torch.cat([ctrl[ctrl_groups == h].float() for h in same])
                     if pool.numel() < dii.MIN_CONTROLS:
                         continue
-                    centre, sd = dii.control_centre_and_sd(pool)
+                    centre, sd = _robust(pool)
                     if mine.numel():
                         centre = torch.quantile(mine, 0.5)
                 else:
@@ -84,11 +91,15 @@ def borrowing(mode: str, always: bool = False):
                         deviations.append((theirs - m) / (m.abs() if mode == "relative" else 1))
                     if sum(d.numel() for d in deviations) < dii.MIN_CONTROLS:
                         continue
-                    _, sd = dii.control_centre_and_sd(torch.cat(deviations))
+                    _, sd = _robust(torch.cat(deviations))
                     if mode == "relative":
                         sd = sd * centre.abs()
-            floor = mine.median().abs() if g == 0 else None
-            out[groups == g] = dii.against_controls(weak[groups == g], centre, sd, floor).to(out)
+            # from here on as dii.calibrated measures a group against its controls
+            high, spread = centre + dii._Z * sd, 2 * dii._Z * sd
+            if g == 0:
+                spread = torch.maximum(spread, mine.median().abs())
+            spread = spread.clamp(min=torch.finfo(torch.float32).tiny)
+            out[groups == g] = ((weak[groups == g] - high) / spread - dii.CONTROL_MARGIN).to(out)
         return out
 
     return calibrate

@@ -306,26 +306,12 @@ def calibrated(weak: torch.Tensor, groups: torch.Tensor, ctrl: torch.Tensor, ctr
         mine = ctrl[ctrl_groups == g].float()
         if g < 0 or mine.numel() < MIN_CONTROLS:
             continue
-        centre, sd = control_centre_and_sd(mine)
-        # the background's controls are large regions whose scores barely vary: there the
-        # unit is at least their typical distance from 0 (no evidence either way)
-        floor = mine.median().abs() if g == 0 else None
-        out[groups == g] = against_controls(weak[groups == g], centre, sd, floor).to(out)
+        q25, median, q75 = torch.quantile(mine, torch.tensor([0.25, 0.5, 0.75]).to(mine))
+        sd = (q75 - q25) / _IQR_PER_SD
+        high, spread = median + _Z * sd, 2 * _Z * sd
+        if g == 0:  # the background's controls are large regions whose scores barely vary:
+            # there the unit is at least their typical distance from 0 (no evidence either way)
+            spread = torch.maximum(spread, mine.median().abs())
+        spread = spread.clamp(min=torch.finfo(mine.dtype).tiny)
+        out[groups == g] = ((weak[groups == g] - high) / spread - CONTROL_MARGIN).to(out)
     return out
-
-
-def control_centre_and_sd(controls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The controls' median, and their standard deviation read off the interquartile range
-    as if they were normal."""
-    q25, median, q75 = torch.quantile(controls, torch.tensor([0.25, 0.5, 0.75]).to(controls))
-    return median, (q75 - q25) / _IQR_PER_SD
-
-
-def against_controls(scores: torch.Tensor, centre, sd, floor=None) -> torch.Tensor:
-    """``scores`` minus the controls' ``CONTROL_QUANTILE`` (from their ``centre`` and ``sd``),
-    in units of their spread (at least ``floor`` where given), minus ``CONTROL_MARGIN``."""
-    high, spread = centre + _Z * sd, 2 * _Z * sd
-    if floor is not None:
-        spread = torch.maximum(spread, floor)
-    spread = spread.clamp(min=torch.finfo(spread.dtype).tiny)
-    return (scores - high) / spread - CONTROL_MARGIN
