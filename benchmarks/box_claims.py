@@ -6,11 +6,13 @@ clean ones by a judge who knows the true class of every pixel, i.e. the ceiling 
 judgement of that kind, without training anything.  For the simulated boxes of the
 label-efficiency benchmark (same data, seeds, budgets and corruptions) and of the medical
 benchmark, it reports the ROC AUC (probability that a corrupted box scores lower than a
-clean one) of three oracle scores:
+clean one) of four oracle scores:
 
 - ``ellipse``: the share of the box's inscribed ellipse that truly is its class (the truth
   of DII's default claim);
 - ``filled``: the share of the whole box that is (the truth of the paper's claim);
+- ``extent``: the share of the box's rows and columns in which its class appears (the
+  truth of ``dii_box_target="extent"``'s claim, the tightness a projection loss asks for);
 - ``object``: the IoU of the box with the box of the object it overlaps most, which
   needs to know where one object ends and the next begins.
 
@@ -34,11 +36,11 @@ from label_efficiency import ROLE, SHARED, build_project, load_dataset, roc_auc 
 from napari_hybridseg.data.targets import inscribed_ellipse  # noqa: E402
 
 SETS = ("bbbc007", "dsb2018", "scellseg", "synthetic", "elongated", "medical")
-JUDGES = ("ellipse", "filled", "object")
+JUDGES = ("ellipse", "filled", "extent", "object")
 
 
 def oracle_scores(classes: np.ndarray, objects: np.ndarray, box) -> dict[str, float]:
-    """The three oracle scores of one box on one 2D plane: ``classes`` holds each pixel's
+    """The four oracle scores of one box on one 2D plane: ``classes`` holds each pixel's
     class, ``objects`` each pixel's object id (0 for none)."""
     win = classes[box.y0 : box.y1, box.x0 : box.x1] == box.cls
     ellipse = inscribed_ellipse(box.y1 - box.y0, box.x1 - box.x0)
@@ -49,7 +51,13 @@ def oracle_scores(classes: np.ndarray, objects: np.ndarray, box) -> dict[str, fl
         oy0, ox0, oy1, ox1 = ys.min(), xs.min(), ys.max() + 1, xs.max() + 1
         inter = max(0, min(oy1, box.y1) - max(oy0, box.y0)) * max(0, min(ox1, box.x1) - max(ox0, box.x0))
         iou = inter / ((oy1 - oy0) * (ox1 - ox0) + box.area - inter)
-    return {"ellipse": float(win[ellipse].mean()), "filled": float(win.mean()), "object": float(iou)}
+    extent = (win.any(axis=1).sum() + win.any(axis=0).sum()) / (win.shape[0] + win.shape[1])
+    return {
+        "ellipse": float(win[ellipse].mean()),
+        "filled": float(win.mean()),
+        "extent": float(extent),
+        "object": float(iou),
+    }
 
 
 def boxes_2d(name: str, seed: int, budget: str):
@@ -110,7 +118,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT / "box_claims.jsonl")
     args = ap.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    header = "set        seed budget  boxes bad  AUC ellipse filled object  "
+    header = "set        seed budget  boxes bad  AUC ellipse filled extent object  "
     print(header + "median ellipse share (clean / loose / shifted / background)")
     for name in args.sets:
         for seed in args.seeds:
@@ -125,7 +133,7 @@ def main() -> None:
                 )
                 print(
                     f"{name:<10} {seed:>4} {budget:<6} {rec['boxes']:>5} {rec['corrupted']:>3}  "
-                    f"{rec['auc_ellipse']:>11} {rec['auc_filled']:>6} {rec['auc_object']:>6}  {shares}",
+                    f"{rec['auc_ellipse']:>11} {rec['auc_filled']:>6} {rec['auc_extent']:>6} {rec['auc_object']:>6}  {shares}",
                     flush=True,
                 )
                 with open(args.out, "a") as fh:
