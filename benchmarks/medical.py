@@ -268,9 +268,11 @@ def one_run(job) -> dict | None:
         batch_size=8 if network == "2d" else 2,
         device=args.device,
         dii_box_target=args.dii_box_target,
+        cr_rampup=args.cr_rampup,
     )
     record = {"seed": seed, "budget": budget, "network": network, "method": method, "intensity_asked": intensity}
     record["dii_box_target"] = args.dii_box_target
+    record["cr_rampup"] = args.cr_rampup
     n_strokes = sum(1 for key in truth if key[2] == "scribble")
     record |= {"strong_slices": strong, "boxes": len(boxes), "strokes": n_strokes}
     record |= run(project, cfg, test, truth)
@@ -306,6 +308,12 @@ def main() -> None:
         default=TrainConfig.dii_box_target,
         help="what DII takes a box to claim (dii_box_target)",
     )
+    ap.add_argument(
+        "--cr-rampup",
+        type=float,
+        default=TrainConfig.cr_rampup,
+        help="share of the steps over which co-regularisation ramps up (cr_rampup)",
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each run")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ap.add_argument(
@@ -324,13 +332,14 @@ def main() -> None:
         for line in args.out.read_text().splitlines():
             r = json.loads(line)
             keys = ("seed", "budget", "network", "intensity_asked", "method", "steps")
-            done.add((*(r.get(k, "auto") for k in keys), r.get("dii_box_target", TrainConfig.dii_box_target)))
+            options = (r.get("dii_box_target", TrainConfig.dii_box_target), r.get("cr_rampup", TrainConfig.cr_rampup))
+            done.add((*(r.get(k, "auto") for k in keys), *options))
     jobs = [
         (seed, budget, network, intensity, method, args)
         for seed, budget, network, intensity, method in itertools.product(
             args.seeds, args.budgets, args.networks, args.intensities, args.methods
         )
-        if (seed, budget, network, intensity, method, args.steps, args.dii_box_target) not in done
+        if (seed, budget, network, intensity, method, args.steps, args.dii_box_target, args.cr_rampup) not in done
     ]
     print(f"{len(jobs)} runs, {args.jobs} at a time", file=sys.stderr)
     if args.jobs == 1:
