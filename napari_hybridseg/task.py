@@ -133,8 +133,8 @@ def pool_kernels(spacing, depth: int) -> tuple[tuple[int, ...], ...]:
 def spatial_dims_for(network: str) -> int:
     """The network ``auto`` stands for: 2D.  On the medical benchmark (BENCHMARKS.md,
     section 6) a 2D network scored higher than a 3D one at the same number of steps in
-    three of four comparisons on a GPU, at the same time per run there and 2-5x less on a
-    2-core CPU.  ``3d`` is chosen explicitly."""
+    three of four comparisons on a GPU and six of seven on a 2-core CPU, at the same time
+    per run on the GPU and less on the CPU.  ``3d`` is chosen explicitly."""
     return 3 if network == "3d" else 2
 
 
