@@ -133,7 +133,8 @@ def main() -> None:
                 )
                 print(
                     f"{name:<10} {seed:>4} {budget:<6} {rec['boxes']:>5} {rec['corrupted']:>3}  "
-                    f"{rec['auc_ellipse']:>11} {rec['auc_filled']:>6} {rec['auc_extent']:>6} {rec['auc_object']:>6}  {shares}",
+                    f"{rec['auc_ellipse']:>11} {rec['auc_filled']:>6} {rec['auc_extent']:>6} "
+                    f"{rec['auc_object']:>6}  {shares}",
                     flush=True,
                 )
                 with open(args.out, "a") as fh:
