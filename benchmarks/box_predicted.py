@@ -31,31 +31,25 @@ from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT, git_rev, machine, train  # noqa: E402
+from box_claims import oracle_scores  # noqa: E402
 from label_efficiency import roc_auc  # noqa: E402
 from medical import LABELS, T1, load_halves, project_for, simulate  # noqa: E402
 
 from napari_hybridseg.config import TrainConfig  # noqa: E402
-from napari_hybridseg.data.targets import inscribed_ellipse  # noqa: E402
 from napari_hybridseg.inference import predict_image  # noqa: E402
 
 SCORES = ("extent", "ellipse", "object")
 
 
 def box_scores(labels: np.ndarray, box) -> dict[str, float]:
-    """The three scores of one box against a predicted class map ``labels`` (zyx)."""
-    plane = labels[box.z] == box.cls
-    win = plane[box.y0 : box.y1, box.x0 : box.x1]
-    components, _ = ndi.label(plane)
-    met = np.unique(components[box.y0 : box.y1, box.x0 : box.x1][win])
-    iou = 0.0
-    if met.size:
-        ys, xs = np.nonzero(np.isin(components, met))
-        oy0, ox0, oy1, ox1 = ys.min(), xs.min(), ys.max() + 1, xs.max() + 1
-        inter = max(0, min(oy1, box.y1) - max(oy0, box.y0)) * max(0, min(ox1, box.x1) - max(ox0, box.x0))
-        iou = inter / ((oy1 - oy0) * (ox1 - ox0) + box.area - inter)
-    ellipse = inscribed_ellipse(box.y1 - box.y0, box.x1 - box.x0)
-    extent = (win.any(axis=1).sum() + win.any(axis=0).sum()) / (win.shape[0] + win.shape[1])
-    return {"extent": float(extent), "ellipse": float(win[ellipse].mean()), "object": float(iou)}
+    """The three scores of one box against a predicted class map ``labels`` (zyx): those of
+    ``box_claims.oracle_scores`` with the prediction as the truth and, as the object, every
+    predicted component of the box's class that the box meets."""
+    plane = labels[box.z]
+    components, _ = ndi.label(plane == box.cls)
+    met = components[box.y0 : box.y1, box.x0 : box.x1]
+    scores = oracle_scores(plane, np.isin(components, met[met > 0]).astype(np.int32), box)
+    return {s: scores[s] for s in SCORES}
 
 
 def summary(rows: list[dict]) -> dict:
