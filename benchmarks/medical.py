@@ -269,10 +269,12 @@ def one_run(job) -> dict | None:
         device=args.device,
         dii_box_target=args.dii_box_target,
         cr_rampup=args.cr_rampup,
+        lambda_cr=args.lambda_cr,
     )
     record = {"seed": seed, "budget": budget, "network": network, "method": method, "intensity_asked": intensity}
     record["dii_box_target"] = args.dii_box_target
     record["cr_rampup"] = args.cr_rampup
+    record["lambda_cr"] = args.lambda_cr
     n_strokes = sum(1 for key in truth if key[2] == "scribble")
     record |= {"strong_slices": strong, "boxes": len(boxes), "strokes": n_strokes}
     record |= run(project, cfg, test, truth)
@@ -314,6 +316,12 @@ def main() -> None:
         default=TrainConfig.cr_rampup,
         help="share of the steps over which co-regularisation ramps up (cr_rampup)",
     )
+    ap.add_argument(
+        "--lambda-cr",
+        type=float,
+        default=TrainConfig.lambda_cr,
+        help="weight of the co-regularisation term (lambda_cr)",
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each run")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ap.add_argument(
@@ -332,14 +340,19 @@ def main() -> None:
         for line in args.out.read_text().splitlines():
             r = json.loads(line)
             keys = ("seed", "budget", "network", "intensity_asked", "method", "steps")
-            options = (r.get("dii_box_target", TrainConfig.dii_box_target), r.get("cr_rampup", TrainConfig.cr_rampup))
+            options = (
+                r.get("dii_box_target", TrainConfig.dii_box_target),
+                r.get("cr_rampup", TrainConfig.cr_rampup),
+                r.get("lambda_cr", TrainConfig.lambda_cr),
+            )
             done.add((*(r.get(k, "auto") for k in keys), *options))
     jobs = [
         (seed, budget, network, intensity, method, args)
         for seed, budget, network, intensity, method in itertools.product(
             args.seeds, args.budgets, args.networks, args.intensities, args.methods
         )
-        if (seed, budget, network, intensity, method, args.steps, args.dii_box_target, args.cr_rampup) not in done
+        if (seed, budget, network, intensity, method, args.steps, args.dii_box_target, args.cr_rampup, args.lambda_cr)
+        not in done
     ]
     print(f"{len(jobs)} runs, {args.jobs} at a time", file=sys.stderr)
     if args.jobs == 1:
