@@ -69,6 +69,20 @@ def test_train_options_reach_the_config(trained, capsys):
     assert "learning rate 0.25" in capsys.readouterr().err
 
 
+def test_co_regularisation_options_reach_the_config_and_win_over_the_preset(tmp_path):
+    from napari_hybridseg.cli import build_parser
+    from napari_hybridseg.cli.train_options import config_from_args
+    from napari_hybridseg.config import TrainConfig
+
+    base = ["train", str(tmp_path), "--out", str(tmp_path / "r")]
+    cfg = config_from_args(build_parser().parse_args([*base, "--lambda-cr", "0.1", "--cr-rampup", "0.3"]))
+    assert (cfg.lambda_cr, cfg.cr_rampup) == (0.1, 0.3)
+    default = config_from_args(build_parser().parse_args(base))
+    assert (default.lambda_cr, default.cr_rampup) == (TrainConfig.lambda_cr, TrainConfig.cr_rampup)
+    paper = config_from_args(build_parser().parse_args([*base, "--preset", "paper", "--lambda-cr", "0.1"]))
+    assert (paper.lambda_cr, paper.granularity) == (0.1, "image")
+
+
 def test_resume_continues_to_more_steps(trained, capsys):
     assert (
         main(

@@ -124,6 +124,22 @@ def add_train(sub) -> None:
         "features; stays meaningful however well the networks fit) or trained (the paper) (default: %(default)s)",
     )
     p.add_argument(
+        "--lambda-cr",
+        action=Given,
+        type=float,
+        default=d["lambda_cr"].default,
+        help="weight of the co-regularisation term, by which the two networks teach each other (dcr, dii+dcr); "
+        "lower it if a small structure vanishes from both networks' predictions (default: %(default)s)",
+    )
+    p.add_argument(
+        "--cr-rampup",
+        action=Given,
+        type=float,
+        default=d["cr_rampup"].default,
+        help="share of the steps over which the co-regularisation term rises from 0 to --lambda-cr; 0: from "
+        "the first step (default: %(default)s)",
+    )
+    p.add_argument(
         "--dii-warmup",
         type=int,
         default=None,
@@ -196,6 +212,8 @@ def config_from_args(args):
         dii_box_slack=args.dii_box_slack,
         dii_reference=args.dii_reference,
         dii_logits=args.dii_logits,
+        lambda_cr=args.lambda_cr,
+        cr_rampup=args.cr_rampup,
         device=args.device,
         seed=args.seed,
     )
