@@ -5,6 +5,7 @@ from __future__ import annotations
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QLabel,
@@ -36,7 +37,17 @@ class TrainPanel(QGroupBox):
             "filled: the whole box is object (the paper's choice)\n"
             "same: the loss the network learns the box from",
         )
-        self.method.currentTextChanged.connect(lambda m: self.box_check.setEnabled(METHODS[m].learns_weights))
+        self.cr_weight = QDoubleSpinBox()
+        self.cr_weight.setRange(0.0, 10.0)
+        self.cr_weight.setSingleStep(0.1)
+        self.cr_weight.setDecimals(2)
+        self.cr_weight.setValue(d.lambda_cr)
+        self.cr_weight.setToolTip(
+            "How strongly the two networks of dcr and dii+dcr teach each other (lambda_cr; 1 in the paper).\n"
+            "Lower it if a small structure vanishes from the predictions while the full masks show it\n"
+            "(a 3D network trained on a few masked slices, for example)."
+        )
+        self.method.currentTextChanged.connect(self._method_changed)
         self.paper = QCheckBox("as in the paper")
         self.paper.setToolTip(
             "The paper's settings (Pan et al., AAAI 2022): dii+dcr, one weight per weak image, filled boxes\n"
@@ -99,6 +110,7 @@ class TrainPanel(QGroupBox):
         form = QFormLayout()
         form.addRow("method", hrow(self.method, self.paper))
         form.addRow("boxes judged by", self.box_check)
+        form.addRow("networks teach each other", self.cr_weight)
         form.addRow("network", self.network)
         form.addRow("intensity", self.intensity)
         form.addRow("steps", self.steps)
@@ -130,13 +142,21 @@ class TrainPanel(QGroupBox):
             intensity=self.intensity.currentText(),
             steps=int(steps if steps is not None else self.steps.value()),
             device=self.device.currentText(),
+            lambda_cr=float(self.cr_weight.value()),
         )
         return cfg.with_preset("paper") if self.paper.isChecked() else cfg
 
+    def _method_changed(self, name: str) -> None:
+        self.box_check.setEnabled(METHODS[name].learns_weights)
+        self.cr_weight.setEnabled(METHODS[name].co_regularises and not self.paper.isChecked())
+
     def _paper_toggled(self, on: bool) -> None:
-        """Show the paper's method and box judgement while the preset holds them."""
+        """Show the paper's method, box judgement and co-regularisation weight while the
+        preset holds them."""
         if on:
             self.method.setCurrentText(PRESETS["paper"]["method"])
             self.box_check.setCurrentText(PRESETS["paper"]["dii_box_target"])
+            self.cr_weight.setValue(PRESETS["paper"]["lambda_cr"])
         self.method.setEnabled(not on)
-        self.box_check.setEnabled(not on and METHODS[self.method.currentText()].learns_weights)
+        self._method_changed(self.method.currentText())
+        self.box_check.setEnabled(not on and self.box_check.isEnabled())

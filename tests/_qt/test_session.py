@@ -117,6 +117,28 @@ def test_the_papers_settings_in_the_widget_are_the_cli_preset(make_napari_viewer
     assert widget.train.method.isEnabled() and widget._config(37).granularity == "object"
 
 
+def test_the_widgets_co_regularisation_weight_is_the_clis_lambda_cr(make_napari_viewer, tmp_path):
+    from napari_hybridseg.cli import build_parser
+    from napari_hybridseg.cli.train_options import config_from_args
+
+    widget = HybridSegWidget(make_napari_viewer())
+    panel = widget.train
+    panel.method.setCurrentText("dcr")
+    panel.cr_weight.setValue(0.25)
+    args = build_parser().parse_args(["train", str(tmp_path), "--out", str(tmp_path / "r"), "--method", "dcr"])
+    args.lambda_cr, args.steps = 0.25, 37
+    assert widget._config(37) == config_from_args(args)
+    panel.method.setCurrentText("dii")  # one network: nothing to weigh
+    assert not panel.cr_weight.isEnabled()
+    panel.method.setCurrentText("dii+dcr")
+    assert panel.cr_weight.isEnabled()
+    panel.paper.setChecked(True)  # the paper's weight, held while the preset is on
+    assert panel.cr_weight.value() == 1.0 and not panel.cr_weight.isEnabled()
+    assert widget._config(37).lambda_cr == 1.0
+    panel.paper.setChecked(False)
+    assert panel.cr_weight.isEnabled() and panel.box_check.isEnabled()
+
+
 def test_the_widget_trains_with_project_jsons_intensity_as_the_cli_does(make_napari_viewer, tmp_path):
     import json
 
