@@ -154,7 +154,9 @@ class TrainConfig:
     lambda_cr, cr_rampup
         Weight of the co-regularisation term, and the share of the run over which
         it rises from 0 along ``exp(-5 (1 - t)^2)`` (the ramp-up of Laine and Aila,
-        ICLR 2017); 0, the default, applies ``lambda_cr`` from the first step.
+        ICLR 2017); 0, the default, applies ``lambda_cr`` from the first step.  The
+        default weight is the paper's 1; a 3D network trained from a few masked slices
+        lost its smallest structure at 1 and kept it at 0.1 (BENCHMARKS.md, section 6).
     dii_warmup, dii_interval
         Steps before the first weight update and between updates; ``None`` picks
         them from the epoch length (see :func:`napari_hybridseg.training.schedule.plan_dii`).
