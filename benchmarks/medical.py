@@ -51,6 +51,8 @@ T1, LABELS = TEMPLATES / "inia19-t1-brain.nii.gz", TEMPLATES / "inia19-NeuroMaps
 # components of 4,000-19,000 voxels at 0.5 mm, chosen by size and compactness (the label
 # volume comes without names)
 STRUCTURES = (1, 196, 45, 215)
+# engine options that medical.py's flags set, recorded in every run and part of its done-key
+OPTIONS = ("dii_box_target", "cr_rampup", "lambda_cr")
 METHODS = ("strong-only", "naive", "dcr", "dii+dcr", "full")
 
 
@@ -247,6 +249,11 @@ def _group_stats(groups: dict[str, list[float]]) -> dict:
     }
 
 
+def options_of(args) -> dict:
+    """The :data:`OPTIONS` as the command line set them."""
+    return {o: getattr(args, o) for o in OPTIONS}
+
+
 def one_run(job) -> dict | None:
     """Train and score one configuration; ``None`` when ``deadline`` (a wall-clock time)
     passed before it could start."""
@@ -267,14 +274,10 @@ def one_run(job) -> dict | None:
         patch_size_3d=32,
         batch_size=8 if network == "2d" else 2,
         device=args.device,
-        dii_box_target=args.dii_box_target,
-        cr_rampup=args.cr_rampup,
-        lambda_cr=args.lambda_cr,
+        **options_of(args),
     )
     record = {"seed": seed, "budget": budget, "network": network, "method": method, "intensity_asked": intensity}
-    record["dii_box_target"] = args.dii_box_target
-    record["cr_rampup"] = args.cr_rampup
-    record["lambda_cr"] = args.lambda_cr
+    record |= options_of(args)
     n_strokes = sum(1 for key in truth if key[2] == "scribble")
     record |= {"strong_slices": strong, "boxes": len(boxes), "strokes": n_strokes}
     record |= run(project, cfg, test, truth)
@@ -340,19 +343,14 @@ def main() -> None:
         for line in args.out.read_text().splitlines():
             r = json.loads(line)
             keys = ("seed", "budget", "network", "intensity_asked", "method", "steps")
-            options = (
-                r.get("dii_box_target", TrainConfig.dii_box_target),
-                r.get("cr_rampup", TrainConfig.cr_rampup),
-                r.get("lambda_cr", TrainConfig.lambda_cr),
-            )
+            options = (r.get(o, getattr(TrainConfig, o)) for o in OPTIONS)  # older records: the defaults then
             done.add((*(r.get(k, "auto") for k in keys), *options))
     jobs = [
         (seed, budget, network, intensity, method, args)
         for seed, budget, network, intensity, method in itertools.product(
             args.seeds, args.budgets, args.networks, args.intensities, args.methods
         )
-        if (seed, budget, network, intensity, method, args.steps, args.dii_box_target, args.cr_rampup, args.lambda_cr)
-        not in done
+        if (seed, budget, network, intensity, method, args.steps, *options_of(args).values()) not in done
     ]
     print(f"{len(jobs)} runs, {args.jobs} at a time", file=sys.stderr)
     if args.jobs == 1:
