@@ -47,7 +47,6 @@ class TrainPanel(QGroupBox):
             "Lower it if a small structure vanishes from the predictions while the full masks show it\n"
             "(a 3D network trained on a few masked slices, for example)."
         )
-        self.method.currentTextChanged.connect(self._method_changed)
         self.paper = QCheckBox("as in the paper")
         self.paper.setToolTip(
             "The paper's settings (Pan et al., AAAI 2022): dii+dcr, one weight per weak image, filled boxes\n"
@@ -57,6 +56,7 @@ class TrainPanel(QGroupBox):
             "networks predict)."
         )
         self.paper.toggled.connect(self._paper_toggled)
+        self.method.currentTextChanged.connect(self._method_changed)
         self.network = combo(
             NETWORKS, d.network, "2d: images and the slices of volumes; 3d: whole volumes (slower); auto: 2d"
         )
@@ -147,8 +147,10 @@ class TrainPanel(QGroupBox):
         return cfg.with_preset("paper") if self.paper.isChecked() else cfg
 
     def _method_changed(self, name: str) -> None:
-        self.box_check.setEnabled(METHODS[name].learns_weights)
-        self.cr_weight.setEnabled(METHODS[name].co_regularises and not self.paper.isChecked())
+        """Enable the options that ``name`` uses and the paper's preset leaves free."""
+        free = not self.paper.isChecked()
+        self.box_check.setEnabled(free and METHODS[name].learns_weights)
+        self.cr_weight.setEnabled(free and METHODS[name].co_regularises)
 
     def _paper_toggled(self, on: bool) -> None:
         """Show the paper's method, box judgement and co-regularisation weight while the
@@ -159,4 +161,3 @@ class TrainPanel(QGroupBox):
             self.cr_weight.setValue(PRESETS["paper"]["lambda_cr"])
         self.method.setEnabled(not on)
         self._method_changed(self.method.currentText())
-        self.box_check.setEnabled(not on and self.box_check.isEnabled())
