@@ -44,6 +44,8 @@ from napari_hybridseg.config import DII_BOX_TARGETS, INTENSITIES, TrainConfig  #
 from napari_hybridseg.evaluate import class_dice_iou  # noqa: E402
 from napari_hybridseg.images import ImageMeta  # noqa: E402
 from napari_hybridseg.inference import predict_image  # noqa: E402
+from napari_hybridseg.methods import METHODS as ENGINE_METHODS  # noqa: E402
+from napari_hybridseg.training.dcr import lambda_cr_for  # noqa: E402
 
 TEMPLATES = Path("/usr/share/mricron/templates")
 T1, LABELS = TEMPLATES / "inia19-t1-brain.nii.gz", TEMPLATES / "inia19-NeuroMaps.nii.gz"
@@ -51,8 +53,11 @@ T1, LABELS = TEMPLATES / "inia19-t1-brain.nii.gz", TEMPLATES / "inia19-NeuroMaps
 # components of 4,000-19,000 voxels at 0.5 mm, chosen by size and compactness (the label
 # volume comes without names)
 STRUCTURES = (1, 196, 45, 215)
-# engine options that medical.py's flags set, recorded in every run and part of its done-key
-OPTIONS = ("dii_box_target", "cr_rampup", "lambda_cr")
+# engine options that medical.py's flags set, recorded in every run and part of its
+# done-key, with what each concerns: a method that does neither runs alike whatever they are
+OPTIONS = {"dii_box_target": "learns_weights", "cr_rampup": "co_regularises", "lambda_cr": "co_regularises"}
+# the defaults of records written before an option was recorded
+BEFORE = {"dii_box_target": "ellipse", "cr_rampup": 0.0, "lambda_cr": 1.0}
 METHODS = ("strong-only", "naive", "dcr", "dii+dcr", "full")
 
 
@@ -249,9 +254,14 @@ def _group_stats(groups: dict[str, list[float]]) -> dict:
     }
 
 
-def options_of(args) -> dict:
-    """The :data:`OPTIONS` as the command line set them."""
-    return {o: getattr(args, o) for o in OPTIONS}
+def options_of(values: dict, method: str, network: str) -> dict:
+    """The :data:`OPTIONS` of a run of ``method`` on ``network`` from ``values`` (the
+    command line's, or a record's): ``lambda_cr`` as the engine resolves it, and ``None``
+    for every option the method does not use."""
+    engine = ENGINE_METHODS["strong-only" if method == "full" else method]
+    cfg = TrainConfig(lambda_cr=values["lambda_cr"])
+    resolved = values | {"lambda_cr": lambda_cr_for(cfg, 3 if network == "3d" else 2)}
+    return {o: resolved[o] if getattr(engine, use) else None for o, use in OPTIONS.items()}
 
 
 def one_run(job) -> dict | None:
@@ -274,10 +284,10 @@ def one_run(job) -> dict | None:
         patch_size_3d=32,
         batch_size=8 if network == "2d" else 2,
         device=args.device,
-        **options_of(args),
+        **{o: getattr(args, o) for o in OPTIONS},
     )
     record = {"seed": seed, "budget": budget, "network": network, "method": method, "intensity_asked": intensity}
-    record |= options_of(args)
+    record |= options_of(vars(args), method, network)
     n_strokes = sum(1 for key in truth if key[2] == "scribble")
     record |= {"strong_slices": strong, "boxes": len(boxes), "strokes": n_strokes}
     record |= run(project, cfg, test, truth)
@@ -323,7 +333,7 @@ def main() -> None:
         "--lambda-cr",
         type=float,
         default=TrainConfig.lambda_cr,
-        help="weight of the co-regularisation term (lambda_cr)",
+        help="weight of the co-regularisation term (lambda_cr; default: the network's, 1 in 2D, 0.1 in 3D)",
     )
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each run")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -343,14 +353,15 @@ def main() -> None:
         for line in args.out.read_text().splitlines():
             r = json.loads(line)
             keys = ("seed", "budget", "network", "intensity_asked", "method", "steps")
-            options = (r.get(o, getattr(TrainConfig, o)) for o in OPTIONS)  # older records: the defaults then
-            done.add((*(r.get(k, "auto") for k in keys), *options))
+            options = options_of(BEFORE | {o: r[o] for o in OPTIONS if o in r}, r["method"], r["network"])
+            done.add((*(r.get(k, "auto") for k in keys), *options.values()))
     jobs = [
         (seed, budget, network, intensity, method, args)
         for seed, budget, network, intensity, method in itertools.product(
             args.seeds, args.budgets, args.networks, args.intensities, args.methods
         )
-        if (seed, budget, network, intensity, method, args.steps, *options_of(args).values()) not in done
+        if (seed, budget, network, intensity, method, args.steps, *options_of(vars(args), method, network).values())
+        not in done
     ]
     print(f"{len(jobs)} runs, {args.jobs} at a time", file=sys.stderr)
     if args.jobs == 1:

@@ -154,9 +154,12 @@ class TrainConfig:
     lambda_cr, cr_rampup
         Weight of the co-regularisation term, and the share of the run over which
         it rises from 0 along ``exp(-5 (1 - t)^2)`` (the ramp-up of Laine and Aila,
-        ICLR 2017); 0, the default, applies ``lambda_cr`` from the first step.  The
-        default weight is the paper's 1; a 3D network trained from a few masked slices
-        lost its smallest structure at 1 and kept it at 0.1 (BENCHMARKS.md, section 6).
+        ICLR 2017); 0, the default, applies ``lambda_cr`` from the first step.
+        ``None`` (default) picks the weight by the network: the paper's 1 for a 2D
+        network, 0.1 for a 3D one (:func:`napari_hybridseg.training.dcr.lambda_cr_for`).
+        Trained from a few masked slices, a 3D network at weight 1 lost its smallest
+        structure and fell below one trained on the masks alone; at 0.1 it kept every
+        structure (BENCHMARKS.md, section 6).
     dii_warmup, dii_interval
         Steps before the first weight update and between updates; ``None`` picks
         them from the epoch length (see :func:`napari_hybridseg.training.schedule.plan_dii`).
@@ -191,7 +194,7 @@ class TrainConfig:
     dii_box_slack: float = 0.0
     dii_reference: str = "controls"
     dii_logits: str = "zero"
-    lambda_cr: float = 1.0
+    lambda_cr: float | None = None
     cr_rampup: float = 0.0
     pairwise_weight: float = 1.0
     affinity_threshold: float = 0.3
@@ -230,6 +233,8 @@ class TrainConfig:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N; got {self.device!r}")
         for name, (low, high) in BOUNDS.items():
             value = getattr(self, name)
+            if value is None:  # an optional field left to its rule (its type check above allowed it)
+                continue
             if not (isinstance(value, int | float) and math.isfinite(value) and low <= value <= high):
                 raise ConfigError(f"{name} must be between {low:g} and {high:g}; got {value!r}")
         if self.width * 2**self.depth > MAX_CHANNELS:

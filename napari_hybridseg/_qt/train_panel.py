@@ -20,6 +20,8 @@ from ..methods import METHODS
 from .loss_plot import LossPlot
 from .panels import combo, hrow
 
+AUTO_WEIGHT = -0.1  # the co-regularisation spin box's "auto", one step below 0
+
 
 class TrainPanel(QGroupBox):
     """Method, steps, device; start, pause, stop; progress and the loss curve."""
@@ -38,14 +40,17 @@ class TrainPanel(QGroupBox):
             "same: the loss the network learns the box from",
         )
         self.cr_weight = QDoubleSpinBox()
-        self.cr_weight.setRange(0.0, 10.0)
+        # its minimum reads "auto": the weight the network calls for (lambda_cr None)
+        self.cr_weight.setRange(AUTO_WEIGHT, 10.0)
+        self.cr_weight.setSpecialValueText("auto")
         self.cr_weight.setSingleStep(0.1)
         self.cr_weight.setDecimals(2)
-        self.cr_weight.setValue(d.lambda_cr)
+        self.cr_weight.setValue(AUTO_WEIGHT if d.lambda_cr is None else d.lambda_cr)
         self.cr_weight.setToolTip(
             "How strongly the two networks of dcr and dii+dcr teach each other (lambda_cr; 1 in the paper).\n"
-            "Lower it if a small structure vanishes from the predictions while the full masks show it\n"
-            "(a 3D network trained on a few masked slices, for example)."
+            "auto: 1 for a 2D network, 0.1 for a 3D one (a 3D network trained on a few masked slices lost\n"
+            "its smallest structure at 1). Lower it if a structure vanishes from the predictions while the\n"
+            "full masks show it."
         )
         self.paper = QCheckBox("as in the paper")
         self.paper.setToolTip(
@@ -142,7 +147,7 @@ class TrainPanel(QGroupBox):
             intensity=self.intensity.currentText(),
             steps=int(steps if steps is not None else self.steps.value()),
             device=self.device.currentText(),
-            lambda_cr=float(self.cr_weight.value()),
+            lambda_cr=None if self.cr_weight.value() < 0 else float(self.cr_weight.value()),
         )
         return cfg.with_preset("paper") if self.paper.isChecked() else cfg
 

@@ -129,7 +129,8 @@ def add_train(sub) -> None:
         type=float,
         default=d["lambda_cr"].default,
         help="weight of the co-regularisation term, by which the two networks teach each other (dcr, dii+dcr); "
-        "lower it if a small structure vanishes from both networks' predictions (default: %(default)s)",
+        "lower it if a small structure vanishes from both networks' predictions (default: 1, the paper's, for a "
+        "2D network; 0.1 for a 3D one)",
     )
     p.add_argument(
         "--cr-rampup",

@@ -69,13 +69,26 @@ def cross_pseudo_loss(
     return terms.mean() if count is None else terms.sum() / count
 
 
-def cr_weight(cfg: TrainConfig, step: int) -> float:
-    """``lambda_cr`` at ``step``, after the optional ramp-up ``exp(-5 (1 - t)^2)``
-    (Laine and Aila, ICLR 2017)."""
+# the weight of co-regularisation that ``lambda_cr=None`` picks, by the network's spatial
+# dimensions: the paper's for 2D; a tenth of it for 3D, where a cube holds a few masked
+# slices among many and the networks' own labels teach all the others (BENCHMARKS.md, section 6)
+LAMBDA_CR = {2: 1.0, 3: 0.1}
+
+
+def lambda_cr_for(cfg: TrainConfig, spatial_dims: int) -> float:
+    """The weight of the co-regularisation term: ``cfg.lambda_cr``, or where that is
+    ``None``, the weight of :data:`LAMBDA_CR` for a network of ``spatial_dims``."""
+    return LAMBDA_CR[spatial_dims] if cfg.lambda_cr is None else cfg.lambda_cr
+
+
+def cr_weight(cfg: TrainConfig, step: int, spatial_dims: int = 2) -> float:
+    """The weight of the co-regularisation term (:func:`lambda_cr_for`) at ``step``, after
+    the optional ramp-up ``exp(-5 (1 - t)^2)`` (Laine and Aila, ICLR 2017)."""
+    weight = lambda_cr_for(cfg, spatial_dims)
     ramp = cfg.cr_rampup * cfg.steps
     if ramp <= 0 or step >= ramp:
-        return cfg.lambda_cr
-    return cfg.lambda_cr * math.exp(-5.0 * (1.0 - step / ramp) ** 2)
+        return weight
+    return weight * math.exp(-5.0 * (1.0 - step / ramp) ** 2)
 
 
 def co_regularisation(

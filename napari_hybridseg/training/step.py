@@ -102,7 +102,7 @@ def train_step(state: TrainState, ctx: StepContext, batch: Batch, gamma: torch.T
     loss = seg
     if ctx.method.co_regularises:
         parts["cr"] = co_regularisation(state.training_nets, x_all, logits, w_cr, state.rng, state.precision, dist)
-        loss = loss + cr_weight(cfg, state.step) * parts["cr"]
+        loss = loss + cr_weight(cfg, state.step, x.ndim - 2) * parts["cr"]
     total = loss
     if dist.active:  # this rank's share of the loss; every rank reports (and checks) the global terms
         summed = dist.sum_(torch.stack([v.detach() for v in (*parts.values(), loss)]))

@@ -124,9 +124,15 @@ def test_the_widgets_co_regularisation_weight_is_the_clis_lambda_cr(make_napari_
     widget = HybridSegWidget(make_napari_viewer())
     panel = widget.train
     panel.method.setCurrentText("dcr")
-    panel.cr_weight.setValue(0.25)
     args = build_parser().parse_args(["train", str(tmp_path), "--out", str(tmp_path / "r"), "--method", "dcr"])
-    args.lambda_cr, args.steps = 0.25, 37
+    args.steps = 37
+    # untouched, both leave the weight to the network (1 in 2D, 0.1 in 3D)
+    assert panel.cr_weight.text() == "auto" and widget._config(37).lambda_cr is None
+    assert widget._config(37) == config_from_args(args)
+    panel.cr_weight.stepBy(1)  # one step up from auto: no co-regularisation at all
+    assert widget._config(37).lambda_cr == 0.0
+    panel.cr_weight.setValue(0.25)
+    args.lambda_cr = 0.25
     assert widget._config(37) == config_from_args(args)
     panel.method.setCurrentText("dii")  # one network: nothing to weigh
     assert not panel.cr_weight.isEnabled()

@@ -95,3 +95,18 @@ def test_a_3d_run_trains_predicts_volumes_and_keeps_its_pooling(tmp_path):
     vol = _volumes()["w"].image
     pred = predict_image(model.nets, vol, "zyx", tile=16)
     assert pred.probability.shape == vol.shape and np.isfinite(pred.probability).all()
+
+
+@pytest.mark.parametrize("network, weight", [("3d", 0.1), ("2d", 1.0)])
+def test_co_regularisation_weighs_by_the_network_unless_set(monkeypatch, network, weight):
+    """``lambda_cr=None`` gives a 3D network a tenth of the paper's weight and a 2D one the
+    paper's; a weight that is set is kept for either."""
+    from napari_hybridseg.training import step
+
+    seen = []
+    original = step.cr_weight
+    monkeypatch.setattr(step, "cr_weight", lambda *a: seen.append(original(*a)) or seen[-1])
+    for lambda_cr, expected in ((None, weight), (0.5, 0.5)):
+        cfg = TrainConfig(method="dcr", steps=2, lambda_cr=lambda_cr, **(SMALL | {"network": network}))
+        TrainingLoop(_volumes(), cfg).train_step()
+        assert seen[-1] == expected

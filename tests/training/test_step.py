@@ -73,6 +73,9 @@ def test_cr_rampup_rises_to_lambda():
     assert values[0] == np.float64(2.0 * np.exp(-5.0))
     assert all(a < b for a, b in zip(values[:30], values[1:31]))
     assert values[30] == values[39] == 2.0
+    # unset, the weight is the network's: the ramp-up rises to it alike
+    assert cr_weight(TrainConfig(steps=100), 0, 3) == 0.1 and cr_weight(TrainConfig(steps=100), 0) == 1.0
+    assert cr_weight(TrainConfig(steps=100, cr_rampup=0.3), 30, 3) == 0.1
 
 
 def test_float16_overflows_are_skipped_a_while_then_stop_the_run(hand_project, monkeypatch):
