@@ -158,8 +158,8 @@ class TrainConfig:
         ``None`` (default) picks the weight by the network: the paper's 1 for a 2D
         network, 0.1 for a 3D one (:func:`napari_hybridseg.training.dcr.lambda_cr_for`).
         Trained from a few masked slices, a 3D network at weight 1 lost its smallest
-        structure and fell below one trained on the masks alone; at 0.1 it kept every
-        structure (BENCHMARKS.md, section 6).
+        structures and fell below one trained on the masks alone; at 0.1 it kept more of
+        them and stayed above (BENCHMARKS.md, section 6).
     dii_warmup, dii_interval
         Steps before the first weight update and between updates; ``None`` picks
         them from the epoch length (see :func:`napari_hybridseg.training.schedule.plan_dii`).
