@@ -45,6 +45,7 @@ from napari_hybridseg.evaluate import class_dice_iou  # noqa: E402
 from napari_hybridseg.images import ImageMeta  # noqa: E402
 from napari_hybridseg.inference import predict_image  # noqa: E402
 from napari_hybridseg.methods import METHODS as ENGINE_METHODS  # noqa: E402
+from napari_hybridseg.task import spatial_dims_for  # noqa: E402
 from napari_hybridseg.training.dcr import lambda_cr_for  # noqa: E402
 
 TEMPLATES = Path("/usr/share/mricron/templates")
@@ -260,7 +261,7 @@ def options_of(values: dict, method: str, network: str) -> dict:
     for every option the method does not use."""
     engine = ENGINE_METHODS["strong-only" if method == "full" else method]
     cfg = TrainConfig(lambda_cr=values["lambda_cr"])
-    resolved = values | {"lambda_cr": lambda_cr_for(cfg, 3 if network == "3d" else 2)}
+    resolved = values | {"lambda_cr": lambda_cr_for(cfg, spatial_dims_for(network))}
     return {o: resolved[o] if getattr(engine, use) else None for o, use in OPTIONS.items()}
 
 
