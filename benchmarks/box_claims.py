@@ -83,8 +83,8 @@ def boxes_medical(seed: int, budget: str):
     components on the box's slice)."""
     import medical
 
-    if not (medical.T1.is_file() and medical.LABELS.is_file()):
-        print(f"{medical.T1}: not found; install Debian's mricron-data (apt-get install mricron-data)")
+    if why := medical.missing():
+        print(why)
         return []
     (_, classes), _ = medical.load_halves()
     _, boxes, _, truth = medical.simulate(classes, budget, seed)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT, git_rev, machine, train  # noqa: E402
 from box_claims import oracle_scores  # noqa: E402
 from label_efficiency import roc_auc  # noqa: E402
-from medical import LABELS, T1, load_halves, project_for, simulate  # noqa: E402
+from medical import load_halves, missing, project_for, simulate  # noqa: E402
 
 from napari_hybridseg.config import TrainConfig  # noqa: E402
 from napari_hybridseg.inference import predict_image  # noqa: E402
@@ -79,8 +79,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT / "box_predicted.jsonl")
     args = ap.parse_args()
-    if not (T1.is_file() and LABELS.is_file()):
-        print(f"{T1}: not found; install Debian's mricron-data (apt-get install mricron-data)", file=sys.stderr)
+    if why := missing():
+        print(why, file=sys.stderr)
         raise SystemExit(0)
     torch.set_num_threads(args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)

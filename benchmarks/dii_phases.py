@@ -43,8 +43,8 @@ def medical_project(seed: int, budget: str):
     """The medical benchmark's training half: ``(project, truth(weight) -> (bad, kind))``."""
     import medical
 
-    if not (medical.T1.is_file() and medical.LABELS.is_file()):
-        raise SystemExit(f"{medical.T1}: not found; install Debian's mricron-data (apt-get install mricron-data)")
+    if why := medical.missing():
+        raise SystemExit(why)
     (image, classes), _ = medical.load_halves()
     strong, boxes, strokes, truth = medical.simulate(classes, budget, seed)
     project = medical.project_for(image, classes, strong, boxes, strokes, full=False)

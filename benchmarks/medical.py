@@ -1,12 +1,18 @@
-"""Several structures in a real MR volume: the INIA19 macaque T1 template and its
-NeuroMaps labels (Debian's ``mricron-data``), offline.
+"""Several structures in a real MR volume, offline, from Debian's ``mricron-data``.
 
-Four compact structures of moderate size are the classes; each has one label id per
-hemisphere (k on the left, 1000 + k on the right).  The volume is reduced to 1 mm and
-split by hemisphere: the left half trains, the right half is the test set, so no test
-voxel is ever seen in training.  On the training half, a few axial slices (``few``: 3,
-or ``10pct``: a tenth of all slices) carry full masks, spread over the slices that show a
-structure; the other slices that show a structure carry
+Two volumes, each with four compact structures of moderate size as classes and one
+label id per structure and hemisphere:
+
+- ``inia19`` (the default): the INIA19 macaque T1 template and its NeuroMaps labels at
+  0.5 mm, reduced to 1 mm; the volume the engine's defaults were chosen on.
+- ``colin27``: the human single-subject T1 (``ch2bet``, skull-stripped) and the AAL
+  labels drawn on it, at 1 mm, reduced to 2 mm (caudate, putamen, thalamus,
+  hippocampus); held out, to check those defaults on a brain they were not chosen on.
+
+Each volume is split by hemisphere: the left half trains, the right half is the test
+set, so no test voxel is ever seen in training.  On the training half, a few axial
+slices (``few``: 3, or ``10pct``: a tenth of all slices) carry full masks, spread over
+the slices that show a structure; the other slices that show a structure carry
 boxes (even slices) or scribbles (odd slices) simulated from the labels, 30% of them
 corrupted (boxes shifted, made 2-3x too large, or drawn on background; strokes drawn
 on background).  Every method trains a 2D and a 3D network; reported: per-class Dice on
@@ -16,7 +22,7 @@ the test half, its mean, seconds per run, and the AUC of the learned weights
 2000 steps by default: at 1000, even a 2D network trained on every slice's mask leaves
 label45 at a Dice of 0 (BENCHMARKS.md section 6).
 
-    python benchmarks/medical.py --seeds 0 1 2 [--steps 2000] [--networks 2d 3d]
+    python benchmarks/medical.py --seeds 0 1 2 [--steps 2000] [--networks 2d 3d] [--volume colin27]
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,11 +56,43 @@ from napari_hybridseg.task import spatial_dims_for  # noqa: E402
 from napari_hybridseg.training.dcr import lambda_cr_for  # noqa: E402
 
 TEMPLATES = Path("/usr/share/mricron/templates")
-T1, LABELS = TEMPLATES / "inia19-t1-brain.nii.gz", TEMPLATES / "inia19-NeuroMaps.nii.gz"
-# left-hemisphere ids of the classes (the right one is 1000 + id): single compact
-# components of 4,000-19,000 voxels at 0.5 mm, chosen by size and compactness (the label
-# volume comes without names)
-STRUCTURES = (1, 196, 45, 215)
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A T1 volume and a label volume on its grid; ``structures``: the left hemisphere's
+    label id of each class (the right one is ``id + right``), named ``names``; ``factor``:
+    voxels per side averaged into one of the benchmark's grid."""
+
+    t1: Path
+    labels: Path
+    structures: tuple[int, ...]
+    names: tuple[str, ...]
+    right: int
+    factor: int
+
+
+VOLUMES = {
+    # single compact components of 4,000-19,000 voxels at 0.5 mm, chosen by size and
+    # compactness (the NeuroMaps label volume comes without names)
+    "inia19": Volume(
+        TEMPLATES / "inia19-t1-brain.nii.gz",
+        TEMPLATES / "inia19-NeuroMaps.nii.gz",
+        (1, 196, 45, 215),
+        ("label1", "label196", "label45", "label215"),
+        1000,
+        2,
+    ),
+    # AAL ids (aal.nii.txt): deep grey matter and the hippocampus, 7,000-9,000 voxels at 1 mm
+    "colin27": Volume(
+        TEMPLATES / "ch2bet.nii.gz",
+        TEMPLATES / "aal.nii.gz",
+        (71, 73, 77, 37),
+        ("caudate", "putamen", "thalamus", "hippocampus"),
+        1,
+        2,
+    ),
+}
 # engine options that medical.py's flags set, recorded in every run and part of its
 # done-key, with what each concerns: a method that does neither runs alike whatever they are
 OPTIONS = {"dii_box_target": "learns_weights", "cr_rampup": "co_regularises", "lambda_cr": "co_regularises"}
@@ -62,22 +101,34 @@ BEFORE = {"dii_box_target": "ellipse", "cr_rampup": 0.0, "lambda_cr": 1.0}
 METHODS = ("strong-only", "naive", "dcr", "dii+dcr", "full")
 
 
-@functools.lru_cache(maxsize=1)
-def load_halves():
-    """``(train, test)``: each ``(image zyx float32, class map zyx uint8)`` at 1 mm."""
+def missing(volume: str = "inia19") -> str | None:
+    """Why ``volume`` cannot be loaded here, in one line; ``None`` when it can."""
+    v = VOLUMES[volume]
+    for path in (v.t1, v.labels):
+        if not path.is_file():
+            return f"{path}: not found; install Debian's mricron-data (apt-get install mricron-data)"
+    return None
+
+
+@functools.lru_cache(maxsize=2)
+def load_halves(volume: str = "inia19"):
+    """``(train, test)``: each ``(image zyx float32, class map zyx uint8)`` on the
+    benchmark's grid."""
     import nibabel as nib
 
-    t1 = np.asarray(nib.load(T1).dataobj, np.float32)
-    lab = np.asarray(nib.load(LABELS).dataobj).astype(np.int32)
-    # 0.5 mm -> 1 mm: the mean of each 2x2x2 block for the image, its centre voxel's label
-    t1 = t1[: t1.shape[0] // 2 * 2, : t1.shape[1] // 2 * 2, : t1.shape[2] // 2 * 2]
-    t1 = t1.reshape(t1.shape[0] // 2, 2, t1.shape[1] // 2, 2, t1.shape[2] // 2, 2).mean((1, 3, 5))
-    lab = lab[::2, ::2, ::2][: t1.shape[0], : t1.shape[1], : t1.shape[2]]
+    v = VOLUMES[volume]
+    f = v.factor
+    t1 = np.asarray(nib.load(v.t1).dataobj, np.float32)
+    lab = np.asarray(nib.load(v.labels).dataobj).astype(np.int32)
+    # the mean of each f x f x f block for the image, its first voxel's label
+    t1 = t1[: t1.shape[0] // f * f, : t1.shape[1] // f * f, : t1.shape[2] // f * f]
+    t1 = t1.reshape(t1.shape[0] // f, f, t1.shape[1] // f, f, t1.shape[2] // f, f).mean((1, 3, 5))
+    lab = lab[::f, ::f, ::f][: t1.shape[0], : t1.shape[1], : t1.shape[2]]
     mid = t1.shape[0] // 2
     halves = []
-    for xs, offset in ((slice(0, mid), 0), (slice(mid, None), 1000)):
+    for xs, offset in ((slice(0, mid), 0), (slice(mid, None), v.right)):
         classes = np.zeros(lab[xs].shape, np.uint8)
-        for c, k in enumerate(STRUCTURES, start=1):
+        for c, k in enumerate(v.structures, start=1):
             classes[lab[xs] == k + offset] = c
         image = t1[xs]
         brain = np.nonzero(image > 0)
@@ -118,7 +169,7 @@ def simulate(classes: np.ndarray, budget: str, seed: int, corrupt: float = 0.3):
     box_id = 1
     for z in (z for z in shown if z not in strong):
         plane, fg = classes[z], classes[z] > 0
-        comps = [(c, m) for c in range(1, len(STRUCTURES) + 1) for m in _components(plane == c) if m.sum() >= 6]
+        comps = [(c, m) for c in range(1, int(classes.max()) + 1) for m in _components(plane == c) if m.sum() >= 6]
         for c, m in comps:
             bad = rng.random() < corrupt
             if z % 2 == 0:  # a box
@@ -186,9 +237,11 @@ def _components(mask):
     return [lab == i for i in range(1, n + 1)]
 
 
-def project_for(image, classes, strong_slices, boxes, strokes, full: bool) -> Project:
+def project_for(
+    image, classes, strong_slices, boxes, strokes, full: bool, names: tuple[str, ...] = VOLUMES["inia19"].names
+) -> Project:
     meta = ImageMeta(spacing=(1.0, 1.0, 1.0), format="nii.gz")
-    names = LabelClasses(tuple(f"label{k}" for k in STRUCTURES))
+    names = LabelClasses(names)
     if full:
         return Project([ImageAnnotations("train", image, meta, strong=classes)], classes=names)
     item = ImageAnnotations(
@@ -202,8 +255,9 @@ def run(project, cfg, test, truth):
     image, classes = test
     tile = cfg.patch_side(loop.task.spatial_dims) * 2
     pred = predict_image(loop.state.nets, image, "zyx", loop.device, tile=tile, intensity=loop.task.intensity)
-    scores = class_dice_iou(pred.labels(), classes, len(STRUCTURES))
-    dice = {f"label{k}": round(v[0], 4) if v else None for k, v in zip(STRUCTURES, scores.values())}
+    names = project.classes.names
+    scores = class_dice_iou(pred.labels(), classes, len(names))
+    dice = {name: round(v[0], 4) if v else None for name, v in zip(names, scores.values())}
     record = {"dice": dice, "mean_dice": round(float(np.mean([v for v in dice.values() if v is not None])), 4)}
     record["seconds"] = round(seconds, 1)
     record["intensity"] = loop.task.intensity.scheme
@@ -232,7 +286,7 @@ def weights_by_class(table, truth, project) -> dict:
             continue
         cls = box_class[w.instance] if w.kind == "box" else int(w.instance.split("@")[0]) - 1
         state = "corrupted" if truth[key][0] else "clean"
-        groups.setdefault(f"{w.kind}:label{STRUCTURES[cls - 1]}:{state}", []).append(w.weight)
+        groups.setdefault(f"{w.kind}:{project.classes.names[cls - 1]}:{state}", []).append(w.weight)
     return _group_stats(groups)
 
 
@@ -272,9 +326,10 @@ def one_run(job) -> dict | None:
     if args.deadline and time.time() > args.deadline:
         return None
     torch.set_num_threads(args.threads)
-    (train_image, train_classes), test = load_halves()
+    (train_image, train_classes), test = load_halves(args.volume)
     strong, boxes, strokes, truth = simulate(train_classes, budget, seed)
-    project = project_for(train_image, train_classes, strong, boxes, strokes, method == "full")
+    names = VOLUMES[args.volume].names
+    project = project_for(train_image, train_classes, strong, boxes, strokes, method == "full", names)
     cfg = TrainConfig(
         method="strong-only" if method == "full" else method,
         network=network,
@@ -287,7 +342,8 @@ def one_run(job) -> dict | None:
         device=args.device,
         **{o: getattr(args, o) for o in OPTIONS},
     )
-    record = {"seed": seed, "budget": budget, "network": network, "method": method, "intensity_asked": intensity}
+    record = {"volume": args.volume, "seed": seed, "budget": budget, "network": network, "method": method}
+    record["intensity_asked"] = intensity
     record |= options_of(vars(args), method, network)
     n_strokes = sum(1 for key in truth if key[2] == "scribble")
     record |= {"strong_slices": strong, "boxes": len(boxes), "strokes": n_strokes}
@@ -306,6 +362,7 @@ def _result(future) -> dict | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--volume", choices=list(VOLUMES), default="inia19", help="the volume and its structures")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--budgets", nargs="+", default=["few", "10pct"], choices=["few", "10pct"])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -344,8 +401,8 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=0, help="start no run after this many seconds (0: no limit)")
     ap.add_argument("--out", type=Path, default=OUT / "medical.jsonl")
     args = ap.parse_args()
-    if not (T1.is_file() and LABELS.is_file()):
-        print(f"{T1}: not found; install Debian's mricron-data (apt-get install mricron-data)", file=sys.stderr)
+    if why := missing(args.volume):
+        print(why, file=sys.stderr)
         raise SystemExit(0)
     args.deadline = time.time() + args.deadline if args.deadline else 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -353,15 +410,17 @@ def main() -> None:
     if args.out.is_file():  # runs already recorded in --out are not repeated
         for line in args.out.read_text().splitlines():
             r = json.loads(line)
-            keys = ("seed", "budget", "network", "intensity_asked", "method", "steps")
+            keys = ("seed", "budget", "network", "method", "steps")
             options = options_of(BEFORE | {o: r[o] for o in OPTIONS if o in r}, r["method"], r["network"])
-            done.add((*(r.get(k, "auto") for k in keys), *options.values()))
+            asked = r.get("volume", "inia19"), r.get("intensity_asked", "auto")
+            done.add((*asked, *(r[k] for k in keys), *options.values()))
     jobs = [
         (seed, budget, network, intensity, method, args)
         for seed, budget, network, intensity, method in itertools.product(
             args.seeds, args.budgets, args.networks, args.intensities, args.methods
         )
-        if (seed, budget, network, intensity, method, args.steps, *options_of(vars(args), method, network).values())
+        if (args.volume, intensity, seed, budget, network, method, args.steps)
+        + tuple(options_of(vars(args), method, network).values())
         not in done
     ]
     print(f"{len(jobs)} runs, {args.jobs} at a time", file=sys.stderr)
