@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -21,12 +23,41 @@ from .loss_plot import LossPlot
 from .panels import combo, hrow
 
 AUTO_WEIGHT = -0.1  # the co-regularisation spin box's "auto", one step below 0
+SETTINGS_KEY = "train_panel"  # the panel's choices in the QSettings it is given, as JSON
+
+
+def _value(w):
+    if isinstance(w, QComboBox):
+        return w.currentText()
+    return w.isChecked() if isinstance(w, QCheckBox) else w.value()
+
+
+def _changed(w):
+    """The signal ``w`` emits when the user changes it."""
+    if isinstance(w, QComboBox):
+        return w.currentTextChanged
+    return w.toggled if isinstance(w, QCheckBox) else w.valueChanged
+
+
+def _set_value(w, value) -> None:
+    """Set ``w`` to a remembered ``value``; one of the wrong type, or a choice ``w`` no
+    longer offers, leaves it as it is."""
+    if isinstance(w, QComboBox):
+        if isinstance(value, str) and w.findText(value) >= 0:
+            w.setCurrentText(value)
+    elif isinstance(w, QCheckBox):
+        if isinstance(value, bool):
+            w.setChecked(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        w.setValue(type(w.value())(value))  # a spin box clamps it to its range
 
 
 class TrainPanel(QGroupBox):
     """Method, steps, device; start, pause, stop; progress and the loss curve."""
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, parent=None, settings=None) -> None:
+        """``settings``: a ``QSettings`` that keeps the panel's choices between sessions
+        (restored here, stored on every change); ``None``: the defaults, not kept."""
         super().__init__("2. Train", parent)
         d = TrainConfig()
         self.method = combo(METHODS, d.method, "\n".join(f"{m.name}: {m.description}" for m in METHODS.values()))
@@ -129,6 +160,43 @@ class TrainPanel(QGroupBox):
         lay.addWidget(self.progress)
         lay.addWidget(self.loss_plot)
         lay.addWidget(self.message)
+        self._settings = settings
+        if settings is not None:
+            self._restore()
+            for w in self._remembered().values():
+                _changed(w).connect(self._store)
+
+    def _remembered(self) -> dict:
+        """The choices kept between sessions, by name; the preset last, so that it holds
+        the options it sets when it is on."""
+        return {
+            "method": self.method,
+            "dii_box_target": self.box_check,
+            "lambda_cr": self.cr_weight,
+            "network": self.network,
+            "intensity": self.intensity,
+            "steps": self.steps,
+            "device": self.device,
+            "separate_process": self.separate_process,
+            "live": self.live,
+            "every": self.every,
+            "paper": self.paper,
+        }
+
+    def _store(self, *_) -> None:
+        state = {name: _value(w) for name, w in self._remembered().items()}
+        self._settings.setValue(SETTINGS_KEY, json.dumps(state))
+        self._settings.sync()
+
+    def _restore(self) -> None:
+        try:
+            state = json.loads(self._settings.value(SETTINGS_KEY, "{}") or "{}")
+        except (TypeError, ValueError):
+            return  # unreadable: the defaults
+        if isinstance(state, dict):
+            for name, w in self._remembered().items():
+                if name in state:
+                    _set_value(w, state[name])
 
     def set_running(self, running: bool) -> None:
         self.start_btn.setEnabled(not running)

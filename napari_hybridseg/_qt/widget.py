@@ -6,7 +6,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtCore import QSettings, Qt, QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QScrollArea, QVBoxLayout, QWidget
 
 from ..bridge import role_of
@@ -49,7 +49,7 @@ class HybridSegWidget(QWidget):
 
         self.annotate = AnnotatePanel()
         self.classes = ClassPanel(self.viewer, self._edited)
-        self.train = TrainPanel()
+        self.train = TrainPanel(settings=QSettings("napari-hybridseg", "napari-hybridseg"))
         self.weights_panel = WeightsPanel()
         self.next_panel = NextPanel()
         self.export = ExportPanel()

@@ -9,6 +9,7 @@ from napari_hybridseg import protocol as ev
 from napari_hybridseg._qt import layers as L
 from napari_hybridseg._qt.widget import HybridSegWidget
 from napari_hybridseg.bridge import role_of, weight_colors
+from napari_hybridseg.config import TrainConfig
 from napari_hybridseg.images import read_image
 from napari_hybridseg.synthetic import synth_image
 
@@ -86,6 +87,46 @@ def test_box_check_reaches_the_config_and_only_applies_with_dii(annotated):
     assert not widget.train.box_check.isEnabled()
     widget.train.method.setCurrentText("dii")
     assert widget.train.box_check.isEnabled()
+
+
+def test_train_panel_choices_come_back_in_the_next_session(annotated):
+    """What the user set in the Train panel is there again when the widget opens next
+    time; the preset, when on, holds its options."""
+    viewer, widget = annotated
+    t = widget.train
+    t.method.setCurrentText("dcr")
+    t.network.setCurrentText("3d")
+    t.cr_weight.setValue(0.25)
+    t.steps.setValue(1234)
+    t.separate_process.setChecked(False)
+    t.every.setValue(7)
+    before = t.config()
+    again = HybridSegWidget(viewer).train
+    assert again.config() == before and (before.method, before.lambda_cr, before.steps) == ("dcr", 0.25, 1234)
+    assert not again.separate_process.isChecked() and again.every.value() == 7
+    again.paper.setChecked(True)
+    third = HybridSegWidget(viewer).train
+    assert third.paper.isChecked() and not third.method.isEnabled()
+    assert third.config() == TrainConfig(network="3d", steps=1234).with_preset("paper")
+
+
+@pytest.mark.parametrize(
+    "stored",
+    ["{not json", '["a list"]', '{"method": "gone", "steps": "many", "live": 1, "every": 5}'],
+)
+def test_train_panel_ignores_remembered_choices_it_cannot_use(qtbot, tmp_path, stored):
+    """An unreadable settings file, or a method this version no longer has, leaves the
+    panel at its defaults; the values it can use still come back."""
+    from qtpy.QtCore import QSettings
+
+    from napari_hybridseg._qt.train_panel import SETTINGS_KEY, TrainPanel
+
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat)
+    settings.setValue(SETTINGS_KEY, stored)
+    panel = TrainPanel(settings=settings)
+    qtbot.addWidget(panel)
+    assert panel.config() == TrainConfig()
+    assert panel.live.isChecked() and panel.every.value() == (5 if stored.startswith('{"') else 20)
 
 
 def test_new_object_picks_next_id(annotated):
