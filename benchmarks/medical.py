@@ -10,7 +10,9 @@ label id per structure and hemisphere:
   hippocampus); held out, to check those defaults on a brain they were not chosen on.
 
 Each volume is split by hemisphere: the left half trains, the right half is the test
-set, so no test voxel is ever seen in training.  On the training half, a few axial
+set, so no test voxel is ever seen in training (the few voxels of a left-hemisphere id that
+lie in the test half count as background there: 8 of INIA19's label1, 10 of colin27's
+thalamus).  On the training half, a few axial
 slices (``few``: 3, or ``10pct``: a tenth of all slices) carry full masks, spread over
 the slices that show a structure; the other slices that show a structure carry
 boxes (even slices) or scribbles (odd slices) simulated from the labels, 30% of them

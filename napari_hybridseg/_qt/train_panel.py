@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -48,8 +49,9 @@ def _set_value(w, value) -> None:
     elif isinstance(w, QCheckBox):
         if isinstance(value, bool):
             w.setChecked(value)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        w.setValue(type(w.value())(value))  # a spin box clamps it to its range
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        # a spin box clamps it to its range
+        w.setValue(type(w.value())(min(max(value, w.minimum()), w.maximum())))
 
 
 class TrainPanel(QGroupBox):

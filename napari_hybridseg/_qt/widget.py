@@ -26,6 +26,12 @@ EDIT_DEBOUNCE_MS = 800
 VIEW_DEBOUNCE_MS = 300
 
 
+def user_settings() -> QSettings:
+    """The widget's settings for this user account: an INI file in Qt's settings folder
+    on every platform (not the registry or a plist), so that one folder holds them all."""
+    return QSettings(QSettings.IniFormat, QSettings.UserScope, "napari-hybridseg", "napari-hybridseg")
+
+
 def _timer(parent, ms: int, slot) -> QTimer:
     timer = QTimer(parent)
     timer.setSingleShot(True)
@@ -49,7 +55,7 @@ class HybridSegWidget(QWidget):
 
         self.annotate = AnnotatePanel()
         self.classes = ClassPanel(self.viewer, self._edited)
-        self.train = TrainPanel(settings=QSettings("napari-hybridseg", "napari-hybridseg"))
+        self.train = TrainPanel(settings=user_settings())
         self.weights_panel = WeightsPanel()
         self.next_panel = NextPanel()
         self.export = ExportPanel()

@@ -7,6 +7,5 @@ def own_qsettings(tmp_path_factory):
     from qtpy.QtCore import QSettings
 
     folder = str(tmp_path_factory.mktemp("qsettings"))
-    for fmt in (QSettings.NativeFormat, QSettings.IniFormat):
-        QSettings.setPath(fmt, QSettings.UserScope, folder)
+    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, folder)
     return folder
