@@ -321,6 +321,15 @@ def options_of(values: dict, method: str, network: str) -> dict:
     return {o: resolved[o] if getattr(engine, use) else None for o, use in OPTIONS.items()}
 
 
+def done_key(run: dict) -> tuple:
+    """What tells ``run`` (a record, or a job's values) from every other run: what it
+    trained on and how, and the :data:`OPTIONS` its method uses (those a record lacks
+    read as their :data:`BEFORE` defaults)."""
+    keys = ("volume", "intensity_asked", "seed", "budget", "network", "method", "steps")
+    options = options_of(BEFORE | {o: run[o] for o in OPTIONS if o in run}, run["method"], run["network"])
+    return (*(run[k] for k in keys), *options.values())
+
+
 def one_run(job) -> dict | None:
     """Train and score one configuration; ``None`` when ``deadline`` (a wall-clock time)
     passed before it could start."""
@@ -411,18 +420,15 @@ def main() -> None:
     done = set()
     if args.out.is_file():  # runs already recorded in --out are not repeated
         for line in args.out.read_text().splitlines():
-            r = json.loads(line)
-            keys = ("seed", "budget", "network", "method", "steps")
-            options = options_of(BEFORE | {o: r[o] for o in OPTIONS if o in r}, r["method"], r["network"])
-            asked = r.get("volume", "inia19"), r.get("intensity_asked", "auto")
-            done.add((*asked, *(r[k] for k in keys), *options.values()))
+            done.add(done_key({"volume": "inia19", "intensity_asked": "auto"} | json.loads(line)))
     jobs = [
         (seed, budget, network, intensity, method, args)
         for seed, budget, network, intensity, method in itertools.product(
             args.seeds, args.budgets, args.networks, args.intensities, args.methods
         )
-        if (args.volume, intensity, seed, budget, network, method, args.steps)
-        + tuple(options_of(vars(args), method, network).values())
+        if done_key(
+            vars(args) | dict(intensity_asked=intensity, seed=seed, budget=budget, network=network, method=method)
+        )
         not in done
     ]
     print(f"{len(jobs)} runs, {args.jobs} at a time", file=sys.stderr)

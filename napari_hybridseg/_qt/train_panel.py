@@ -50,7 +50,8 @@ def _set_value(w, value) -> None:
         if isinstance(value, bool):
             w.setChecked(value)
     elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        # a spin box clamps it to its range
+        # clamped to the spin box's range here: Qt's own clamping comes after a conversion
+        # that overflows on a huge value
         w.setValue(type(w.value())(min(max(value, w.minimum()), w.maximum())))
 
 
