@@ -22,9 +22,22 @@ ANNOTATED_CENTRE_PROB = 0.8
 CLASS_CENTRE_PROB = 1 / 3
 
 
-def _flat_index(mask: np.ndarray) -> np.ndarray:
-    idx = np.flatnonzero(mask)
-    return idx.astype(np.int32) if mask.size < 2**31 else idx
+class _Pixels:
+    """The pixels of a mask, to draw from at random: their flat indices (int32 where
+    they fit), or none at all when the mask is everywhere true (a fully masked CT
+    volume would otherwise keep a flat index of every voxel)."""
+
+    def __init__(self, mask: np.ndarray) -> None:
+        self.everywhere = bool(mask.all())
+        self.index = None
+        if not self.everywhere:
+            idx = np.flatnonzero(mask)
+            self.index = idx.astype(np.int32) if mask.size < 2**31 else idx
+        self.size = mask.size if self.everywhere else self.index.size
+
+    def pick(self, rng: np.random.Generator) -> int:
+        k = int(rng.integers(self.size))
+        return k if self.everywhere else int(self.index[k])
 
 
 @dataclass
@@ -52,11 +65,11 @@ class _Padded:
         self.boxmap = pad_spatial(boxmap, pads, -1)
         self.valid = pad_spatial(np.ones(s.spatial_shape, bool), pads, False)
         annotated = (self.target >= 0) | (self.instance >= 0) | (self.boxmap >= 0)
-        self.annotated = _flat_index(annotated)
+        self.annotated = _Pixels(annotated)
         # the pixels of each class of a full mask; weak annotations are drawn where the
         # structures are, so centring on annotated pixels already finds them
-        present = np.unique(self.target) if s.strong else []
-        self.classes = [_flat_index(self.target == c) for c in present if c > 0]
+        top = int(self.target.max()) if s.strong else 0
+        self.classes = [px for px in (_Pixels(self.target == c) for c in range(1, top + 1)) if px.size]
 
 
 class PatchSampler:
@@ -90,9 +103,9 @@ class PatchSampler:
         u = self.rng.random()
         if pd.classes and u < CLASS_CENTRE_PROB:
             pixels = pd.classes[int(self.rng.integers(len(pd.classes)))]
-            centre = np.unravel_index(int(pixels[self.rng.integers(pixels.size)]), shape)
+            centre = np.unravel_index(pixels.pick(self.rng), shape)
         elif pd.annotated.size and self.rng.random() < ANNOTATED_CENTRE_PROB:
-            centre = np.unravel_index(int(pd.annotated[self.rng.integers(pd.annotated.size)]), shape)
+            centre = np.unravel_index(pd.annotated.pick(self.rng), shape)
         else:
             centre = [int(self.rng.integers(n)) for n in shape]
         starts = [int(np.clip(c - p // 2, 0, n - p)) for c, n in zip(centre, shape)]

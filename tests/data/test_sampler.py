@@ -47,3 +47,15 @@ def test_an_image_without_foreground_is_still_sampled():
     sampler = PatchSampler(tset, 16, 2, 0.5, np.random.default_rng(0), augment=False)
     batch = sampler.sample()
     assert batch.target.shape == (2, 16, 16) and (batch.target == 0).all()
+
+
+def test_a_fully_masked_volume_keeps_no_index_of_every_voxel():
+    # 64^3 voxels, one small structure: what the sampler keeps to draw centres from
+    # is the structure's voxels, not a flat index of the whole volume
+    tset = _strong_set((64, 64, 64), [(1, (30, 30, 30))])
+    sampler = PatchSampler(tset, 16, 2, 0.5, np.random.default_rng(0), augment=False)
+    pd = sampler.padded[0]
+    kept = sum(px.index.nbytes for px in [pd.annotated, *pd.classes] if px.index is not None)
+    assert kept <= 4 * 4**3
+    centres = [pd.annotated.pick(np.random.default_rng(k)) for k in range(200)]
+    assert len(set(centres)) > 150 and max(centres) < 64**3
