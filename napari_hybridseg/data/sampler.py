@@ -28,16 +28,15 @@ class _Pixels:
     volume would otherwise keep a flat index of every voxel)."""
 
     def __init__(self, mask: np.ndarray) -> None:
-        self.everywhere = bool(mask.all())
         self.index = None
-        if not self.everywhere:
+        if not mask.all():
             idx = np.flatnonzero(mask)
             self.index = idx.astype(np.int32) if mask.size < 2**31 else idx
-        self.size = mask.size if self.everywhere else self.index.size
+        self.size = mask.size if self.index is None else self.index.size
 
     def pick(self, rng: np.random.Generator) -> int:
         k = int(rng.integers(self.size))
-        return k if self.everywhere else int(self.index[k])
+        return k if self.index is None else int(self.index[k])
 
 
 @dataclass
@@ -100,8 +99,7 @@ class PatchSampler:
         pd = self.padded[i]
         shape = pd.target.shape
         p = self.patch
-        u = self.rng.random()
-        if pd.classes and u < CLASS_CENTRE_PROB:
+        if self.rng.random() < CLASS_CENTRE_PROB and pd.classes:  # drawn for every crop
             pixels = pd.classes[int(self.rng.integers(len(pd.classes)))]
             centre = np.unravel_index(pixels.pick(self.rng), shape)
         elif pd.annotated.size and self.rng.random() < ANNOTATED_CENTRE_PROB:
