@@ -248,7 +248,10 @@ def main() -> None:
     for kv in args.set:
         key, value = kv.split("=", 1)
         default = getattr(TrainConfig, key)
-        extra[key] = type(default)(value) if default is not None else (float(value) if "." in value else int(value))
+        if isinstance(default, bool):
+            extra[key] = value.lower() in ("1", "true", "on", "yes")
+        else:
+            extra[key] = type(default)(value) if default is not None else (float(value) if "." in value else int(value))
     for seed in args.seeds:
         train, test = load_dataset(args.dataset, seed, args.data, args.objects)
         hybrid, full, corrupted = build_project(train, args.budget, seed, args.corrupt, args.annotator)
