@@ -25,7 +25,7 @@ from _common import OUT, git_rev, machine, train  # noqa: E402
 from label_efficiency import ROLE, SHARED, build_project, load_dataset, truth_of  # noqa: E402
 
 from napari_hybridseg.config import TrainConfig  # noqa: E402
-from napari_hybridseg.training import dii  # noqa: E402
+from napari_hybridseg.training import box_fit, dii  # noqa: E402
 from napari_hybridseg.training.calibration import calibrated_fit  # noqa: E402
 
 
@@ -35,8 +35,10 @@ def main() -> None:
     ap.add_argument("--budget", choices=["10pct", "few"], default="10pct")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--peak-share", type=float, default=box_fit.PEAK_SHARE, help="see training/box_fit.py")
     ap.add_argument("--out", type=Path, default=OUT / "box_fit_probe.jsonl")
     args = ap.parse_args()
+    box_fit.PEAK_SHARE = args.peak_share
     torch.set_num_threads(1)
     name = "synthetic" if args.dataset == "elongated" else args.dataset
     train_set, _ = load_dataset(name, args.seed, SHARED, "elongated" if args.dataset == "elongated" else "round")
@@ -56,7 +58,8 @@ def main() -> None:
     loop, seconds = train(project, cfg)
     table = loop.weights.table()
     kinds = np.array(["{2}:{1}".format(*truth_of(w, corrupted)) for w in table])
-    record = {"dataset": args.dataset, "budget": args.budget, "seed": args.seed, "updates": len(log)}
+    record = {"dataset": args.dataset, "budget": args.budget, "seed": args.seed, "peak_share": args.peak_share}
+    record["updates"] = len(log)
     for u in sorted({0, len(log) // 2, len(log) - 1}):
         fits, ctrl, cal, score = (t.cpu().numpy() for t in log[u])
         row = {"controls": int((~np.isnan(ctrl)).sum()), "control_fit_q10_q25_q50_q75": []}
