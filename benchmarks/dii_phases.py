@@ -34,8 +34,7 @@ from napari_hybridseg import protocol as ev  # noqa: E402
 from napari_hybridseg.config import DII_LOGITS, DII_REFERENCES, TrainConfig  # noqa: E402
 from napari_hybridseg.synthetic import ANNOTATORS  # noqa: E402
 from napari_hybridseg.training import TrainingLoop  # noqa: E402
-from napari_hybridseg.training.calibration import calibrated  # noqa: E402
-from napari_hybridseg.training.dii import DiiScorer, gradient_space  # noqa: E402
+from napari_hybridseg.training.dii import DiiScorer, calibrated, gradient_space  # noqa: E402
 
 PHASES = ("first", "middle", "last")
 
@@ -94,7 +93,7 @@ def box_pixels(loop, judged, truth_slices) -> dict:
             for s, truth in zip(scorer.tset.weak, truths):
                 if s.boxmap is None or not (s.boxmap >= 0).any():
                     continue
-                for _, img, _, ins, box, core, ext, _ in scorer._tiles(s, truth.astype(np.int64)):
+                for _, img, _, ins, box, core, ext in scorer._tiles(s, truth.astype(np.int64)):
                     feats = scorer._features(net, img)[0]
                     evidence = torch.einsum("kf,f...->k...", towards, feats - mu.view(-1, *[1] * (feats.ndim - 1)))
                     claim = (box >= 0) & (ins >= 0)

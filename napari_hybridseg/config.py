@@ -31,7 +31,6 @@ PRESETS = {
         "dii_box_target": "same",
         "dii_space": "weight",
         "dii_reference": "none",
-        "dii_box_fit": False,
         "dii_logits": "trained",
         "dii_lr": 0.1,
         "lambda_cr": 1.0,
@@ -136,17 +135,9 @@ class TrainConfig:
         box's claim, with ``dii_box_target="ellipse"``: the ellipse is inscribed in the
         box less that margin (at most a quarter of each side).  0 (default); on thin,
         tilted objects a slack leaves too little of the box to judge (see BENCHMARKS.md).
-    dii_box_fit
-        Whether a box is also judged by how well it encloses one object of the networks'
-        prediction (its IoU with the box of the predicted object holding most of its
-        predicted pixels, touching objects cut apart at the saddles of their distance
-        transform), measured against the tight boxes of the full masks' objects; see
-        :mod:`napari_hybridseg.training.box_fit`.  Needs ``dii_reference="controls"``.
-        Catches boxes much larger than their object among touching objects, which claim
-        mostly object pixels and so pass the claim's test.
     dii_reference
         What a weak annotation's evidence is measured against (see
-        :func:`napari_hybridseg.training.calibration.calibrated`): ``controls``, the
+        :func:`napari_hybridseg.training.dii.calibrated`): ``controls``, the
         annotations that the full masks imply (each object's tight box and a stroke
         along its core, the background outside the boxes in regions), scored the same
         way; an annotation is lowered only where it scores clearly worse, per pixel,
@@ -202,7 +193,6 @@ class TrainConfig:
     dii_box_target: str = "ellipse"
     dii_box_slack: float = 0.0
     dii_reference: str = "controls"
-    dii_box_fit: bool = False
     dii_logits: str = "zero"
     lambda_cr: float | None = None
     cr_rampup: float = 0.0

@@ -83,20 +83,6 @@ def test_co_regularisation_options_reach_the_config_and_win_over_the_preset(tmp_
     assert (paper.lambda_cr, paper.granularity) == (0.1, "image")
 
 
-def test_box_fit_option_reaches_the_config_and_the_paper_preset_leaves_it_off(tmp_path):
-    from napari_hybridseg.cli import build_parser
-    from napari_hybridseg.cli.train_options import config_from_args
-    from napari_hybridseg.config import TrainConfig
-
-    base = ["train", str(tmp_path), "--out", str(tmp_path / "r")]
-    parse = build_parser().parse_args
-    assert config_from_args(parse(base)).dii_box_fit == TrainConfig.dii_box_fit
-    assert config_from_args(parse([*base, "--dii-box-fit", "on"])).dii_box_fit is True
-    assert config_from_args(parse([*base, "--dii-box-fit", "off"])).dii_box_fit is False
-    assert config_from_args(parse([*base, "--preset", "paper"])).dii_box_fit is False
-    assert config_from_args(parse([*base, "--preset", "paper", "--dii-box-fit", "on"])).dii_box_fit is True
-
-
 def test_resume_continues_to_more_steps(trained, capsys):
     assert (
         main(

@@ -108,14 +108,6 @@ def add_train(sub) -> None:
         "--dii-box-target ellipse (at most a quarter of the box's side) (default: %(default)s)",
     )
     p.add_argument(
-        "--dii-box-fit",
-        action=Given,
-        choices=("on", "off"),
-        default="on" if d["dii_box_fit"].default else "off",
-        help="also judge a box by how well it encloses one predicted object, against the tight boxes of the "
-        "full masks (default: %(default)s)",
-    )
-    p.add_argument(
         "--dii-reference",
         action=Given,
         choices=DII_REFERENCES,
@@ -219,7 +211,6 @@ def config_from_args(args):
         dii_lr=args.dii_lr,
         dii_box_target=args.dii_box_target,
         dii_box_slack=args.dii_box_slack,
-        dii_box_fit=args.dii_box_fit == "on",
         dii_reference=args.dii_reference,
         dii_logits=args.dii_logits,
         lambda_cr=args.lambda_cr,

@@ -26,11 +26,21 @@ from ..data.controls import build_controls
 from ..data.targets import TrainingSample, TrainingSet
 from ..data.tiling import Tiling
 from ..losses import affinity_edges, box_losses, ce_logit_grad, crop_boxes, extent_claim_grad
-from .box_fit import BoxFitter, boxes_of_map, boxes_of_objects, object_radius
-from .calibration import calibrated, calibrated_fit
 from .distributed import ALONE, Distributed
 
 DII_TILE = {2: 1024, 3: 128}  # pixels per axis of one no-grad pass, for 2D and 3D samples
+# an annotation is lowered where it scores worse than this quantile of its controls ...
+CONTROL_QUANTILE = 0.9
+# ... by more than this many times their spread (the distance between that quantile and
+# the opposite one) ...
+CONTROL_MARGIN = 0.5
+# (both quantiles read off the controls' median and interquartile range as if they were
+# normal: a few controls, one of them odd, move them little, where their own 10th and 90th
+# percentiles would follow the odd one)
+_Z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(CONTROL_QUANTILE)))
+_IQR_PER_SD = 1.349  # a normal distribution's interquartile range, in standard deviations
+# ... if there are at least this many of them (of its kind of claim and class)
+MIN_CONTROLS = 3
 
 
 def classifier_grads(features: torch.Tensor, grad_logits: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
@@ -134,20 +144,6 @@ class DiiScorer:
             ctrl = self.controls.tset
             control_scorer = DiiScorer(cfg, ctrl, len(ctrl.instances), multiple, device, dist, controls=False)
         self.control_scorer = control_scorer
-        # with dii_box_fit: boxes are also judged by how well they enclose a predicted object
-        self.fitter: BoxFitter | None = None
-        if cfg.dii_box_fit and control_scorer is not None:
-            targets = self.controls.strong_targets
-            radius = object_radius(targets, tset.task.n_classes)
-            self.fitter = BoxFitter(
-                [boxes_of_map(s.boxmap, tset.box_class) if s.boxmap is not None else [] for s in tset.weak],
-                radius, self.device,
-            )  # fmt: skip
-            boxes, start = [], 0
-            for t, s in zip(targets, ctrl.weak):  # each full mask once, with its control boxes
-                boxes.append(boxes_of_objects(t, radius, start) if s.boxmap is not None else [])
-                start += len(boxes[-1])
-            control_scorer.fitter = BoxFitter(boxes, radius, self.device)
 
     def _to(self, arr: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)
@@ -165,7 +161,7 @@ class DiiScorer:
             own[tile.core_in_window()] = True
             tgt, ins, box, ext = (np.where(own, m[tile.window], -1) if m is not None else None for m in maps)
             img = image[(slice(None), *tile.window)]
-            yield ti, img, tgt, ins, box, core[tile.window] if core is not None else None, ext, (tile.window, own)
+            yield ti, img, tgt, ins, box, core[tile.window] if core is not None else None, ext
 
     def _judged(self, z: torch.Tensor) -> torch.Tensor:
         """The logits at which cross-entropy gradients are taken (``dii_logits``): the
@@ -231,13 +227,9 @@ class DiiScorer:
         own = torch.zeros(size, device=self.device, dtype=dtype) if own_targets is not None else None
         extras = own_targets or [None] * len(self.tset.weak)
         for si, (s, extra) in self.dist.shard(list(enumerate(zip(self.tset.weak, extras)))):
-            tiling = Tiling(s.spatial_shape, DII_TILE[len(s.spatial_shape)], 0, self.multiple, self.patch_side)
-            pred = np.zeros(tiling.padded_shape, np.int8) if self.fitter and self.fitter.wants(si) else None
-            for ti, img, tgt, ins, box, core, ext, (window, mine) in self._tiles(s, extra):
+            for ti, img, tgt, ins, box, core, ext in self._tiles(s, extra):
                 feats = self._features(net, img)
                 z = net.classifier(feats)
-                if pred is not None:
-                    pred[window][mine] = z[0].argmax(0).cpu().numpy()[mine]
                 grad = ce_logit_grad(self._judged(z), self._to(tgt)[None].long())
                 if box is not None and (box >= 0).any():
                     grad = grad + self._box_claim_grad(si, ti, img, z, box, core)
@@ -246,8 +238,6 @@ class DiiScorer:
                 if own is not None:
                     own_grad = ce_logit_grad(self._judged(z), self._to(ext)[None].long())
                     own += classifier_grads(feats, own_grad, index, self.n)
-            if pred is not None:
-                self.fitter.add(si, pred[tiling.inner])
         return out if own is None else (out, own)
 
     @torch.no_grad()
@@ -259,8 +249,6 @@ class DiiScorer:
         weak = torch.zeros(self.n, device=self.device)
         ctrl = torch.zeros(self.control_scorer.n, device=self.device) if self.control_scorer else None
         space = self.cfg.dii_space
-        for fitter in (self.fitter, self.control_scorer.fitter) if self.fitter is not None else ():
-            fitter.reset()
         for net in nets:
             g_s, mean_feature = self.strong_gradient(net)
 
@@ -281,27 +269,14 @@ class DiiScorer:
         weak, ctrl = self._dot_products(nets)
         return weak / self.pixels, (ctrl / self.control_scorer.pixels if ctrl is not None else None)
 
-    def instance_fits(self) -> torch.Tensor:
-        """The box fit (:mod:`.box_fit`) of every instance from the last scoring, averaged
-        over the networks; NaN for instances that are no box or were not fitted."""
-        out = torch.full((self.n,), float("nan"), device=self.device)
-        out[self.box_instance] = self.fitter.values(self.dist)
-        return out
-
     def hypergradient(self, nets) -> torch.Tensor:
         """``dL_S/dgamma_k = -g_S . g_k`` for every weak instance; with controls
         (``dii_reference``), its score per pixel measured against its controls' (see
-        :func:`calibrated`); with ``dii_box_fit``, a box's score is the larger of that and
-        how much worse it encloses a predicted object than its controls do."""
+        :func:`calibrated`)."""
         if self.control_scorer is None:
             return self._dot_products(nets)[0]
         weak, ctrl = self.scores(nets)
-        out = calibrated(weak, self.groups, ctrl, self.control_scorer.groups)
-        if self.fitter is not None:
-            ctrl_fitter = self.control_scorer.fitter
-            fit = calibrated_fit(self.instance_fits(), self.groups, ctrl_fitter.values(self.dist), ctrl_fitter.groups)
-            out = torch.where(torch.isnan(fit), out, torch.maximum(out, fit.to(out)))
-        return out
+        return calibrated(weak, self.groups, ctrl, self.control_scorer.groups)
 
 
 def instance_groups(tset: TrainingSet, n: int) -> torch.Tensor:
@@ -314,3 +289,29 @@ def instance_groups(tset: TrainingSet, n: int) -> torch.Tensor:
         groups[s.instance[sel]] = 2 * s.target[sel].astype(np.int64)
     groups[tset.box_instance] = 2 * tset.box_class + 1
     return torch.from_numpy(groups)
+
+
+def calibrated(weak: torch.Tensor, groups: torch.Tensor, ctrl: torch.Tensor, ctrl_groups: torch.Tensor) -> torch.Tensor:
+    """Per-pixel scores measured against the controls of the same group: minus their
+    ``CONTROL_QUANTILE``, in units of their spread (that quantile minus the opposite
+    one; for the background, whose controls are large regions, at least their median's
+    distance from 0), minus ``CONTROL_MARGIN``; the quantiles are robust estimates, from
+    the controls' median and interquartile range.  Positive, so that the weight is
+    lowered, only where an annotation scores clearly worse than nearly every annotation
+    the full masks imply.  A group with fewer than ``MIN_CONTROLS`` controls keeps its
+    raw scores."""
+    out = weak.clone()
+    groups, ctrl_groups = groups.to(weak.device), ctrl_groups.to(weak.device)
+    for g in torch.unique(groups):
+        mine = ctrl[ctrl_groups == g].float()
+        if g < 0 or mine.numel() < MIN_CONTROLS:
+            continue
+        q25, median, q75 = torch.quantile(mine, torch.tensor([0.25, 0.5, 0.75]).to(mine))
+        sd = (q75 - q25) / _IQR_PER_SD
+        high, spread = median + _Z * sd, 2 * _Z * sd
+        if g == 0:  # the background's controls are large regions whose scores barely vary:
+            # there the unit is at least their typical distance from 0 (no evidence either way)
+            spread = torch.maximum(spread, mine.median().abs())
+        spread = spread.clamp(min=torch.finfo(mine.dtype).tiny)
+        out[groups == g] = ((weak[groups == g] - high) / spread - CONTROL_MARGIN).to(out)
+    return out
