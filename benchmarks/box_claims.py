@@ -63,28 +63,32 @@ def half_width(objects: list[np.ndarray]) -> float:
     return float(np.median(peaks))
 
 
+def _object_iou(win: np.ndarray, objects: np.ndarray, box) -> float:
+    """IoU of ``box`` with the box of the object holding most of its class pixels ``win``."""
+    ids, counts = np.unique(objects[box.y0 : box.y1, box.x0 : box.x1][win], return_counts=True)
+    if not ids.size or ids[counts.argmax()] == 0:
+        return 0.0
+    ys, xs = np.nonzero(objects == ids[counts.argmax()])
+    oy0, ox0, oy1, ox1 = ys.min(), xs.min(), ys.max() + 1, xs.max() + 1
+    inter = max(0, min(oy1, box.y1) - max(oy0, box.y0)) * max(0, min(ox1, box.x1) - max(ox0, box.x0))
+    return float(inter / ((oy1 - oy0) * (ox1 - ox0) + box.area - inter))
+
+
 def oracle_scores(classes: np.ndarray, objects: np.ndarray, box, split: np.ndarray | None = None) -> dict[str, float]:
     """The oracle scores of one box on one 2D plane: ``classes`` holds each pixel's
     class, ``objects`` each pixel's object id (0 for none); ``split`` (optional) the
     objects found without knowing them."""
     win = classes[box.y0 : box.y1, box.x0 : box.x1] == box.cls
     ellipse = inscribed_ellipse(box.y1 - box.y0, box.x1 - box.x0)
-    ids, counts = np.unique(objects[box.y0 : box.y1, box.x0 : box.x1][win], return_counts=True)
-    iou = 0.0
-    if ids.size and ids[counts.argmax()] > 0:
-        ys, xs = np.nonzero(objects == ids[counts.argmax()])
-        oy0, ox0, oy1, ox1 = ys.min(), xs.min(), ys.max() + 1, xs.max() + 1
-        inter = max(0, min(oy1, box.y1) - max(oy0, box.y0)) * max(0, min(ox1, box.x1) - max(ox0, box.x0))
-        iou = inter / ((oy1 - oy0) * (ox1 - ox0) + box.area - inter)
     extent = (win.any(axis=1).sum() + win.any(axis=0).sum()) / (win.shape[0] + win.shape[1])
     out = {
         "ellipse": float(win[ellipse].mean()),
         "filled": float(win.mean()),
         "extent": float(extent),
-        "object": float(iou),
+        "object": _object_iou(win, objects, box),
     }
     if split is not None:
-        out["split"] = oracle_scores(classes, split, box)["object"]
+        out["split"] = _object_iou(win, split, box)
     return out
 
 
