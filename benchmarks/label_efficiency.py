@@ -212,6 +212,19 @@ def run_one(project, cfg, test):
     return loop, dice, seconds
 
 
+def config_options(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` pairs of ``--set`` as TrainConfig options, each value of its field's type."""
+    out = {}
+    for kv in pairs:
+        key, value = kv.split("=", 1)
+        default = getattr(TrainConfig, key)
+        if isinstance(default, bool):  # bool("false") would be True
+            out[key] = value.lower() in ("1", "true", "on", "yes")
+        else:
+            out[key] = type(default)(value) if default is not None else (float(value) if "." in value else int(value))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", choices=list(ROLE), default="synthetic")
@@ -244,14 +257,7 @@ def main() -> None:
         wanted = [r.split(":") for r in args.runs]
         runs = [r for r in RUNS if [r[0]] in wanted or list(r) in wanted]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    extra = {}
-    for kv in args.set:
-        key, value = kv.split("=", 1)
-        default = getattr(TrainConfig, key)
-        if isinstance(default, bool):
-            extra[key] = value.lower() in ("1", "true", "on", "yes")
-        else:
-            extra[key] = type(default)(value) if default is not None else (float(value) if "." in value else int(value))
+    extra = config_options(args.set)
     for seed in args.seeds:
         train, test = load_dataset(args.dataset, seed, args.data, args.objects)
         hybrid, full, corrupted = build_project(train, args.budget, seed, args.corrupt, args.annotator)
