@@ -162,9 +162,12 @@ def _crop_with_objects(labels: np.ndarray, n_objects: int, rng) -> tuple[slice, 
     return slice(0, h), slice(0, w)
 
 
-def build_project(train, budget: str, seed: int, corrupt: float = 0.3, annotator: str = "development"):
+def build_project(
+    train, budget: str, seed: int, corrupt: float = 0.3, annotator: str = "development", weak: str = "alternate"
+):
     """``(hybrid project, full-mask project, corruption table)``; ``annotator``: how the
-    weak labels are drawn (:data:`napari_hybridseg.synthetic.ANNOTATORS`)."""
+    weak labels are drawn (:data:`napari_hybridseg.synthetic.ANNOTATORS`); ``weak``: which
+    kind each weak image gets (``alternate``: boxes and scribbles by turns, or one kind)."""
     rng = np.random.default_rng(2000 + seed)
     weak_items, full_items, corrupted = [], [], {}
     total_objects = sum(len(np.unique(lab)) - 1 for _, _, lab in train)
@@ -177,7 +180,7 @@ def build_project(train, budget: str, seed: int, corrupt: float = 0.3, annotator
                 sl = _crop_with_objects(labels, max(2, round(0.01 * total_objects)), rng)
                 weak_items.append(ImageAnnotations(f"{name}_crop", image[sl], strong=labels[sl]))
             continue
-        boxes = k % 2 == 0
+        boxes = k % 2 == 0 if weak == "alternate" else weak == "boxes"
         wl = simulate_weak_labels(labels, rng, corrupt, boxes=boxes, scribbles=not boxes, style=ANNOTATORS[annotator])
         weak_items.append(ImageAnnotations(name, image, boxes=wl.boxes, scribbles=wl.scribbles))
         for (kind, iid), bad in wl.corrupted.items():
@@ -247,6 +250,12 @@ def main() -> None:
         default="development",
         help="how weak labels are drawn: stroke widths and lengths, box margins (see synthetic/weak.py)",
     )
+    ap.add_argument(
+        "--weak",
+        choices=["alternate", "boxes", "scribbles"],
+        default="alternate",
+        help="weak images get boxes and scribbles by turns, or all one kind (the same images either way)",
+    )
     ap.add_argument("--objects", choices=list(SHAPES), default="round", help="object shapes of the synthetic set")
     ap.add_argument("--data", type=Path, default=SHARED)
     ap.add_argument("--out", type=Path, default=OUT / "label_efficiency.jsonl")
@@ -260,7 +269,7 @@ def main() -> None:
     extra = config_options(args.set)
     for seed in args.seeds:
         train, test = load_dataset(args.dataset, seed, args.data, args.objects)
-        hybrid, full, corrupted = build_project(train, args.budget, seed, args.corrupt, args.annotator)
+        hybrid, full, corrupted = build_project(train, args.budget, seed, args.corrupt, args.annotator, args.weak)
         for method, box_target in runs:
             project = full if method == "full" else hybrid
             cfg = TrainConfig(
@@ -283,6 +292,7 @@ def main() -> None:
                 "steps": args.steps,
                 "corrupt": args.corrupt,
                 "annotator": args.annotator,
+                "weak": args.weak,
                 "objects": args.objects if args.dataset == "synthetic" else None,
                 "dice": round(dice, 4),
                 "seconds": round(seconds, 1),
