@@ -3,18 +3,46 @@
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture
-def config_options(monkeypatch):
+def label_efficiency(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     monkeypatch.delitem(sys.modules, "label_efficiency", raising=False)
     import label_efficiency
 
+    return label_efficiency
+
+
+@pytest.fixture
+def config_options(label_efficiency):
     return label_efficiency.config_options
+
+
+def _discs(k: int) -> np.ndarray:
+    labels = np.zeros((48, 48), np.int32)
+    yy, xx = np.mgrid[:48, :48]
+    for i, (cy, cx) in enumerate([(12, 12), (12, 34), (34, 12), (34, 34)], start=1):
+        labels[(yy - cy - k % 3) ** 2 + (xx - cx) ** 2 <= 36] = i
+    return labels
+
+
+@pytest.mark.parametrize("weak", ["alternate", "boxes", "scribbles"])
+def test_weak_option_gives_the_weak_images_their_kind(label_efficiency, weak):
+    train = [(f"im{k}", np.random.default_rng(k).random((48, 48)).astype(np.float32), _discs(k)) for k in range(5)]
+    hybrid, _, _ = label_efficiency.build_project(train, "10pct", 0, 0.0, weak=weak)
+    kinds = [(bool(item.boxes), item.has_scribbles) for item in hybrid.images.values()]
+    assert kinds[0] == (False, False)  # the masked image
+    expected = {
+        "alternate": [(False, True), (True, False), (False, True), (True, False)],
+        "boxes": [(True, False)] * 4,
+        "scribbles": [(False, True)] * 4,
+    }[weak]
+    assert kinds[1:] == expected
 
 
 def test_set_options_take_their_fields_types(config_options):
