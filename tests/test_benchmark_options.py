@@ -1,4 +1,5 @@
-"""``benchmarks/label_efficiency.py --set KEY=VALUE``: options reach TrainConfig with their field's type."""
+"""`benchmarks/label_efficiency.py`: `--set KEY=VALUE` options reach TrainConfig with their
+field's type, and `--weak` gives every weak image its kind."""
 
 import sys
 from pathlib import Path
