@@ -97,7 +97,9 @@ class TrainConfig:
         With ``object`` granularity, the background of an exhaustively boxed image is
         cut into regions of about this many pixels a side, each with its own weight, so
         that one missed or misplaced object silences only its region (0: one region per
-        image; see :mod:`napari_hybridseg.annotations.regions`).
+        image; see :mod:`napari_hybridseg.annotations.regions`).  Keep it to a few
+        object widths: in a region many times its size, a missed object's disagreement
+        is outweighed by the background around it, and the region keeps its weight.
     network, patch_size, patch_size_3d
         ``2d`` trains on 2D images and the slices of volumes, in patches of
         ``patch_size`` pixels a side; ``3d`` on whole volumes, in cubes of
@@ -172,7 +174,7 @@ class TrainConfig:
     method: str = "dii+dcr"
     box_target: str = "projection"
     granularity: str = "object"
-    background_tile: int = 128
+    background_tile: int = 48
     steps: int = 600
     batch_size: int = 8
     patch_size: int = 128

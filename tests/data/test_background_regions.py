@@ -95,3 +95,26 @@ def test_objects_outside_every_box_are_counted():
     # boxes of another slice do not count
     assert unboxed_objects(fg, boxes, z=4) == (4, 5)  # only the box of slice 4 counts there
     assert unboxed_objects(fg, []) == (0, 0)
+
+
+def test_by_default_an_unboxed_object_shares_its_region_with_a_small_part_of_a_tiles_background():
+    """In a 128 px tile of nuclei (the dsb2018 tiles of the benchmark), one object left
+    unboxed is taught as background; with the whole tile one region, its disagreement is
+    diluted by all the background that is right and DII keeps the region."""
+    rng = np.random.default_rng(0)
+    strong = np.zeros((64, 64), np.int32)
+    strong[20:40, 20:40] = 1
+    boxes = [Box(1, 10, 10, 30, 30), Box(2, 90, 20, 115, 45)]  # the object at (60:80, 80:100) is missed
+    project = Project(
+        [
+            ImageAnnotations("s", rng.random((64, 64)).astype(np.float32), strong=strong),
+            ImageAnnotations("w", rng.random((128, 128)).astype(np.float32), boxes=boxes),
+        ]
+    )
+    ts = build_training_set(project, TrainConfig())
+    (weak,) = ts.weak
+    background = weak.target == 0
+    holding = np.unique(weak.instance[60:80, 80:100])
+    assert holding.min() >= 0  # background regions, each its own weight
+    for region in holding:
+        assert (background & (weak.instance == region)).sum() <= 0.25 * background.sum()
