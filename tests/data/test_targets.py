@@ -21,13 +21,13 @@ def _keys(tset):
 
 
 def test_box_targets_filled_and_projection(hand_project):
-    filled = build_training_set(hand_project, _cfg(box_target="filled"))
+    filled = build_training_set(hand_project, _cfg(box_target="filled", background_tile=0))  # one region
     w = filled.weak[0]
     k1 = _keys(filled).index(InstanceKey("w", "1", "box"))
     kb = _keys(filled).index(InstanceKey("w", "background", "background"))
     assert (w.target[4:20, 4:20] == 1).all() and (w.instance[4:20, 4:20] == k1).all()
     assert w.target[0, 0] == 0 and w.instance[0, 0] == kb
-    proj = build_training_set(hand_project, _cfg(box_target="projection")).weak[0]
+    proj = build_training_set(hand_project, _cfg(box_target="projection", background_tile=0)).weak[0]
     assert (proj.target[3:21, 3:21] == -1).all()  # box and its ring: no cross-entropy
     assert (proj.instance[3:21, 3:21] == k1).all()
     assert (proj.boxmap[4:20, 4:20] >= 0).all() and proj.boxmap[3, 3] == -1

@@ -273,7 +273,7 @@ def test_weights_round_trip_through_a_checkpoint():
 def test_image_granularity_has_one_weight_per_weak_image(hand_project):
     loop = TrainingLoop(hand_project, TrainConfig(granularity="image", **TINY))
     assert [r.key for r in loop.weights.records] == [InstanceKey("w", "image", "image")]
-    loop = TrainingLoop(hand_project, TrainConfig(granularity="object", **TINY))
+    loop = TrainingLoop(hand_project, TrainConfig(granularity="object", background_tile=0, **TINY))
     assert sorted((r.key.instance, r.key.kind) for r in loop.weights.records) == [
         ("1", "box"),
         ("2", "box"),
@@ -408,7 +408,7 @@ def _controls(loop):
 
 def test_controls_are_tight_boxes_cores_and_background_regions_of_the_full_masks():
     project, labels = _known_project()
-    loop = TrainingLoop(project, TrainConfig(method="dii", **CTRL))
+    loop = TrainingLoop(project, TrainConfig(method="dii", background_tile=0, **CTRL))  # one background region
     tset = _controls(loop)
     boxes, strokes = tset.weak  # one sample of boxes and background, one of strokes
     kinds = [r.key.kind for r in tset.instances]

@@ -132,7 +132,7 @@ def test_pause_resume_and_stop_through_the_inbox(tiny_project):
 
 
 def test_update_annotations_mid_run_and_pins(hand_project):
-    loop = TrainingLoop(hand_project, _cfg(method="dii", steps=30, dii_warmup=1, dii_interval=1))
+    loop = TrainingLoop(hand_project, _cfg(method="dii", steps=30, dii_warmup=1, dii_interval=1, background_tile=0))
     inbox = queue.Queue()
     gen = loop.events(inbox)
     for e in gen:
