@@ -85,7 +85,8 @@ def plot(records: list[dict], path: Path) -> None:
     first = records[0]
     top.set_title(f"{first['dataset']}, {first['budget']}, seed {first['seed']}: held-out images along the run")
     top.set_ylabel("Dice")
-    top.legend(fontsize=8)
+    handles, labels = top.get_legend_handles_labels()
+    bottom.legend(handles, labels, fontsize=8, loc="upper right")  # the upper panel's lows stay visible
     bottom.axhline(1.0, color="grey", lw=0.8)
     bottom.set_ylabel("predicted / true foreground")
     bottom.set_xlabel("step")
