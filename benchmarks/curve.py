@@ -23,7 +23,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT, git_rev, machine  # noqa: E402
-from label_efficiency import ROLE, SHARED, build_project, config_options, load_dataset, roc_auc, truth_of  # noqa: E402
+from label_efficiency import (  # noqa: E402
+    ROLE,
+    SHARED,
+    build_project,
+    config_options,
+    kind_scores,
+    load_dataset,
+    truth_of,
+)
 
 from napari_hybridseg import protocol as ev  # noqa: E402
 from napari_hybridseg.config import TrainConfig  # noqa: E402
@@ -37,12 +45,8 @@ def judge(loop, corrupted) -> dict:
     judged = [(w, *truth_of(w, corrupted)) for w in loop.weights.table()]
     out = {}
     for kind in ("box", "scribble"):
-        bad = [w.weight for w, is_bad, _, k in judged if k == kind and is_bad]
-        good = [w.weight for w, is_bad, _, k in judged if k == kind and not is_bad]
-        auc = roc_auc(bad, good)
+        auc, out[f"clean_{kind}"], out[f"corrupted_{kind}"] = kind_scores(judged, kind)
         out[f"auc_{kind}"] = None if auc is None else round(auc, 3)
-        out[f"clean_{kind}"] = round(float(np.mean(good)), 3) if good else None
-        out[f"corrupted_{kind}"] = round(float(np.mean(bad)), 3) if bad else None
     backgrounds = [w.weight for w, _, _, k in judged if k not in ("box", "scribble", "background stroke")]
     out["background"] = round(float(np.mean(backgrounds)), 3) if backgrounds else None
     return out

@@ -209,6 +209,19 @@ def truth_of(w, corrupted) -> tuple[bool, str, str]:
     return bad, how, "scribble"
 
 
+def kind_scores(judged, kind: str) -> tuple[float | None, float | None, float | None]:
+    """``(AUC, clean mean, corrupted mean)`` of the weights of one kind; ``judged``: rows
+    ``(weight, corrupted, how, kind)`` (:func:`truth_of`); means rounded to 3 places,
+    ``None`` where a side is empty."""
+    bad = [w.weight for w, is_bad, _, k in judged if k == kind and is_bad]
+    good = [w.weight for w, is_bad, _, k in judged if k == kind and not is_bad]
+    return (
+        roc_auc(bad, good),
+        round(float(np.mean(good)), 3) if good else None,
+        round(float(np.mean(bad)), 3) if bad else None,
+    )
+
+
 def run_one(project, cfg, test):
     loop, seconds = train(project, cfg)
     dice = mean_dice(cfg.predictors(loop.state.nets), [(img, "yx", lab) for _, img, lab in test])
@@ -306,11 +319,10 @@ def main() -> None:
                 record["dii_lr"] = round(loop.schedule.lr, 4)
                 judged = [(w, *truth_of(w, corrupted)) for w in loop.weights.table()]
                 for kind in ("box", "scribble"):
-                    bad = [w.weight for w, is_bad, _, k in judged if k == kind and is_bad]
-                    good = [w.weight for w, is_bad, _, k in judged if k == kind and not is_bad]
-                    record[f"auc_{kind}"] = roc_auc(bad, good)
-                    record[f"mean_weight_{kind}_clean"] = round(float(np.mean(good)), 3) if good else None
-                    record[f"mean_weight_{kind}_corrupted"] = round(float(np.mean(bad)), 3) if bad else None
+                    auc, clean, bad = kind_scores(judged, kind)
+                    record[f"auc_{kind}"] = auc
+                    record[f"mean_weight_{kind}_clean"] = clean
+                    record[f"mean_weight_{kind}_corrupted"] = bad
                 by_how: dict[str, list[float]] = {}
                 for w, _, how, kind in judged:
                     by_how.setdefault(f"{kind}:{how}", []).append(w.weight)
