@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -310,6 +311,7 @@ def main() -> None:
                 "dice": round(dice, 4),
                 "seconds": round(seconds, 1),
                 "options": extra,
+                "config": asdict(cfg),
                 "dii_box_target": cfg.dii_box_target,
                 "machine": machine(),
                 "commit": git_rev(),
