@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT, git_rev, machine  # noqa: E402
-from label_efficiency import SHARED, build_project, load_dataset, roc_auc, truth_of  # noqa: E402
+from label_efficiency import ROLE, SHARED, build_project, load_dataset, roc_auc, truth_of  # noqa: E402
 
 from napari_hybridseg import protocol as ev  # noqa: E402
 from napari_hybridseg.config import DII_LOGITS, DII_REFERENCES, TrainConfig  # noqa: E402
@@ -56,8 +56,8 @@ def medical_project(seed: int, budget: str):
     return project, judge, dict(patch_size=64, patch_size_3d=32, batch_size=8)  # as medical.py trains
 
 
-def label_efficiency_project(dataset: str, seed: int, budget: str, annotator: str, data: Path):
-    train, _ = load_dataset(dataset, seed, data)
+def label_efficiency_project(dataset: str, seed: int, budget: str, annotator: str, data: Path, objects="round"):
+    train, _ = load_dataset(dataset, seed, data, objects)
     project, _, corrupted = build_project(train, budget, seed, annotator=annotator)
 
     def judge(w):
@@ -144,7 +144,8 @@ def aucs(score: np.ndarray, judged: list[tuple[bool | None, str, str | None]]) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", choices=["synthetic", "bbbc007", "dsb2018", "medical"], default="bbbc007")
+    ap.add_argument("--dataset", choices=[*ROLE, "medical"], default="bbbc007")
+    ap.add_argument("--objects", choices=["round", "elongated", "irregular"], default="round", help="synthetic only")
     ap.add_argument("--budget", choices=["10pct", "few"], default=None, help="default: 10pct, few for medical")
     ap.add_argument("--annotator", choices=list(ANNOTATORS), default="development")
     ap.add_argument("--method", choices=["dii", "dii+dcr"], default="dii")
@@ -179,7 +180,9 @@ def main() -> None:
         project, judge, extra = medical_project(args.seed, budget)
     else:
         budget = args.budget or "10pct"
-        project, judge, extra = label_efficiency_project(args.dataset, args.seed, budget, args.annotator, args.data)
+        project, judge, extra = label_efficiency_project(
+            args.dataset, args.seed, budget, args.annotator, args.data, args.objects
+        )
     cfg = TrainConfig(
         method=args.method,
         network="2d",
@@ -244,6 +247,7 @@ def main() -> None:
 
     record = {
         "dataset": args.dataset,
+        "objects": args.objects if args.dataset == "synthetic" else None,
         "budget": budget,
         "annotator": args.annotator if args.dataset != "medical" else None,
         "method": args.method,

@@ -26,6 +26,7 @@ Variants, for a class whose controls of one kind (boxes; labelled strokes) numbe
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -95,7 +96,8 @@ def borrowing(mode: str, always: bool = False):
                     if mode == "relative":
                         sd = sd * centre.abs()
             # from here on as dii.calibrated measures a group against its controls
-            high, spread = centre + dii._Z * sd, 2 * dii._Z * sd
+            z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(dii.CONTROL_QUANTILE)))
+            high, spread = centre + z * sd, 2 * z * sd
             if g == 0:
                 spread = torch.maximum(spread, mine.median().abs())
             spread = spread.clamp(min=torch.finfo(torch.float32).tiny)
@@ -157,11 +159,23 @@ def main() -> None:
     ap.add_argument("dumps", type=Path, nargs="+", help=".npz files of dii_phases.py --dump")
     ap.add_argument("--steps", type=int, default=2000, help="the recorded runs' training steps")
     ap.add_argument("--out", type=Path, default=OUT / "dii_replay.jsonl")
+    ap.add_argument(
+        "--rule",
+        nargs="*",
+        default=None,
+        metavar="QUANTILE:MARGIN",
+        help="replay the package's calibration with these constants instead of the borrowing variants",
+    )
     args = ap.parse_args()
     variants = {"package": dii.calibrated}
-    for mode in ("pooled", "relative", "one-pool"):
-        variants[mode] = borrowing(mode)
-        variants[f"{mode}-always"] = borrowing(mode, always=True)
+    if args.rule is not None:
+        for rule in args.rule:
+            q, m = (float(v) for v in rule.split(":"))
+            variants[f"quantile={q},margin={m}"] = functools.partial(dii.calibrated, quantile=q, margin=m)
+    else:
+        for mode in ("pooled", "relative", "one-pool"):
+            variants[mode] = borrowing(mode)
+            variants[f"{mode}-always"] = borrowing(mode, always=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for path in args.dumps:
         run = dict(np.load(path))

@@ -125,7 +125,9 @@ def probe(name: str, seed: int, steps: int, dump: Path | None = None) -> dict:
         auc = roc_auc([r[0][judge] for r in bad], [r[0][judge] for r in good])
         record[f"auc_{judge}"] = round(auc, 3) if auc is not None else None
     for how in sorted({r[2] for r in rows}):
-        record[f"learnt_below_half_{how}"] = round(float(np.mean([r[0]["learnt"] < 0.5 for r in rows if r[2] == how])), 2)
+        record[f"learnt_below_half_{how}"] = round(
+            float(np.mean([r[0]["learnt"] < 0.5 for r in rows if r[2] == how])), 2
+        )
     return record
 
 

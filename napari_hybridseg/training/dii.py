@@ -37,7 +37,6 @@ CONTROL_MARGIN = 0.5
 # (both quantiles read off the controls' median and interquartile range as if they were
 # normal: a few controls, one of them odd, move them little, where their own 10th and 90th
 # percentiles would follow the odd one)
-_Z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(CONTROL_QUANTILE)))
 _IQR_PER_SD = 1.349  # a normal distribution's interquartile range, in standard deviations
 # ... if there are at least this many of them (of its kind of claim and class)
 MIN_CONTROLS = 3
@@ -291,7 +290,7 @@ def instance_groups(tset: TrainingSet, n: int) -> torch.Tensor:
     return torch.from_numpy(groups)
 
 
-def calibrated(weak: torch.Tensor, groups: torch.Tensor, ctrl: torch.Tensor, ctrl_groups: torch.Tensor) -> torch.Tensor:
+def calibrated(weak, groups, ctrl, ctrl_groups, quantile=CONTROL_QUANTILE, margin=CONTROL_MARGIN) -> torch.Tensor:
     """Per-pixel scores measured against the controls of the same group: minus their
     ``CONTROL_QUANTILE``, in units of their spread (that quantile minus the opposite
     one; for the background, whose controls are large regions, at least their median's
@@ -299,7 +298,8 @@ def calibrated(weak: torch.Tensor, groups: torch.Tensor, ctrl: torch.Tensor, ctr
     the controls' median and interquartile range.  Positive, so that the weight is
     lowered, only where an annotation scores clearly worse than nearly every annotation
     the full masks imply.  A group with fewer than ``MIN_CONTROLS`` controls keeps its
-    raw scores."""
+    raw scores.  ``quantile`` and ``margin``: the rule's two constants."""
+    z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(quantile)))
     out = weak.clone()
     groups, ctrl_groups = groups.to(weak.device), ctrl_groups.to(weak.device)
     for g in torch.unique(groups):
@@ -308,10 +308,10 @@ def calibrated(weak: torch.Tensor, groups: torch.Tensor, ctrl: torch.Tensor, ctr
             continue
         q25, median, q75 = torch.quantile(mine, torch.tensor([0.25, 0.5, 0.75]).to(mine))
         sd = (q75 - q25) / _IQR_PER_SD
-        high, spread = median + _Z * sd, 2 * _Z * sd
+        high, spread = median + z * sd, 2 * z * sd
         if g == 0:  # the background's controls are large regions whose scores barely vary:
             # there the unit is at least their typical distance from 0 (no evidence either way)
             spread = torch.maximum(spread, mine.median().abs())
         spread = spread.clamp(min=torch.finfo(mine.dtype).tiny)
-        out[groups == g] = ((weak[groups == g] - high) / spread - CONTROL_MARGIN).to(out)
+        out[groups == g] = ((weak[groups == g] - high) / spread - margin).to(out)
     return out

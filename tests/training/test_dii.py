@@ -593,3 +593,15 @@ def test_zero_logit_evidence_does_not_depend_on_how_far_the_classifier_has_fit(l
         torch.testing.assert_close(after, before, rtol=1e-6, atol=1e-9)
     else:
         assert not torch.allclose(after, before, rtol=1e-3, atol=1e-6)
+
+
+def test_calibrated_takes_the_rules_quantile_and_margin():
+    ctrl = torch.arange(11.0)  # median 5, robust standard deviation 5 / 1.349
+    groups = torch.tensor([3, 3])
+    weak = torch.tensor([6.0, 9.0])
+    sd = 5 / 1.349
+    out = calibrated(weak, groups, ctrl, torch.full((11,), 3), quantile=0.75, margin=0.0)
+    high, spread = 5 + 0.6745 * sd, 2 * 0.6745 * sd
+    torch.testing.assert_close(out, (weak - high) / spread, rtol=1e-4, atol=1e-4)
+    # 9.0 is lowered under the looser rule, not under the default one
+    assert out[1] > 0 > calibrated(weak, groups, ctrl, torch.full((11,), 3))[1]
