@@ -163,15 +163,18 @@ def main() -> None:
         "--rule",
         nargs="*",
         default=None,
-        metavar="QUANTILE:MARGIN",
+        metavar="QUANTILE:MARGIN[:OWN]",
         help="replay the package's calibration with these constants instead of the borrowing variants",
     )
     args = ap.parse_args()
     variants = {"package": dii.calibrated}
     if args.rule is not None:
         for rule in args.rule:
-            q, m = (float(v) for v in rule.split(":"))
-            variants[f"quantile={q},margin={m}"] = functools.partial(dii.calibrated, quantile=q, margin=m)
+            q, m, *own = (float(v) for v in rule.split(":"))
+            o = own[0] if own else None
+            variants[f"quantile={q},margin={m},own={o}"] = functools.partial(
+                dii.calibrated, quantile=q, margin=m, own=o
+            )
     else:
         for mode in ("pooled", "relative", "one-pool"):
             variants[mode] = borrowing(mode)

@@ -29,17 +29,16 @@ from ..losses import affinity_edges, box_losses, ce_logit_grad, crop_boxes, exte
 from .distributed import ALONE, Distributed
 
 DII_TILE = {2: 1024, 3: 128}  # pixels per axis of one no-grad pass, for 2D and 3D samples
-# an annotation is lowered where it scores worse than this quantile of its controls ...
+# an annotation is lowered where it scores worse than this quantile of its controls, by
+# more than this many times their spread (that quantile minus the opposite one), both read
+# off the controls' median and interquartile range as if normal (one odd control of a few
+# moves them little), if there are at least MIN_CONTROLS of them (of its claim and class); and
+# where it also scores worse than OWN_QUANTILE of its group's own annotations (if that many)
 CONTROL_QUANTILE = 0.9
-# ... by more than this many times their spread (the distance between that quantile and
-# the opposite one) ...
 CONTROL_MARGIN = 0.5
-# (both quantiles read off the controls' median and interquartile range as if they were
-# normal: a few controls, one of them odd, move them little, where their own 10th and 90th
-# percentiles would follow the odd one)
 _IQR_PER_SD = 1.349  # a normal distribution's interquartile range, in standard deviations
-# ... if there are at least this many of them (of its kind of claim and class)
 MIN_CONTROLS = 3
+OWN_QUANTILE: float | None = None
 
 
 def classifier_grads(features: torch.Tensor, grad_logits: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
@@ -290,7 +289,9 @@ def instance_groups(tset: TrainingSet, n: int) -> torch.Tensor:
     return torch.from_numpy(groups)
 
 
-def calibrated(weak, groups, ctrl, ctrl_groups, quantile=CONTROL_QUANTILE, margin=CONTROL_MARGIN) -> torch.Tensor:
+def calibrated(
+    weak, groups, ctrl, ctrl_groups, quantile=CONTROL_QUANTILE, margin=CONTROL_MARGIN, own=OWN_QUANTILE
+) -> torch.Tensor:
     """Per-pixel scores measured against the controls of the same group: minus their
     ``CONTROL_QUANTILE``, in units of their spread (that quantile minus the opposite
     one; for the background, whose controls are large regions, at least their median's
@@ -298,7 +299,7 @@ def calibrated(weak, groups, ctrl, ctrl_groups, quantile=CONTROL_QUANTILE, margi
     the controls' median and interquartile range.  Positive, so that the weight is
     lowered, only where an annotation scores clearly worse than nearly every annotation
     the full masks imply.  A group with fewer than ``MIN_CONTROLS`` controls keeps its
-    raw scores.  ``quantile`` and ``margin``: the rule's two constants."""
+    raw scores.  ``quantile``, ``margin`` and ``own`` (None: off): the rule's constants."""
     z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(quantile)))
     out = weak.clone()
     groups, ctrl_groups = groups.to(weak.device), ctrl_groups.to(weak.device)
@@ -313,5 +314,7 @@ def calibrated(weak, groups, ctrl, ctrl_groups, quantile=CONTROL_QUANTILE, margi
             # there the unit is at least their typical distance from 0 (no evidence either way)
             spread = torch.maximum(spread, mine.median().abs())
         spread = spread.clamp(min=torch.finfo(mine.dtype).tiny)
+        if own is not None and int((groups == g).sum()) >= MIN_CONTROLS:
+            high = torch.maximum(high, torch.quantile(weak[groups == g].float(), own))
         out[groups == g] = ((weak[groups == g] - high) / spread - margin).to(out)
     return out

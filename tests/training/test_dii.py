@@ -605,3 +605,21 @@ def test_calibrated_takes_the_rules_quantile_and_margin():
     torch.testing.assert_close(out, (weak - high) / spread, rtol=1e-4, atol=1e-4)
     # 9.0 is lowered under the looser rule, not under the default one
     assert out[1] > 0 > calibrated(weak, groups, ctrl, torch.full((11,), 3))[1]
+
+
+def test_own_quantile_keeps_most_of_a_group_when_every_annotation_scores_worse_than_the_controls():
+    # controls the networks fit far better than anything unseen: every weak box scores worse
+    ctrl, ctrl_groups = torch.arange(11.0), torch.full((11,), 3)
+    weak = torch.arange(20.0, 50.0, 3.0)
+    groups = torch.full((10,), 3)
+    assert (calibrated(weak, groups, ctrl, ctrl_groups) > 0).all()
+    out = calibrated(weak, groups, ctrl, ctrl_groups, own=0.5)
+    assert (out[:5] < 0).all() and out[-1] > 0  # at most the worse half is lowered
+    # where the controls already set a threshold above the group's median, nothing changes
+    low = torch.tensor([1.0, 2.0, 3.0, 4.0, 30.0])
+    torch.testing.assert_close(
+        calibrated(low, groups[:5], ctrl, ctrl_groups, own=0.5), calibrated(low, groups[:5], ctrl, ctrl_groups)
+    )
+    # too few annotations to have a majority: judged by the controls alone
+    two = torch.tensor([25.0, 26.0])
+    assert (calibrated(two, groups[:2], ctrl, ctrl_groups, own=0.5) > 0).all()
