@@ -58,6 +58,7 @@ BOUNDS = {
     "log_every": (1, 10**8),
     "background_tile": (0, 10**6),
     "dii_box_slack": (0, 10**6),
+    "dii_own_quantile": (0, 1),
 }
 MAX_CHANNELS = 4096
 # the field annotations of TrainConfig and the values each admits (bool is no number here)
@@ -153,6 +154,12 @@ class TrainConfig:
         gradient is then only the residual errors, whose direction says little about a
         weak annotation); with ``zero`` it asks whether an annotation labels its pixels
         as the full masks label pixels that look alike, at any point of the training.
+    dii_own_quantile
+        With ``controls``, a group (kind and class) of at least three annotations also
+        sets a floor: an annotation is lowered only where it scores worse than this
+        quantile of its own group as well (0.5, default: most of a user's annotations
+        are taken to be right, so controls that the networks fit better than anything
+        unseen cannot switch off all of them); ``None``: the controls alone.
     lambda_cr, cr_rampup
         Weight of the co-regularisation term, and the share of the run over which
         it rises from 0 along ``exp(-5 (1 - t)^2)`` (the ramp-up of Laine and Aila,
@@ -196,6 +203,7 @@ class TrainConfig:
     dii_box_slack: float = 0.0
     dii_reference: str = "controls"
     dii_logits: str = "zero"
+    dii_own_quantile: float | None = 0.5
     lambda_cr: float | None = None
     cr_rampup: float = 0.0
     pairwise_weight: float = 1.0

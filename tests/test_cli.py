@@ -83,6 +83,16 @@ def test_co_regularisation_options_reach_the_config_and_win_over_the_preset(tmp_
     assert (paper.lambda_cr, paper.granularity) == (0.1, "image")
 
 
+def test_dii_own_quantile_option_reaches_the_config(tmp_path):
+    from napari_hybridseg.cli import build_parser
+    from napari_hybridseg.cli.train_options import config_from_args
+
+    base = ["train", str(tmp_path), "--out", str(tmp_path / "r")]
+    parse = build_parser().parse_args
+    assert config_from_args(parse(base)).dii_own_quantile == 0.5
+    assert config_from_args(parse([*base, "--dii-own-quantile", "0.7"])).dii_own_quantile == 0.7
+    assert config_from_args(parse([*base, "--dii-own-quantile", "off"])).dii_own_quantile is None
+
 def test_resume_continues_to_more_steps(trained, capsys):
     assert (
         main(

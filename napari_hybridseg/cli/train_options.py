@@ -7,6 +7,10 @@ from pathlib import Path
 from .common import Given, add_max_voxels
 
 
+def _quantile_or_off(value: str) -> float | None:
+    return None if value.strip().lower() in ("off", "none") else float(value)
+
+
 def add_train(sub) -> None:
     from ..config import (
         BOX_TARGETS,
@@ -124,6 +128,14 @@ def add_train(sub) -> None:
         "features; stays meaningful however well the networks fit) or trained (the paper) (default: %(default)s)",
     )
     p.add_argument(
+        "--dii-own-quantile",
+        action=Given,
+        type=_quantile_or_off,
+        default=d["dii_own_quantile"].default,
+        help="lower an annotation only where it also scores worse than this quantile of its own kind and "
+        "class (0.5: most of your annotations are taken to be right), or off (default: %(default)s)",
+    )
+    p.add_argument(
         "--lambda-cr",
         action=Given,
         type=float,
@@ -213,6 +225,7 @@ def config_from_args(args):
         dii_box_slack=args.dii_box_slack,
         dii_reference=args.dii_reference,
         dii_logits=args.dii_logits,
+        dii_own_quantile=args.dii_own_quantile,
         lambda_cr=args.lambda_cr,
         cr_rampup=args.cr_rampup,
         device=args.device,

@@ -33,12 +33,12 @@ DII_TILE = {2: 1024, 3: 128}  # pixels per axis of one no-grad pass, for 2D and 
 # more than this many times their spread (that quantile minus the opposite one), both read
 # off the controls' median and interquartile range as if normal (one odd control of a few
 # moves them little), if there are at least MIN_CONTROLS of them (of its claim and class); and
-# where it also scores worse than OWN_QUANTILE of its group's own annotations (if that many)
+# where it also scores worse than ``own`` (TrainConfig.dii_own_quantile) of its group, if
+# the group has MIN_CONTROLS annotations (most of a user's annotations are taken as right)
 CONTROL_QUANTILE = 0.9
 CONTROL_MARGIN = 0.5
 _IQR_PER_SD = 1.349  # a normal distribution's interquartile range, in standard deviations
 MIN_CONTROLS = 3
-OWN_QUANTILE: float | None = None
 
 
 def classifier_grads(features: torch.Tensor, grad_logits: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
@@ -274,7 +274,7 @@ class DiiScorer:
         if self.control_scorer is None:
             return self._dot_products(nets)[0]
         weak, ctrl = self.scores(nets)
-        return calibrated(weak, self.groups, ctrl, self.control_scorer.groups)
+        return calibrated(weak, self.groups, ctrl, self.control_scorer.groups, own=self.cfg.dii_own_quantile)
 
 
 def instance_groups(tset: TrainingSet, n: int) -> torch.Tensor:
@@ -290,7 +290,7 @@ def instance_groups(tset: TrainingSet, n: int) -> torch.Tensor:
 
 
 def calibrated(
-    weak, groups, ctrl, ctrl_groups, quantile=CONTROL_QUANTILE, margin=CONTROL_MARGIN, own=OWN_QUANTILE
+    weak, groups, ctrl, ctrl_groups, quantile=CONTROL_QUANTILE, margin=CONTROL_MARGIN, own=TrainConfig.dii_own_quantile
 ) -> torch.Tensor:
     """Per-pixel scores measured against the controls of the same group: minus their
     ``CONTROL_QUANTILE``, in units of their spread (that quantile minus the opposite
@@ -299,7 +299,7 @@ def calibrated(
     the controls' median and interquartile range.  Positive, so that the weight is
     lowered, only where an annotation scores clearly worse than nearly every annotation
     the full masks imply.  A group with fewer than ``MIN_CONTROLS`` controls keeps its
-    raw scores.  ``quantile``, ``margin`` and ``own`` (None: off): the rule's constants."""
+    raw scores.  ``quantile``, ``margin`` and ``own`` (None: no floor from the group): the rule's constants."""
     z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(quantile)))
     out = weak.clone()
     groups, ctrl_groups = groups.to(weak.device), ctrl_groups.to(weak.device)

@@ -199,10 +199,14 @@ def _direction_project():
         scr[ys[keep], xs[keep]] = 2 + i
     # ... correct background strokes, and a "foreground" stroke on empty background that
     # conflicts with the strong data
+    # conflicts with the strong data, drawn as one line (each connected stroke is one
+    # annotation; DII takes most of a user's strokes of a class to be right)
     bg = np.argwhere(lab_w == 0)
     pick = bg[np.linspace(0, len(bg) - 1, 200).astype(int)]
-    scr[pick[::5, 0], pick[::5, 1]] = 9
     scr[pick[1::5, 0], pick[1::5, 1]] = 1
+    rows = [y for y in range(64) if (lab_w[y] == 0).sum() >= 40]
+    y = rows[len(rows) // 2]
+    scr[y, np.flatnonzero(lab_w[y] == 0)[:30]] = 9
     return Project([ImageAnnotations("s", img_s, strong=lab_s), ImageAnnotations("w", img_w, scribbles=scr)])
 
 
@@ -604,7 +608,7 @@ def test_calibrated_takes_the_rules_quantile_and_margin():
     high, spread = 5 + 0.6745 * sd, 2 * 0.6745 * sd
     torch.testing.assert_close(out, (weak - high) / spread, rtol=1e-4, atol=1e-4)
     # 9.0 is lowered under the looser rule, not under the default one
-    assert out[1] > 0 > calibrated(weak, groups, ctrl, torch.full((11,), 3))[1]
+    assert out[1] > 0 > calibrated(weak, groups, ctrl, torch.full((11,), 3), own=None)[1]
 
 
 def test_own_quantile_keeps_most_of_a_group_when_every_annotation_scores_worse_than_the_controls():
@@ -612,14 +616,26 @@ def test_own_quantile_keeps_most_of_a_group_when_every_annotation_scores_worse_t
     ctrl, ctrl_groups = torch.arange(11.0), torch.full((11,), 3)
     weak = torch.arange(20.0, 50.0, 3.0)
     groups = torch.full((10,), 3)
-    assert (calibrated(weak, groups, ctrl, ctrl_groups) > 0).all()
-    out = calibrated(weak, groups, ctrl, ctrl_groups, own=0.5)
+    assert (calibrated(weak, groups, ctrl, ctrl_groups, own=None) > 0).all()
+    out = calibrated(weak, groups, ctrl, ctrl_groups)  # the default: own=0.5
     assert (out[:5] < 0).all() and out[-1] > 0  # at most the worse half is lowered
     # where the controls already set a threshold above the group's median, nothing changes
     low = torch.tensor([1.0, 2.0, 3.0, 4.0, 30.0])
     torch.testing.assert_close(
-        calibrated(low, groups[:5], ctrl, ctrl_groups, own=0.5), calibrated(low, groups[:5], ctrl, ctrl_groups)
+        calibrated(low, groups[:5], ctrl, ctrl_groups), calibrated(low, groups[:5], ctrl, ctrl_groups, own=None)
     )
     # too few annotations to have a majority: judged by the controls alone
     two = torch.tensor([25.0, 26.0])
-    assert (calibrated(two, groups[:2], ctrl, ctrl_groups, own=0.5) > 0).all()
+    assert (calibrated(two, groups[:2], ctrl, ctrl_groups) > 0).all()
+
+
+def test_the_scorer_calibrates_with_the_configs_own_quantile(monkeypatch):
+    from napari_hybridseg.training import dii as dii_module
+
+    seen = []
+    monkeypatch.setattr(dii_module, "calibrated", lambda *a, own=None, **k: seen.append(own) or a[0])
+    for own in (0.5, None):
+        cfg = TrainConfig(method="dii", steps=2, batch_size=2, patch_size=32, width=4, depth=2, dii_own_quantile=own)
+        loop = TrainingLoop(_direction_project(), cfg)
+        loop.scorer.hypergradient(loop.state.nets)
+    assert seen == [0.5, None]
