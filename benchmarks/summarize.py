@@ -48,7 +48,8 @@ def _fmt(values) -> str:
 
 
 # defaults that changed: (the commit that changed it, option, its value before)
-DEFAULT_CHANGES = [("7400757", "background_tile", 128)]
+DEFAULT_CHANGES = [("7400757", "background_tile", 128), ("098a90f", "dii_own_quantile", None)]
+AS_OF: list[str] = []  # read records against the defaults of this commit instead of today's (--defaults-of)
 # what every record states outside its options
 _PER_RUN = {"method", "box_target", "steps", "seed"}
 # options a method without learned weights, or without weak labels, does not read
@@ -67,17 +68,22 @@ def _is_after(change: str, commit: str) -> bool | None:
 
 
 def _options(r: dict) -> dict:
-    """The options a record's run differed from today's defaults in: from its ``config``
-    where it has one; else its ``--set`` options, plus each default that changed after its
-    commit at its old value, less what equals today's default."""
+    """The options a record's run differed from today's defaults in (or, with ``AS_OF``,
+    from that commit's): from its ``config`` where it has one; else its ``--set`` options,
+    plus each default that changed after its commit at its old value, less what equals
+    the default."""
     unread = _PER_RUN | _UNREAD.get(r["method"], set())
-    if "config" in r:
-        return {k: v for k, v in r["config"].items() if k not in unread and getattr(_cfg, k, v) != v}
-    options = dict(r.get("options", {}))
+    defaults = {k: getattr(_cfg, k) for k in vars(_cfg)}
     for change, key, before in DEFAULT_CHANGES:
-        if key not in options and _is_after(change, r.get("commit", "")) is False:
-            options[key] = before
-    return {k: v for k, v in options.items() if k not in unread and not (hasattr(_cfg, k) and getattr(_cfg, k) == v)}
+        if AS_OF and _is_after(change, AS_OF[0]) is False:
+            defaults[key] = before
+    if "config" in r:
+        return {k: v for k, v in r["config"].items() if k not in unread and defaults.get(k, v) != v}
+    options = {}
+    for change, key, before in DEFAULT_CHANGES:  # what the record's commit had by default
+        options[key] = before if _is_after(change, r.get("commit", "")) is False else getattr(_cfg, key)
+    options |= r.get("options", {})
+    return {k: v for k, v in options.items() if k not in unread and not (k in defaults and defaults[k] == v)}
 
 
 def load(paths: list[Path]) -> dict[tuple, dict[tuple, dict[int, dict]]]:
@@ -318,7 +324,9 @@ def main() -> None:
     ap.add_argument(
         "--scorecard", action="store_true", help="only the targets of the default, seed by seed (--plot draws them)"
     )
+    ap.add_argument("--defaults-of", default=None, help="read the records against the defaults of this commit")
     args = ap.parse_args()
+    AS_OF[:] = [args.defaults_of] if args.defaults_of else []
     groups = load(args.paths)
     if args.scorecard:
         print(
