@@ -211,7 +211,7 @@ def scorecard(setting: str, runs) -> list[tuple[str, int, float, list[tuple[str,
         below = r.get("below_half_by_corruption", {})
         for key in CORRUPTED:
             v = below.get(key)
-            checks.append((".0%", v, v is None or v >= DETECT_TARGET))
+            checks.append((".1%", v, v is None or v >= DETECT_TARGET))
         out.append((setting, seed, r["dice"], checks))
     return out
 
