@@ -58,6 +58,7 @@ def _robust(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def borrowing(mode: str, always: bool = False):
     """A calibration like :func:`dii.calibrated` that lends a class with too few controls
     (or, ``always``, every class) a spread from the other classes' controls of its kind."""
+    z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(dii.CONTROL_QUANTILE)))
 
     def calibrate(weak, groups, ctrl, ctrl_groups):
         out = weak.clone()
@@ -96,7 +97,6 @@ def borrowing(mode: str, always: bool = False):
                     if mode == "relative":
                         sd = sd * centre.abs()
             # from here on as dii.calibrated measures a group against its controls
-            z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(dii.CONTROL_QUANTILE)))
             high, spread = centre + z * sd, 2 * z * sd
             if g == 0:
                 spread = torch.maximum(spread, mine.median().abs())

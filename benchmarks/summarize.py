@@ -49,7 +49,6 @@ def _fmt(values) -> str:
 
 # defaults that changed: (the commit that changed it, option, its value before)
 DEFAULT_CHANGES = [("7400757", "background_tile", 128), ("098a90f", "dii_own_quantile", None)]
-AS_OF: list[str] = []  # read records against the defaults of this commit instead of today's (--defaults-of)
 # what every record states outside its options
 _PER_RUN = {"method", "box_target", "steps", "seed"}
 # options a method without learned weights, or without weak labels, does not read
@@ -67,16 +66,24 @@ def _is_after(change: str, commit: str) -> bool | None:
     return {0: True, 1: False}.get(rc)
 
 
-def _options(r: dict) -> dict:
-    """The options a record's run differed from today's defaults in (or, with ``AS_OF``,
-    from that commit's): from its ``config`` where it has one; else its ``--set`` options,
+@functools.cache
+def _defaults(as_of: str | None) -> dict:
+    """Every option's default today, or at commit ``as_of`` (of the options in
+    ``DEFAULT_CHANGES``)."""
+    defaults = {k: getattr(_cfg, k) for k in vars(_cfg)}
+    for change, key, before in DEFAULT_CHANGES:
+        if as_of and _is_after(change, as_of) is False:
+            defaults[key] = before
+    return defaults
+
+
+def _options(r: dict, as_of: str | None = None) -> dict:
+    """The options a record's run differed from today's defaults in (or from those of
+    commit ``as_of``): from its ``config`` where it has one; else its ``--set`` options,
     plus each default that changed after its commit at its old value, less what equals
     the default."""
     unread = _PER_RUN | _UNREAD.get(r["method"], set())
-    defaults = {k: getattr(_cfg, k) for k in vars(_cfg)}
-    for change, key, before in DEFAULT_CHANGES:
-        if AS_OF and _is_after(change, AS_OF[0]) is False:
-            defaults[key] = before
+    defaults = _defaults(as_of)
     if "config" in r:
         return {k: v for k, v in r["config"].items() if k not in unread and defaults.get(k, v) != v}
     options = {}
@@ -86,15 +93,16 @@ def _options(r: dict) -> dict:
     return {k: v for k, v in options.items() if k not in unread and not (k in defaults and defaults[k] == v)}
 
 
-def load(paths: list[Path]) -> dict[tuple, dict[tuple, dict[int, dict]]]:
-    """``{(dataset, budget, steps): {(method, box target, options): {seed: record}}}``."""
+def load(paths: list[Path], as_of: str | None = None) -> dict[tuple, dict[tuple, dict[int, dict]]]:
+    """``{(dataset, budget, steps): {(method, box target, options): {seed: record}}}``; options
+    measured against the defaults of commit ``as_of`` (today's if ``None``)."""
     groups: dict[tuple, dict[tuple, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
     for path in paths:
         for line in path.read_text().splitlines():
             if not line.strip():
                 continue
             r = json.loads(line)
-            options = _options(r)
+            options = _options(r, as_of)
             if r["method"] in ("dii", "dii+dcr") and r["box_target"] == "projection":
                 # records from before the option existed scored boxes by the training loss
                 options.setdefault("dii_box_target", r.get("dii_box_target", "same"))
@@ -326,8 +334,7 @@ def main() -> None:
     )
     ap.add_argument("--defaults-of", default=None, help="read the records against the defaults of this commit")
     args = ap.parse_args()
-    AS_OF[:] = [args.defaults_of] if args.defaults_of else []
-    groups = load(args.paths)
+    groups = load(args.paths, args.defaults_of)
     if args.scorecard:
         print(
             f"Targets: - strong-only >= -{TOLERANCE_A}, - 100% strong >= -{TOLERANCE_B}, - naive and - dcr > 0, "

@@ -34,10 +34,9 @@ def test_a_default_that_changed_after_a_record_counts_as_an_option(summarize):
     assert summarize._options(old_default) == {"background_tile": 128, "dii_own_quantile": None}
     assert summarize._options(set_to_todays) == {"dii_own_quantile": None}
     # read against the defaults of an older commit, the old record is a default run
-    summarize.AS_OF[:] = ["old"]
-    assert summarize._options(old_default) == {}
-    assert summarize._options(_record("dii+dcr", "new", 0.5)) == {"background_tile": 48, "dii_own_quantile": 0.5}
-    summarize.AS_OF[:] = []
+    assert summarize._options(old_default, as_of="old") == {}
+    new_default = _record("dii+dcr", "new", 0.5)
+    assert summarize._options(new_default, as_of="old") == {"background_tile": 48, "dii_own_quantile": 0.5}
     assert summarize._options(_record("dii+dcr", "new", 0.5)) == {}
     # the full config, where a record has it, decides alone
     assert summarize._options(_record("dii+dcr", "old", 0.5, config={"background_tile": 48, "seed": 3})) == {}
