@@ -18,7 +18,12 @@ clean one) of four oracle scores:
 - ``split``: the same, with objects found without knowing them: the class mask cut into
   the basins of its distance transform, one per peak standing a tenth of the median
   object half-width above its saddles (how ``dii_box_fit``, tried at commit ``d369869``,
-  cut the networks' predictions).
+  cut the networks' predictions);
+- ``nest``: no pixel at all, only the user's other boxes: one minus the largest share of
+  another box of the same class and slice, at most half this box's area, that lies inside
+  it (a box two or three times too large among touching objects encloses its
+  neighbours' boxes); and ``ellipse+nest``, the lower of ``ellipse`` and ``nest``: the
+  ceiling of DII's claim joined by that cue.
 
     python benchmarks/box_claims.py [--sets bbbc007 dsb2018 scellseg synthetic elongated medical]
 """
@@ -40,8 +45,9 @@ from label_efficiency import ROLE, SHARED, build_project, load_dataset, roc_auc 
 from napari_hybridseg.data.targets import inscribed_ellipse  # noqa: E402
 
 SETS = ("bbbc007", "dsb2018", "scellseg", "synthetic", "elongated", "medical")
-JUDGES = ("ellipse", "filled", "extent", "object", "split")
+JUDGES = ("ellipse", "filled", "extent", "object", "split", "nest", "ellipse+nest")
 PEAK_SHARE = 0.1  # of the median object half-width: how far a peak must stand above its saddles
+NESTED = 0.5  # a box encloses another of at most this share of its area
 
 
 def split_objects(mask: np.ndarray, half_width: float) -> np.ndarray:
@@ -72,6 +78,23 @@ def _object_iou(win: np.ndarray, objects: np.ndarray, box) -> float:
     oy0, ox0, oy1, ox1 = ys.min(), xs.min(), ys.max() + 1, xs.max() + 1
     inter = max(0, min(oy1, box.y1) - max(oy0, box.y0)) * max(0, min(ox1, box.x1) - max(ox0, box.x0))
     return float(inter / ((oy1 - oy0) * (ox1 - ox0) + box.area - inter))
+
+
+def enclosure(box, boxes) -> float:
+    """The largest share of another box of ``boxes`` (same class and slice, at most
+    ``NESTED`` of ``box``'s area) that lies inside ``box``."""
+    best = 0.0
+    for o in boxes:
+        if o is box or o.cls != box.cls or o.z != box.z or not 0 < o.area <= NESTED * box.area:
+            continue
+        inter = max(0, min(o.y1, box.y1) - max(o.y0, box.y0)) * max(0, min(o.x1, box.x1) - max(o.x0, box.x0))
+        best = max(best, inter / o.area)
+    return best
+
+
+def with_nest(scores: dict[str, float], box, boxes) -> dict[str, float]:
+    nest = 1.0 - enclosure(box, boxes)
+    return scores | {"nest": nest, "ellipse+nest": min(scores["ellipse"], nest)}
 
 
 def oracle_scores(classes: np.ndarray, objects: np.ndarray, box, split: np.ndarray | None = None) -> dict[str, float]:
@@ -108,7 +131,7 @@ def boxes_2d(name: str, seed: int, budget: str):
         split = split_objects(classes > 0, width)
         for box in item.boxes:
             bad, how = corrupted.get((item.name, str(box.id), "box"), (False, "none"))
-            out.append((oracle_scores(classes, objects, box, split), bad, how))
+            out.append((with_nest(oracle_scores(classes, objects, box, split), box, item.boxes), bad, how))
     return out
 
 
@@ -127,7 +150,7 @@ def boxes_medical(seed: int, budget: str):
         plane = classes[box.z]
         objects, _ = ndi.label(plane == box.cls)
         bad, how = truth[("train", str(box.id), "box")]
-        out.append((oracle_scores(plane, objects, box), bad, how))
+        out.append((with_nest(oracle_scores(plane, objects, box), box, boxes), bad, how))
     return out
 
 
@@ -144,6 +167,8 @@ def summary(rows) -> dict:
         if "split" in rows[0][0]:  # the share a judge would lower that lowers boxes fitting worse than 0.5
             below = [r[0]["split"] < 0.5 for r in rows if r[2] == how]
             record[f"split_below_half_{how}"] = round(float(np.mean(below)), 2)
+        # the share of each kind that encloses most (0.8) of a smaller box
+        record[f"nest_enclosing_{how}"] = round(float(np.mean([r[0]["nest"] <= 0.2 for r in rows if r[2] == how])), 2)
     return record
 
 
@@ -155,7 +180,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT / "box_claims.jsonl")
     args = ap.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    header = "set        seed budget  boxes bad  AUC ellipse filled extent object split  "
+    header = "set        seed budget  boxes bad  AUC ellipse filled extent object split  nest ell+nest  "
     print(header + "median ellipse share (clean / loose / shifted / background)")
     for name in args.sets:
         for seed in args.seeds:
@@ -171,7 +196,8 @@ def main() -> None:
                 print(
                     f"{name:<10} {seed:>4} {budget:<6} {rec['boxes']:>5} {rec['corrupted']:>3}  "
                     f"{rec['auc_ellipse']:>11} {rec['auc_filled']:>6} {rec['auc_extent']:>6} "
-                    f"{rec['auc_object']:>6} {rec.get('auc_split', '-'):>6}  {shares}",
+                    f"{rec['auc_object']:>6} {rec.get('auc_split', '-'):>6} {rec['auc_nest']:>6} "
+                    f"{rec['auc_ellipse+nest']:>6}  {shares}",
                     flush=True,
                 )
                 with open(args.out, "a") as fh:

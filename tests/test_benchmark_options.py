@@ -50,3 +50,22 @@ def test_set_options_take_their_fields_types(config_options):
     got = config_options(["augment=false", "dii_space=weight", "lambda_cr=0.5", "dii_warmup=20", "background_tile=64"])
     assert got == {"augment": False, "dii_space": "weight", "lambda_cr": 0.5, "dii_warmup": 20, "background_tile": 64}
     assert config_options(["augment=true"]) == {"augment": True}
+
+
+def test_box_claims_nest_cue_marks_a_box_enclosing_a_smaller_one(monkeypatch):
+    """`box_claims.py`'s `nest` judge: a box three times too large around one of two touching
+    discs encloses the other's box; the two tight boxes, which overlap, enclose nothing;
+    a box of another class or slice does not count."""
+    from napari_hybridseg.annotations import Box
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.delitem(sys.modules, "box_claims", raising=False)
+    import box_claims
+
+    a, b = Box(1, 10, 10, 20, 20), Box(2, 10, 18, 20, 28)  # touching objects, boxes overlapping by 2 px
+    loose = Box(3, 0, 0, 30, 30)
+    assert box_claims.enclosure(a, [a, b]) == 0.0 and box_claims.enclosure(b, [a, b]) == 0.0
+    assert box_claims.enclosure(loose, [a, b, loose]) == 1.0
+    assert box_claims.enclosure(loose, [Box(4, 10, 10, 20, 20, cls=2), Box(5, 10, 10, 20, 20, z=1)]) == 0.0
+    scores = box_claims.with_nest({"ellipse": 0.9}, loose, [a, loose])
+    assert scores["nest"] == 0.0 and scores["ellipse+nest"] == 0.0
