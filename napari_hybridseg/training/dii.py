@@ -304,7 +304,7 @@ def calibrated(
     out = weak.clone()
     groups, ctrl_groups = groups.to(weak.device), ctrl_groups.to(weak.device)
     for g in torch.unique(groups):
-        mine = ctrl[ctrl_groups == g].float()
+        mine, sel = ctrl[ctrl_groups == g].float(), groups == g
         if g < 0 or mine.numel() < MIN_CONTROLS:
             continue
         q25, median, q75 = torch.quantile(mine, torch.tensor([0.25, 0.5, 0.75]).to(mine))
@@ -314,7 +314,7 @@ def calibrated(
             # there the unit is at least their typical distance from 0 (no evidence either way)
             spread = torch.maximum(spread, mine.median().abs())
         spread = spread.clamp(min=torch.finfo(mine.dtype).tiny)
-        if own is not None and int((groups == g).sum()) >= MIN_CONTROLS:
-            high = torch.maximum(high, torch.quantile(weak[groups == g].float(), own))
-        out[groups == g] = ((weak[groups == g] - high) / spread - margin).to(out)
+        if own is not None and int(sel.sum()) >= MIN_CONTROLS:
+            high = torch.maximum(high, torch.quantile(weak[sel].float(), own))
+        out[sel] = ((weak[sel] - high) / spread - margin).to(out)
     return out
