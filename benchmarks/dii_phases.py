@@ -6,7 +6,7 @@ at every update.  For each phase, the ROC AUC of the summed hypergradient (an
 annotation whose sum is larger would be lowered more) separates corrupted from clean
 boxes and scribbles; 0.5 is no information, below 0.5 the evidence is backwards.  The
 final weights' AUC is reported beside it.  ``--dump`` keeps every update's scores for
-``dii_replay.py``; ``--box-pixels`` (medical) says where each box's evidence comes from.
+``dii_replay.py``; ``--box-pixels`` says where each box's evidence comes from.
 Data: a label-efficiency set (with any simulated annotator) or the medical volume
 (``--dataset medical``, needs mricron-data).
 
@@ -37,6 +37,7 @@ from napari_hybridseg.training import TrainingLoop  # noqa: E402
 from napari_hybridseg.training.dii import DiiScorer, calibrated, gradient_space  # noqa: E402
 
 PHASES = ("first", "middle", "last")
+PIXEL_QUANTILES = (0.3, 0.5, 0.7)  # of a box's per-pixel evidence, beside its mean (--box-pixels)
 
 
 def medical_project(seed: int, budget: str):
@@ -53,7 +54,7 @@ def medical_project(seed: int, budget: str):
         bad, how = truth.get((w.image, w.instance, w.kind), (None, None))
         return bad, w.kind, how
 
-    return project, judge, dict(patch_size=64, patch_size_3d=32, batch_size=8)  # as medical.py trains
+    return project, judge, dict(patch_size=64, patch_size_3d=32, batch_size=8), {}  # as medical.py trains
 
 
 def label_efficiency_project(dataset: str, seed: int, budget: str, annotator: str, data: Path, objects="round"):
@@ -64,17 +65,20 @@ def label_efficiency_project(dataset: str, seed: int, budget: str, annotator: st
         bad, how, kind = truth_of(w, corrupted)
         return (bad if kind in ("box", "scribble") else None), kind, how
 
-    return project, judge, {}
+    return project, judge, {}, {name: lab for name, _, lab in train}
 
 
 @torch.no_grad()
-def box_pixels(loop, judged, truth_slices) -> dict:
+def box_pixels(loop, judged, weak_truths) -> dict:
     """Where the evidence on a box comes from, at the end of a run: for every box and every
     control box, the share of the pixels it claims (``dii_box_target`` ``ellipse`` or
     ``filled``) that truly are its class, and the per-pixel evidence on those pixels and on
     the others, averaged over the networks.  At zero logits a claimed pixel's evidence is
     ``(G_c - mean_k G_k) . (f - mu)`` in centred space (``G`` the strong gradient per class),
-    negative where it agrees with the full masks.  Summarised by kind of box as medians."""
+    negative where it agrees with the full masks.  Summarised by kind of box as medians;
+    ``auc``: how well a box's mean evidence (DII's score) and quantiles of its pixels'
+    evidence separate corrupted from clean weak boxes.  ``weak_truths``: the true class
+    map of every weak sample."""
     sc = loop.scorer
     if loop.config.dii_box_target not in ("ellipse", "filled") or loop.config.dii_space != "centred":
         raise SystemExit("--box-pixels reads the ellipse or filled claim in centred space")
@@ -82,7 +86,7 @@ def box_pixels(loop, judged, truth_slices) -> dict:
         raise SystemExit("--box-pixels reads the evidence at zero logits")
     rows: dict[tuple[str, int], list] = {}
     for scorer, truths, label in (
-        (sc, [truth_slices[s.z] for s in sc.tset.weak], "weak"),
+        (sc, weak_truths, "weak"),
         (sc.control_scorer, sc.controls.strong_targets, "control"),
     ):
         cls_of = dict(zip(scorer.box_instance.tolist(), scorer.box_class.tolist()))
@@ -107,19 +111,28 @@ def box_pixels(loop, judged, truth_slices) -> dict:
                         row = rows.setdefault((label, i), [c, None, ext[sel] == c])
                         row[1] = values if row[1] is None else row[1] + values
     summary: dict[str, list] = {}
+    judged_boxes: list[tuple[bool, np.ndarray]] = []  # (corrupted, statistics) of every weak box
     for (label, i), (_, values, on) in rows.items():
         kind = "control" if label == "control" else f"box:{judged[i][2]}"
         off = values[~on]
+        stats = (values.mean(), *np.quantile(values, PIXEL_QUANTILES))
         summary.setdefault(kind, []).append(
             (
                 on.mean(),
                 values[on].mean() if on.any() else np.nan,
                 off.mean() if off.size else np.nan,
                 (off < 0).mean() if off.size else np.nan,
-                values.mean(),
+                *stats,
             )
         )
-    names = ("share_of_its_class", "evidence_on_class", "evidence_off_class", "off_class_agreeing", "evidence")
+        if label == "weak" and judged[i][0] is not None:
+            judged_boxes.append((bool(judged[i][0]), np.array(stats)))
+    stat_names = ("evidence", *(f"evidence_q{round(100 * q)}" for q in PIXEL_QUANTILES))
+    names = ("share_of_its_class", "evidence_on_class", "evidence_off_class", "off_class_agreeing", *stat_names)
+    # how well each statistic of a box's pixels ranks corrupted boxes above clean ones (higher: worse)
+    bad = [st for b, st in judged_boxes if b]
+    good = [st for b, st in judged_boxes if not b]
+    auc = {n: roc_auc([-x[j] for x in bad], [-x[j] for x in good]) for j, n in enumerate(stat_names)}
 
     def median(col):
         col = col[np.isfinite(col)]
@@ -128,7 +141,7 @@ def box_pixels(loop, judged, truth_slices) -> dict:
     return {
         kind: {"n": len(v)} | {n: median(col) for n, col in zip(names, np.array(v, dtype=float).T)}
         for kind, v in sorted(summary.items())
-    }
+    } | {"auc": {n: round(a, 3) if a is not None else None for n, a in auc.items()}}
 
 
 def aucs(score: np.ndarray, judged: list[tuple[bool | None, str, str | None]]) -> dict[str, float | None]:
@@ -164,7 +177,8 @@ def main() -> None:
     ap.add_argument(
         "--box-pixels",
         action="store_true",
-        help="medical only: at the end, where each box's evidence comes from (pixels of its class or not)",
+        help="at the end, where each box's evidence comes from (pixels of its class or not), and how "
+        "well quantiles of its pixels' evidence would rank the boxes",
     )
     ap.add_argument(
         "--dump",
@@ -177,10 +191,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.dataset == "medical":
         budget = args.budget or "few"
-        project, judge, extra = medical_project(args.seed, budget)
+        project, judge, extra, labels = medical_project(args.seed, budget)
     else:
         budget = args.budget or "10pct"
-        project, judge, extra = label_efficiency_project(
+        project, judge, extra, labels = label_efficiency_project(
             args.dataset, args.seed, budget, args.annotator, args.data, args.objects
         )
     cfg = TrainConfig(
@@ -224,12 +238,14 @@ def main() -> None:
     judged = [judge(w) for w in table]
     pixels = None
     if args.box_pixels:
-        if args.dataset != "medical":
-            raise SystemExit("--box-pixels needs --dataset medical")
-        import medical
+        if args.dataset == "medical":
+            import medical
 
-        (_, truth_slices), _ = medical.load_halves()
-        pixels = box_pixels(loop, judged, truth_slices)
+            (_, slices), _ = medical.load_halves()
+            truths = [slices[s.z] for s in loop.scorer.tset.weak]
+        else:
+            truths = [(labels[s.name] > 0).astype(np.int64) for s in loop.scorer.tset.weak]
+        pixels = box_pixels(loop, judged, truths)
     hyper, calib = np.array(history), np.array(calibrated_history)
     thirds = np.array_split(np.arange(len(hyper)), 3)
     weights = np.array([w.weight for w in table])
