@@ -34,7 +34,8 @@ from napari_hybridseg import protocol as ev  # noqa: E402
 from napari_hybridseg.config import DII_LOGITS, DII_REFERENCES, TrainConfig  # noqa: E402
 from napari_hybridseg.synthetic import ANNOTATORS  # noqa: E402
 from napari_hybridseg.training import TrainingLoop  # noqa: E402
-from napari_hybridseg.training.dii import DiiScorer, calibrated, gradient_space  # noqa: E402
+from napari_hybridseg.training.calibration import calibrated  # noqa: E402
+from napari_hybridseg.training.dii import DiiScorer, gradient_space  # noqa: E402
 
 PHASES = ("first", "middle", "last")
 PIXEL_QUANTILES = (0.3, 0.5, 0.7)  # of a box's per-pixel evidence, beside its mean (--box-pixels)

@@ -41,7 +41,7 @@ from label_efficiency import roc_auc  # noqa: E402
 from napari_hybridseg.config import TrainConfig  # noqa: E402
 from napari_hybridseg.data.targets import InstanceRecord  # noqa: E402
 from napari_hybridseg.protocol import InstanceKey  # noqa: E402
-from napari_hybridseg.training import dii  # noqa: E402
+from napari_hybridseg.training import calibration  # noqa: E402
 from napari_hybridseg.training.schedule import dii_learning_rate, poly_lr  # noqa: E402
 from napari_hybridseg.training.weights import InstanceWeights  # noqa: E402
 
@@ -50,15 +50,15 @@ CORRUPTIONS = (("box", "loose"), ("box", "shifted"), ("box", "background"), ("sc
 
 def _robust(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Median and the standard deviation read off the interquartile range, as
-    :func:`dii.calibrated` reads them."""
+    :func:`calibration.calibrated` reads them."""
     q25, med, q75 = torch.quantile(x, torch.tensor([0.25, 0.5, 0.75]).to(x))
-    return med, (q75 - q25) / dii._IQR_PER_SD
+    return med, (q75 - q25) / calibration._IQR_PER_SD
 
 
 def borrowing(mode: str, always: bool = False):
-    """A calibration like :func:`dii.calibrated` that lends a class with too few controls
+    """A calibration like :func:`calibration.calibrated` that lends a class with too few controls
     (or, ``always``, every class) a spread from the other classes' controls of its kind."""
-    z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(dii.CONTROL_QUANTILE)))
+    z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(calibration.CONTROL_QUANTILE)))
 
     def calibrate(weak, groups, ctrl, ctrl_groups):
         out = weak.clone()
@@ -67,15 +67,15 @@ def borrowing(mode: str, always: bool = False):
             mine = ctrl[ctrl_groups == g].float()
             if g < 0:
                 continue
-            if g == 0 or (mine.numel() >= dii.MIN_CONTROLS and not always):
-                if mine.numel() < dii.MIN_CONTROLS:
+            if g == 0 or (mine.numel() >= calibration.MIN_CONTROLS and not always):
+                if mine.numel() < calibration.MIN_CONTROLS:
                     continue
                 centre, sd = _robust(mine)
             else:
                 same = [h for h in kinds if h > 0 and h % 2 == g % 2]
                 if mode == "one-pool":
                     pool = torch.cat([ctrl[ctrl_groups == h].float() for h in same])
-                    if pool.numel() < dii.MIN_CONTROLS:
+                    if pool.numel() < calibration.MIN_CONTROLS:
                         continue
                     centre, sd = _robust(pool)
                     if mine.numel():
@@ -91,17 +91,17 @@ def borrowing(mode: str, always: bool = False):
                             continue
                         m = torch.quantile(theirs, 0.5)
                         deviations.append((theirs - m) / (m.abs() if mode == "relative" else 1))
-                    if sum(d.numel() for d in deviations) < dii.MIN_CONTROLS:
+                    if sum(d.numel() for d in deviations) < calibration.MIN_CONTROLS:
                         continue
                     _, sd = _robust(torch.cat(deviations))
                     if mode == "relative":
                         sd = sd * centre.abs()
-            # from here on as dii.calibrated measures a group against its controls
+            # from here on as calibration.calibrated measures a group against its controls
             high, spread = centre + z * sd, 2 * z * sd
             if g == 0:
                 spread = torch.maximum(spread, mine.median().abs())
             spread = spread.clamp(min=torch.finfo(torch.float32).tiny)
-            out[groups == g] = ((weak[groups == g] - high) / spread - dii.CONTROL_MARGIN).to(out)
+            out[groups == g] = ((weak[groups == g] - high) / spread - calibration.CONTROL_MARGIN).to(out)
         return out
 
     return calibrate
@@ -167,13 +167,13 @@ def main() -> None:
         help="replay the package's calibration with these constants instead of the borrowing variants",
     )
     args = ap.parse_args()
-    variants = {"package": dii.calibrated}
+    variants = {"package": calibration.calibrated}
     if args.rule is not None:
         for rule in args.rule:
             q, m, *own = (float(v) for v in rule.split(":"))
             o = own[0] if own else None
             variants[f"quantile={q},margin={m},own={o}"] = functools.partial(
-                dii.calibrated, quantile=q, margin=m, own=o
+                calibration.calibrated, quantile=q, margin=m, own=o
             )
     else:
         for mode in ("pooled", "relative", "one-pool"):

@@ -140,7 +140,7 @@ class TrainConfig:
         tilted objects a slack leaves too little of the box to judge (see BENCHMARKS.md).
     dii_reference
         What a weak annotation's evidence is measured against (see
-        :func:`napari_hybridseg.training.dii.calibrated`): ``controls``, the
+        :func:`napari_hybridseg.training.calibration.calibrated`): ``controls``, the
         annotations that the full masks imply (each object's tight box and a stroke
         along its core, the background outside the boxes in regions), scored the same
         way; an annotation is lowered only where it scores clearly worse, per pixel,
