@@ -16,6 +16,7 @@ BOX_TARGETS = ("filled", "projection")
 GRANULARITIES = ("object", "image")
 DII_SPACES = ("centred", "weight", "weight+bias")
 DII_BOX_TARGETS = ("filled", "ellipse", "extent", "same")
+DII_BOX_EVIDENCE = ("mean", "quantile")
 DII_REFERENCES = ("none", "controls")
 DII_LOGITS = ("trained", "zero")
 NETWORKS = ("auto", "2d", "3d")
@@ -29,6 +30,7 @@ PRESETS = {
         "granularity": "image",
         "box_target": "filled",
         "dii_box_target": "same",
+        "dii_box_evidence": "mean",
         "dii_space": "weight",
         "dii_reference": "none",
         "dii_logits": "trained",
@@ -70,11 +72,6 @@ _TYPES = {
     "int | None": (int, type(None)),
     "float | None": (int, float, type(None)),
 }
-
-
-def poly_factor(step: int, total: int, power: float = 0.9) -> float:
-    """Polynomial learning-rate decay, ``(1 - step / total) ** power``, clipped at 0."""
-    return max(0.0, 1.0 - step / max(total, 1)) ** power
 
 
 @dataclass
@@ -138,6 +135,11 @@ class TrainConfig:
         box's claim, with ``dii_box_target="ellipse"``: the ellipse is inscribed in the
         box less that margin (at most a quarter of each side).  0 (default); on thin,
         tilted objects a slack leaves too little of the box to judge (see BENCHMARKS.md).
+    dii_box_evidence
+        How a box's claimed pixels are summed up: ``mean`` (default) of their evidence, or
+        ``quantile``, the evidence of the pixel at half the share of a control box's claim
+        that its object covers (see :mod:`napari_hybridseg.training.box_evidence`); needs
+        ``controls``, the ``projection`` box target and the ``ellipse`` or ``filled`` claim.
     dii_reference
         What a weak annotation's evidence is measured against (see
         :func:`napari_hybridseg.training.calibration.calibrated`): ``controls``, the
@@ -201,6 +203,7 @@ class TrainConfig:
     dii_space: str = "centred"
     dii_box_target: str = "ellipse"
     dii_box_slack: float = 0.0
+    dii_box_evidence: str = "mean"
     dii_reference: str = "controls"
     dii_logits: str = "zero"
     dii_own_quantile: float | None = 0.5
@@ -234,6 +237,13 @@ class TrainConfig:
         choice("granularity", GRANULARITIES)
         choice("dii_space", DII_SPACES)
         choice("dii_box_target", DII_BOX_TARGETS)
+        choice("dii_box_evidence", DII_BOX_EVIDENCE)
+        claims = (self.dii_reference, self.box_target, self.dii_box_target in ("ellipse", "filled"))
+        if self.dii_box_evidence == "quantile" and claims != ("controls", "projection", True):
+            raise ConfigError(
+                "dii_box_evidence quantile needs dii_reference controls, box_target projection "
+                "and dii_box_target ellipse or filled"
+            )
         choice("dii_reference", DII_REFERENCES)
         choice("dii_logits", DII_LOGITS)
         choice("network", NETWORKS)

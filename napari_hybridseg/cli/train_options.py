@@ -14,6 +14,7 @@ def _quantile_or_off(value: str) -> float | None:
 def add_train(sub) -> None:
     from ..config import (
         BOX_TARGETS,
+        DII_BOX_EVIDENCE,
         DII_BOX_TARGETS,
         DII_LOGITS,
         DII_REFERENCES,
@@ -110,6 +111,14 @@ def add_train(sub) -> None:
         default=d["dii_box_slack"].default,
         help="pixels a box may be drawn loose on each side and still be judged as a tight one, with "
         "--dii-box-target ellipse (at most a quarter of the box's side) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--dii-box-evidence",
+        action=Given,
+        choices=DII_BOX_EVIDENCE,
+        default=d["dii_box_evidence"].default,
+        help="how a box's claimed pixels are summed up: the mean of their evidence, or the evidence at the "
+        "quantile of its claim that a tight box's object covers, halved (quantile) (default: %(default)s)",
     )
     p.add_argument(
         "--dii-reference",
@@ -223,6 +232,7 @@ def config_from_args(args):
         dii_lr=args.dii_lr,
         dii_box_target=args.dii_box_target,
         dii_box_slack=args.dii_box_slack,
+        dii_box_evidence=args.dii_box_evidence,
         dii_reference=args.dii_reference,
         dii_logits=args.dii_logits,
         dii_own_quantile=args.dii_own_quantile,

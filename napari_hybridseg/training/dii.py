@@ -27,6 +27,7 @@ from ..data.controls import build_controls
 from ..data.targets import TrainingSample, TrainingSet
 from ..data.tiling import Tiling
 from ..losses import affinity_edges, box_losses, ce_logit_grad, crop_boxes, extent_claim_grad
+from .box_evidence import ClaimPixels, claim_mask, claim_shares, quantile_evidence
 from .calibration import calibrated, instance_groups
 from .distributed import ALONE, Distributed
 
@@ -86,6 +87,11 @@ def gradient_space(grads: torch.Tensor, n_outputs: int, mode: str, mean_feature:
     raise ValueError(f"unknown gradient space {mode!r}")
 
 
+def _mean_where_any(acc: torch.Tensor) -> torch.Tensor:
+    """``acc[0] / acc[1]`` where ``acc[1] > 0``, NaN elsewhere."""
+    return torch.where(acc[1] > 0, acc[0] / acc[1].clamp(min=1), torch.full_like(acc[0], float("nan")))
+
+
 def _pixel_counts(tset: TrainingSet, n: int) -> np.ndarray:
     """Pixels of every weak instance."""
     counts = np.zeros(n, np.float32)
@@ -134,6 +140,20 @@ class DiiScorer:
             ctrl = self.controls.tset
             control_scorer = DiiScorer(cfg, ctrl, len(ctrl.instances), multiple, device, dist, controls=False)
         self.control_scorer = control_scorer
+        # dii_box_evidence="quantile": per instance, the quantile of its claim that scores a box
+        self.box_q = None
+        if control_scorer is not None and cfg.dii_box_evidence == "quantile":
+            ctrl = self.controls.tset
+            shares = claim_shares(ctrl.weak, self.controls.strong_targets, ctrl.box_instance, ctrl.box_class)
+            self.box_q, control_scorer.box_q = self._quantiles(shares), control_scorer._quantiles(shares)
+
+    def _quantiles(self, shares: dict[int, float]) -> torch.Tensor:
+        """Half the controls' covered share of the claim, per box instance (NaN elsewhere)."""
+        q = torch.full((self.n,), float("nan"), device=self.device)
+        for k, c in zip(self.box_instance.tolist(), self.box_class.tolist()):
+            if c in shares:
+                q[k] = shares[c] / 2
+        return q
 
     def _to(self, arr: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)
@@ -204,12 +224,14 @@ class DiiScorer:
         return grad
 
     @torch.no_grad()
-    def weak_gradients(self, net, own_targets: list[np.ndarray] | None = None):
+    def weak_gradients(self, net, own_targets: list[np.ndarray] | None = None, claims=None, mean_feature=None):
         """``g_k`` for every weak instance: ``(n_instances, K * (F + 1))``, one forward per tile
         (under several ranks: the part from this rank's share of the weak samples).
 
         With ``own_targets`` (one label map per weak sample: controls' full masks), also
-        the unnormalised strong-loss gradient over each instance's own pixels."""
+        the unnormalised strong-loss gradient over each instance's own pixels.  With
+        ``claims`` (a :class:`ClaimPixels`), the boxes' claimed pixels are kept in it, in
+        the layout of ``dii_space`` (``mean_feature`` for ``centred``)."""
         net.eval()
         dtype = net.classifier.weight.dtype
         size = (self.n, net.n_outputs * (net.n_features + 1))
@@ -225,20 +247,27 @@ class DiiScorer:
                     grad = grad + self._box_claim_grad(si, ti, img, z, box, core)
                 index = self._to(ins)[None].long()
                 out += classifier_grads(feats, grad, index, self.n)
+                if claims is not None and box is not None:
+                    claim = self._to(claim_mask(box, core, ins))[None]
+                    claims.add(claim, index, feats, grad, self.cfg.dii_space, mean_feature)
                 if own is not None:
                     own_grad = ce_logit_grad(self._judged(z), self._to(ext)[None].long())
                     own += classifier_grads(feats, own_grad, index, self.n)
         return out if own is None else (out, own)
 
     @torch.no_grad()
-    def _dot_products(self, nets) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _evidence(self, nets):
         """``-g_S . g_k`` summed over each weak instance's pixels, averaged over the
         networks, and the same for the controls (``None`` without them).  A control is
         compared with the strong gradient less its own pixels' part, which it would
-        otherwise agree with by construction."""
+        otherwise agree with by construction.  With ``box_q``, also each box's (and
+        control box's) evidence at that quantile of its claimed pixels (NaN for others)."""
         weak = torch.zeros(self.n, device=self.device)
         ctrl = torch.zeros(self.control_scorer.n, device=self.device) if self.control_scorer else None
-        space = self.cfg.dii_space
+        space, quantiles = self.cfg.dii_space, self.box_q is not None
+        at_q = [torch.zeros(2, self.n, device=self.device), None] if quantiles else [None, None]
+        if quantiles:
+            at_q[1] = torch.zeros(2, self.control_scorer.n, device=self.device)
         for net in nets:
             g_s, mean_feature = self.strong_gradient(net)
 
@@ -246,18 +275,40 @@ class DiiScorer:
                 return gradient_space(g, net.n_outputs, space, mean_feature)
 
             g_s = mapped(g_s[None])
-            weak -= mapped(self.weak_gradients(net)) @ g_s[0]
+            claims = [ClaimPixels(), ClaimPixels()] if quantiles else [None, None]
+            weak -= mapped(self.weak_gradients(net, None, claims[0], mean_feature)) @ g_s[0]
             if ctrl is not None:
-                g_c, own = self.control_scorer.weak_gradients(net, self.controls.strong_targets)
-                ctrl -= (mapped(g_c) * (g_s - mapped(own) / self.strong_pixels)).sum(1)
+                targets = self.controls.strong_targets
+                g_c, own = self.control_scorer.weak_gradients(net, targets, claims[1], mean_feature)
+                towards_ctrl = g_s - mapped(own) / self.strong_pixels
+                ctrl -= (mapped(g_c) * towards_ctrl).sum(1)
+            if quantiles:
+                k = net.n_outputs
+                towards = (g_s[0].view(k, -1), towards_ctrl.view(len(towards_ctrl), k, -1))
+                for acc, c, q, t in zip(at_q, claims, (self.box_q, self.control_scorer.box_q), towards):
+                    value = quantile_evidence(*c.evidence(t), q)
+                    acc += torch.stack([value.nan_to_num(0.0), (~value.isnan()).to(value)])
         # a dot product is linear: the ranks' parts add up to the whole, identical on every rank
         weak = self.dist.sum_(weak) / len(nets)
-        return weak, (self.dist.sum_(ctrl) / len(nets) if ctrl is not None else None)
+        ctrl = self.dist.sum_(ctrl) / len(nets) if ctrl is not None else None
+        # each box lies in one rank's share: summed, the others add nothing
+        at_q = [None if a is None else _mean_where_any(self.dist.sum_(a)) for a in at_q]
+        return weak, ctrl, *at_q
+
+    def _dot_products(self, nets) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The sums of :meth:`_evidence` (weak, controls)."""
+        return self._evidence(nets)[:2]
 
     def scores(self, nets) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """:meth:`_dot_products` per pixel of each instance (weak, controls)."""
-        weak, ctrl = self._dot_products(nets)
-        return weak / self.pixels, (ctrl / self.control_scorer.pixels if ctrl is not None else None)
+        """:meth:`_dot_products` per pixel of each instance (weak, controls); with
+        ``dii_box_evidence="quantile"``, a box's is that of its claim's pixel at ``box_q``."""
+        weak, ctrl, weak_q, ctrl_q = self._evidence(nets)
+        weak = weak / self.pixels
+        ctrl = ctrl / self.control_scorer.pixels if ctrl is not None else None
+        if weak_q is not None:
+            weak = torch.where(weak_q.isnan(), weak, weak_q)
+            ctrl = torch.where(ctrl_q.isnan(), ctrl, ctrl_q)
+        return weak, ctrl
 
     def hypergradient(self, nets) -> torch.Tensor:
         """``dL_S/dgamma_k = -g_S . g_k`` for every weak instance; with controls

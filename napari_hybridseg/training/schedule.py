@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import TrainConfig, poly_factor
+from ..config import TrainConfig
+
+
+def poly_factor(step: int, total: int, power: float = 0.9) -> float:
+    """Polynomial learning-rate decay, ``(1 - step / total) ** power``, clipped at 0."""
+    return max(0.0, 1.0 - step / max(total, 1)) ** power
+
 
 # How far, in sum of learning rates, the default DII learning rate lets a weight travel
 # over a run's scheduled updates (see dii_learning_rate).

@@ -309,7 +309,7 @@ def test_gradient_spaces_match_autograd_of_their_parametrisation():
 
 
 def test_default_dii_lr_lets_weights_reach_zero():
-    from napari_hybridseg.config import poly_factor
+    from napari_hybridseg.training.schedule import poly_factor
 
     assert dii_learning_rate(TrainConfig(steps=20_000), 1000, 50) == pytest.approx(0.1)  # the paper's rate
     short = TrainConfig(steps=300)

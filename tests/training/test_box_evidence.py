@@ -1,0 +1,111 @@
+"""A box's DII evidence read off its claimed pixels (``dii_box_evidence="quantile"``): the
+per-pixel evidence sums to the closed-form dot products, the quantile is the one the
+controls' covered share sets, and only boxes are scored otherwise."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_hybridseg.annotations import Box, ImageAnnotations, Project
+from napari_hybridseg.config import TrainConfig
+from napari_hybridseg.errors import ConfigError
+from napari_hybridseg.training import TrainingLoop
+from napari_hybridseg.training.box_evidence import ClaimPixels, claim_shares, quantile_evidence
+from napari_hybridseg.training.dii import gradient_space
+
+CFG = dict(
+    method="dii", steps=1, batch_size=2, patch_size=32, width=4, depth=2, dii_reference="controls",
+    dii_box_target="ellipse", dii_box_evidence="quantile",
+)  # fmt: skip
+
+
+def _disc(shape, cy, cx, r):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+
+
+def _project():
+    """A strong image of three discs; a weak one with a tight box, a box three times too
+    large and a stroke."""
+    shape = (64, 64)
+    labels = np.zeros(shape, np.uint8)
+    for cy, cx, r in ((14, 14, 7), (44, 20, 9), (30, 48, 8)):
+        labels[_disc(shape, cy, cx, r)] = 1
+    image = ((labels > 0) * 1.0 + np.random.default_rng(0).normal(0, 0.1, shape)).astype(np.float32)
+    strokes = np.zeros(shape, np.int32)
+    strokes[42:45, 14:26] = 2
+    boxes = [Box(1, 7, 7, 22, 22), Box(2, 8, 33, 52, 63)]  # tight around (14, 14); loose around (30, 48)
+    weak = ImageAnnotations("w", image, boxes=boxes, scribbles=strokes)
+    return Project([ImageAnnotations("s", image, strong=labels), weak]), labels
+
+
+def test_quantile_evidence_takes_each_instances_lower_quantile():
+    index = torch.tensor([0, 0, 0, 0, 0, 2, 2, 2, 3])
+    values = torch.tensor([5.0, 1.0, 4.0, 2.0, 3.0, -1.0, 7.0, 0.0, 9.0])
+    q = torch.tensor([0.5, 0.5, 0.0, float("nan")])
+    got = quantile_evidence(index, values, q)
+    assert got[0] == 3.0 and got[2] == -1.0  # the median of 1..5; the smallest of three
+    assert got[1].isnan() and got[3].isnan()  # no pixel; no quantile
+    assert quantile_evidence(index, values, torch.tensor([0.9, 0.0, 1.0, 0.0]))[2] == 7.0
+
+
+def test_claim_shares_are_the_share_of_a_tight_boxs_ellipse_its_object_covers():
+    project, labels = _project()
+    loop = TrainingLoop(project, TrainConfig(**CFG))
+    ctrl = loop.scorer.controls
+    shares = claim_shares(ctrl.tset.weak, ctrl.strong_targets, ctrl.tset.box_instance, ctrl.tset.box_class)
+    assert set(shares) == {1}
+    assert 0.8 < shares[1] <= 1.0  # a disc fills nearly all of the ellipse inscribed in its tight box
+    box_q = loop.scorer.box_q
+    boxes = loop.tset.box_instance.tolist()
+    assert torch.allclose(box_q[boxes], torch.full((len(boxes),), shares[1] / 2))
+    assert box_q[[k for k in range(len(box_q)) if k not in boxes]].isnan().all()
+
+
+@pytest.mark.parametrize("space", ["centred", "weight", "weight+bias"])
+def test_pixel_evidence_sums_to_each_boxs_dot_product(space):
+    """Summed over a box's claimed pixels, the per-pixel evidence is the box's
+    ``-g_S . g_k``; for a control, against the strong gradient less its own pixels'."""
+    project, _ = _project()
+    loop = TrainingLoop(project, TrainConfig(**CFG, dii_space=space))
+    sc, net = loop.scorer, loop.state.nets[0].double().eval()
+    for s in [*loop.tset.samples, *sc.controls.tset.weak]:
+        s.image = s.image.astype(np.float64)
+    weak, ctrl = sc._dot_products([net])
+    g_s, mu = sc.strong_gradient(net)
+    g_s = gradient_space(g_s[None], net.n_outputs, space, mu)
+    claims = [ClaimPixels(), ClaimPixels()]
+    sc.weak_gradients(net, None, claims[0], mu)
+    _, own = sc.control_scorer.weak_gradients(net, sc.controls.strong_targets, claims[1], mu)
+    per_control = g_s - gradient_space(own, net.n_outputs, space, mu) / sc.strong_pixels
+    k = net.n_outputs
+    for claim, towards, expected, boxes in (
+        (claims[0], g_s[0].view(k, -1), weak, loop.tset.box_instance),
+        (claims[1], per_control.view(len(per_control), k, -1), ctrl, sc.controls.tset.box_instance),
+    ):
+        index, values = claim.evidence(towards)
+        summed = torch.zeros(len(expected), dtype=values.dtype).index_add_(0, index, values)
+        assert set(index.unique().tolist()) == set(boxes.tolist())
+        assert expected[boxes].abs().min() > 0
+        torch.testing.assert_close(summed[boxes], expected[boxes].to(summed), rtol=1e-5, atol=1e-9)
+
+
+def test_only_boxes_are_scored_by_a_quantile():
+    project, _ = _project()
+    scores = {}
+    for how in ("mean", "quantile"):
+        loop = TrainingLoop(project, TrainConfig(**(CFG | {"dii_box_evidence": how})))
+        scores[how] = loop.scorer.scores(loop.state.nets)
+    boxes = loop.tset.box_instance
+    others = torch.ones(len(scores["mean"][0]), dtype=torch.bool)
+    others[boxes] = False
+    torch.testing.assert_close(scores["mean"][0][others], scores["quantile"][0][others])
+    assert not torch.allclose(scores["mean"][0][boxes], scores["quantile"][0][boxes])
+    assert torch.isfinite(scores["quantile"][0]).all() and torch.isfinite(scores["quantile"][1]).all()
+
+
+def test_quantile_evidence_needs_controls_and_a_claim_of_pixels():
+    for other in (dict(dii_reference="none"), dict(dii_box_target="extent"), dict(box_target="filled")):
+        with pytest.raises(ConfigError, match="dii_box_evidence"):
+            TrainConfig(**(CFG | other))
+    assert TrainConfig().with_preset("paper").dii_box_evidence == "mean"
