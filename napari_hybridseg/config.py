@@ -138,8 +138,8 @@ class TrainConfig:
     dii_box_evidence
         How a box's claimed pixels are summed up: ``mean`` (default) of their evidence, or
         ``quantile``, the evidence of the pixel at half the share of a control box's claim
-        that its object covers (see :mod:`napari_hybridseg.training.box_evidence`); needs
-        ``controls``, the ``projection`` box target and the ``ellipse`` or ``filled`` claim.
+        that its object covers (see :mod:`napari_hybridseg.training.box_evidence`), where
+        boxes claim pixels (``controls``, ``projection`` boxes, ``ellipse`` or ``filled``).
     dii_reference
         What a weak annotation's evidence is measured against (see
         :func:`napari_hybridseg.training.calibration.calibrated`): ``controls``, the
@@ -238,12 +238,6 @@ class TrainConfig:
         choice("dii_space", DII_SPACES)
         choice("dii_box_target", DII_BOX_TARGETS)
         choice("dii_box_evidence", DII_BOX_EVIDENCE)
-        claims = (self.dii_reference, self.box_target, self.dii_box_target in ("ellipse", "filled"))
-        if self.dii_box_evidence == "quantile" and claims != ("controls", "projection", True):
-            raise ConfigError(
-                "dii_box_evidence quantile needs dii_reference controls, box_target projection "
-                "and dii_box_target ellipse or filled"
-            )
         choice("dii_reference", DII_REFERENCES)
         choice("dii_logits", DII_LOGITS)
         choice("network", NETWORKS)

@@ -47,6 +47,16 @@ def claim_shares(samples: list[TrainingSample], targets: list[np.ndarray], box_i
     return {c: float(np.median(v)) for c, v in shares.items()}
 
 
+def box_quantiles(scorer, shares: dict[int, float]) -> torch.Tensor:
+    """Per instance of a scorer: half its class's covered share of a control box's claim
+    for a box, NaN for the rest (and for a box of a class without controls)."""
+    q = torch.full((scorer.n,), float("nan"), device=scorer.device)
+    for k, c in zip(scorer.box_instance.tolist(), scorer.box_class.tolist()):
+        if c in shares:
+            q[k] = shares[c] / 2
+    return q
+
+
 @dataclass
 class ClaimPixels:
     """The claimed box pixels of one pass: their instance, the classifier's input in the

@@ -27,7 +27,7 @@ from ..data.controls import build_controls
 from ..data.targets import TrainingSample, TrainingSet
 from ..data.tiling import Tiling
 from ..losses import affinity_edges, box_losses, ce_logit_grad, crop_boxes, extent_claim_grad
-from .box_evidence import ClaimPixels, claim_mask, claim_shares, quantile_evidence
+from .box_evidence import ClaimPixels, box_quantiles, claim_mask, claim_shares, quantile_evidence
 from .calibration import calibrated, instance_groups
 from .distributed import ALONE, Distributed
 
@@ -142,18 +142,11 @@ class DiiScorer:
         self.control_scorer = control_scorer
         # dii_box_evidence="quantile": per instance, the quantile of its claim that scores a box
         self.box_q = None
-        if control_scorer is not None and cfg.dii_box_evidence == "quantile":
+        pixel_claims = cfg.box_target == "projection" and cfg.dii_box_target in ("ellipse", "filled")
+        if control_scorer is not None and cfg.dii_box_evidence == "quantile" and pixel_claims:
             ctrl = self.controls.tset
             shares = claim_shares(ctrl.weak, self.controls.strong_targets, ctrl.box_instance, ctrl.box_class)
-            self.box_q, control_scorer.box_q = self._quantiles(shares), control_scorer._quantiles(shares)
-
-    def _quantiles(self, shares: dict[int, float]) -> torch.Tensor:
-        """Half the controls' covered share of the claim, per box instance (NaN elsewhere)."""
-        q = torch.full((self.n,), float("nan"), device=self.device)
-        for k, c in zip(self.box_instance.tolist(), self.box_class.tolist()):
-            if c in shares:
-                q[k] = shares[c] / 2
-        return q
+            self.box_q, control_scorer.box_q = (box_quantiles(sc, shares) for sc in (self, control_scorer))
 
     def _to(self, arr: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)

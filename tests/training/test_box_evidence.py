@@ -8,7 +8,6 @@ import torch
 
 from napari_hybridseg.annotations import Box, ImageAnnotations, Project
 from napari_hybridseg.config import TrainConfig
-from napari_hybridseg.errors import ConfigError
 from napari_hybridseg.training import TrainingLoop
 from napari_hybridseg.training.box_evidence import ClaimPixels, claim_shares, quantile_evidence
 from napari_hybridseg.training.dii import gradient_space
@@ -104,8 +103,15 @@ def test_only_boxes_are_scored_by_a_quantile():
     assert torch.isfinite(scores["quantile"][0]).all() and torch.isfinite(scores["quantile"][1]).all()
 
 
-def test_quantile_evidence_needs_controls_and_a_claim_of_pixels():
+def test_boxes_that_claim_no_pixels_keep_their_mean():
+    """Without controls, with the extent claim or with filled training boxes, a box has no
+    claimed pixels to take a quantile of: the option leaves the scores as they were."""
+    project, _ = _project()
     for other in (dict(dii_reference="none"), dict(dii_box_target="extent"), dict(box_target="filled")):
-        with pytest.raises(ConfigError, match="dii_box_evidence"):
-            TrainConfig(**(CFG | other))
+        scores = []
+        for how in ("mean", "quantile"):
+            loop = TrainingLoop(project, TrainConfig(**(CFG | other | {"dii_box_evidence": how})))
+            assert loop.scorer.box_q is None
+            scores.append(loop.scorer.hypergradient(loop.state.nets))
+        torch.testing.assert_close(*scores)
     assert TrainConfig().with_preset("paper").dii_box_evidence == "mean"
