@@ -85,7 +85,9 @@ def _options(r: dict, as_of: str | None = None) -> dict:
     unread = _PER_RUN | _UNREAD.get(r["method"], set())
     defaults = _defaults(as_of)
     if "config" in r:
-        return {k: v for k, v in r["config"].items() if k not in unread and defaults.get(k, v) != v}
+        # an option missing from the config did not exist yet: the run behaved as before its change
+        config = {key: before for _, key, before in DEFAULT_CHANGES} | r["config"]
+        return {k: v for k, v in config.items() if k not in unread and defaults.get(k, v) != v}
     options = {}
     for change, key, before in DEFAULT_CHANGES:  # what the record's commit had by default
         options[key] = before if _is_after(change, r.get("commit", "")) is False else getattr(_cfg, key)

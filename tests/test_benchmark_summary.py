@@ -38,8 +38,11 @@ def test_a_default_that_changed_after_a_record_counts_as_an_option(summarize):
     new_default = _record("dii+dcr", "new", 0.5)
     assert summarize._options(new_default, as_of="old") == {"background_tile": 48, "dii_own_quantile": 0.5}
     assert summarize._options(_record("dii+dcr", "new", 0.5)) == {}
-    # the full config, where a record has it, decides alone
-    assert summarize._options(_record("dii+dcr", "old", 0.5, config={"background_tile": 48, "seed": 3})) == {}
+    # the full config, where a record has it, decides alone; an option it lacks did not
+    # exist when it ran, so the run had the behaviour from before that option's change
+    config = {"background_tile": 48, "seed": 3}
+    assert summarize._options(_record("dii+dcr", "old", 0.5, config=config)) == {"dii_own_quantile": None}
+    assert summarize._options(_record("dii+dcr", "new", 0.5, config=config | {"dii_own_quantile": 0.5})) == {}
 
 
 def test_options_a_method_does_not_read_do_not_split_its_runs(summarize):
