@@ -17,11 +17,11 @@ from napari_hybridseg.training.distributed import Distributed
 CFG = dict(method="dii+dcr", steps=6, batch_size=4, patch_size=32, width=4, depth=2, dii_warmup=2, dii_interval=2)
 
 
-def _rank(rank: int, world: int, init_file: str, project, results) -> None:
+def _rank(rank: int, world: int, init_file: str, project, results, cfg) -> None:
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        loop = TrainingLoop(project, TrainConfig(**CFG), dist=Distributed(rank, world))
+        loop = TrainingLoop(project, TrainConfig(**cfg), dist=Distributed(rank, world))
         events = list(loop.events())
         errors = [e for e in events if isinstance(e, P.ErrorEvent)]
         # NumPy, not tensors: torch would share tensors through file descriptors that end with this process
@@ -39,11 +39,14 @@ def project(tmp_path_factory):
     return Project.load(root)
 
 
-def test_two_gloo_ranks_equal_one_process(project, tmp_path):
+@pytest.mark.parametrize("box_evidence", ["mean", "quantile"])
+def test_two_gloo_ranks_equal_one_process(project, tmp_path, box_evidence):
+    """Every box lies in one rank's share of the images: each its own quantile too."""
+    cfg = CFG | {"dii_box_evidence": box_evidence}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        alone = TrainingLoop(project, TrainConfig(**CFG))
+        alone = TrainingLoop(project, TrainConfig(**cfg))
         assert not [e for e in alone.events() if isinstance(e, P.ErrorEvent)]
     finally:
         torch.set_num_threads(threads)
@@ -51,7 +54,7 @@ def test_two_gloo_ranks_equal_one_process(project, tmp_path):
     # tests' queues), and forked ranks were seen to end without a word after the GUI tests
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
-    ranks = [ctx.Process(target=_rank, args=(r, 2, str(tmp_path / "init"), project, results)) for r in range(2)]
+    ranks = [ctx.Process(target=_rank, args=(r, 2, str(tmp_path / "init"), project, results, cfg)) for r in range(2)]
     for p in ranks:
         p.start()
     got = {}
@@ -63,6 +66,7 @@ def test_two_gloo_ranks_equal_one_process(project, tmp_path):
         p.join(30)
         assert p.exitcode == 0
     assert len(alone.weights) > 0 and min(alone.weights.values().tolist()) < 1.0  # the weights did move
+    assert (alone.scorer.box_q is not None) == (box_evidence == "quantile")
     for rank in (0, 1):
         nets, buffers, gamma = got[rank]
         np.testing.assert_allclose(gamma, alone.weights.values().tolist(), atol=1e-4)
