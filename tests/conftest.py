@@ -40,6 +40,20 @@ def hand_project():
 
 
 @pytest.fixture
+def sparse_volume():
+    """A 6 x 48 x 48 volume of two discs on every slice, fully masked on slices 1 and 4
+    only: ``(volume, mask, strong ImageAnnotations)``."""
+    rng = np.random.default_rng(0)
+    vol = rng.normal(0, 0.1, (6, 48, 48)).astype(np.float32)
+    yy, xx = np.mgrid[:48, :48]
+    mask = np.zeros((6, 48, 48), np.uint8)
+    mask[:, (yy - 20) ** 2 + (xx - 20) ** 2 <= 64] = 1
+    mask[:, (yy - 36) ** 2 + (xx - 34) ** 2 <= 36] = 1
+    vol[mask > 0] += 1
+    return vol, mask, ImageAnnotations("v", vol, strong=mask, axes="zyx", strong_slices=[1, 4])
+
+
+@pytest.fixture
 def one_line_error(capsys):
     """Check that a command failed with exit status 2 and one line on stderr, no traceback,
     naming each of ``needles``; return that line."""

@@ -118,15 +118,8 @@ def test_boxes_that_claim_no_pixels_keep_their_mean():
 
 
 @pytest.mark.parametrize("network", ["2d", "3d"])
-def test_boxes_on_the_slices_of_a_volume_are_scored_by_their_quantile(network):
-    rng = np.random.default_rng(0)
-    vol = rng.normal(0, 0.1, (6, 48, 48)).astype(np.float32)
-    mask = np.zeros((6, 48, 48), np.uint8)
-    for z in range(6):
-        mask[z][_disc((48, 48), 20, 20, 8)] = 1
-        mask[z][_disc((48, 48), 36, 34, 6)] = 1
-    vol[mask > 0] += 1
-    strong = ImageAnnotations("v", vol, strong=mask, axes="zyx", strong_slices=[1, 4])
+def test_boxes_on_the_slices_of_a_volume_are_scored_by_their_quantile(network, sparse_volume):
+    vol, _, strong = sparse_volume
     boxes = [Box(1, 12, 12, 29, 29, z=2), Box(2, 20, 20, 48, 48, z=3)]
     weak = ImageAnnotations("w", vol.copy(), axes="zyx", boxes=boxes)
     scores = {}

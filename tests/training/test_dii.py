@@ -459,15 +459,8 @@ def test_controls_of_a_project_with_classes_keep_each_objects_class():
     assert classes == {1, 2}
 
 
-def test_a_sparse_volume_gets_controls_on_its_annotated_slices_only():
-    rng = np.random.default_rng(0)
-    vol = rng.normal(0, 0.1, (6, 48, 48)).astype(np.float32)
-    mask = np.zeros((6, 48, 48), np.uint8)
-    for z in range(6):
-        mask[z][_disc((48, 48), 20, 20, 8)] = 1
-        mask[z][_disc((48, 48), 36, 34, 6)] = 1
-    vol[mask > 0] += 1
-    item = ImageAnnotations("v", vol, strong=mask, axes="zyx", strong_slices=[1, 4])
+def test_a_sparse_volume_gets_controls_on_its_annotated_slices_only(sparse_volume):
+    item = sparse_volume[2]
     for network in ("2d", "3d"):
         cfg = TrainConfig(method="dii", network=network, patch_size_3d=16, **CTRL)
         loop = TrainingLoop(Project([item]), cfg)
