@@ -80,8 +80,8 @@ class ClaimPixels:
     def evidence(self, towards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(index, -g_S . g_p)`` of every kept pixel; ``towards``: the strong gradient in
         the space's layout, ``(K, F')`` for all pixels or ``(n, K, F')`` per instance."""
-        if not self.index:
-            return torch.zeros(0, dtype=torch.long), torch.zeros(0)
+        if not self.index:  # no box here (a rank's share, images of strokes only)
+            return torch.zeros(0, dtype=torch.long, device=towards.device), towards.new_zeros(0)
         index, f, g = torch.cat(self.index), torch.cat(self.inputs), torch.cat(self.grads)
         if towards.ndim == 2:
             return index, -torch.einsum("pk,kf,pf->p", g, towards, f)

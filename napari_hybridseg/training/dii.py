@@ -258,9 +258,8 @@ class DiiScorer:
         weak = torch.zeros(self.n, device=self.device)
         ctrl = torch.zeros(self.control_scorer.n, device=self.device) if self.control_scorer else None
         space, quantiles = self.cfg.dii_space, self.box_q is not None
-        at_q = [torch.zeros(2, self.n, device=self.device), None] if quantiles else [None, None]
-        if quantiles:
-            at_q[1] = torch.zeros(2, self.control_scorer.n, device=self.device)
+        # per box: the summed quantile evidence over the networks, and how many gave one
+        at_q = [torch.zeros(2, sc.n, device=self.device) if quantiles else None for sc in (self, self.control_scorer)]
         for net in nets:
             g_s, mean_feature = self.strong_gradient(net)
 

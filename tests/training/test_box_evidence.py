@@ -46,6 +46,11 @@ def test_quantile_evidence_takes_each_instances_lower_quantile():
     assert got[0] == 3.0 and got[2] == -1.0  # the median of 1..5; the smallest of three
     assert got[1].isnan() and got[3].isnan()  # no pixel; no quantile
     assert quantile_evidence(index, values, torch.tensor([0.9, 0.0, 1.0, 0.0]))[2] == 7.0
+    # a pass that kept no pixel (no box in a rank's share) answers on the gradient's device and dtype
+    towards = torch.ones(2, 3, dtype=torch.float64)
+    index, values = ClaimPixels().evidence(towards)
+    assert index.numel() == values.numel() == 0 and values.dtype == towards.dtype
+    assert quantile_evidence(index, values, q.double()).isnan().all()
 
 
 def test_claim_shares_are_the_share_of_a_tight_boxs_ellipse_its_object_covers():
