@@ -31,7 +31,7 @@ from _common import OUT, git_rev, machine  # noqa: E402
 from label_efficiency import ROLE, SHARED, build_project, load_dataset, roc_auc, truth_of  # noqa: E402
 
 from napari_hybridseg import protocol as ev  # noqa: E402
-from napari_hybridseg.config import DII_LOGITS, DII_REFERENCES, TrainConfig  # noqa: E402
+from napari_hybridseg.config import DII_BOX_EVIDENCE, DII_LOGITS, DII_REFERENCES, TrainConfig  # noqa: E402
 from napari_hybridseg.synthetic import ANNOTATORS  # noqa: E402
 from napari_hybridseg.training import TrainingLoop  # noqa: E402
 from napari_hybridseg.training.calibration import calibrated  # noqa: E402
@@ -39,6 +39,8 @@ from napari_hybridseg.training.dii import DiiScorer, gradient_space  # noqa: E40
 
 PHASES = ("first", "middle", "last")
 PIXEL_QUANTILES = (0.3, 0.5, 0.7)  # of a box's per-pixel evidence, beside its mean (--box-pixels)
+# --dump: every box's score also at these multiples of the quantile dii_box_evidence="quantile" reads
+DUMP_QUANTILE_FACTORS = (0.5, 0.75, 1.0, 1.5)
 
 
 def medical_project(seed: int, budget: str):
@@ -170,6 +172,9 @@ def main() -> None:
         help="what moves the weights (dii_reference); the other evidence is recorded beside it",
     )
     ap.add_argument("--logits", choices=list(DII_LOGITS), default=TrainConfig.dii_logits, help="dii_logits")
+    ap.add_argument(
+        "--box-evidence", choices=list(DII_BOX_EVIDENCE), default=TrainConfig.dii_box_evidence, help="dii_box_evidence"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--threads", type=int, default=2)
@@ -205,15 +210,23 @@ def main() -> None:
         seed=args.seed,
         dii_reference=args.reference,
         dii_logits=args.logits,
+        dii_box_evidence=args.box_evidence,
         **extra,
     )
     loop = TrainingLoop(project, cfg)
-    # the evidence of both references at every update, whichever moves the weights
+    # the evidence of both references at every update, whichever moves the weights; for --dump,
+    # also every box's at several quantiles of its claim (when boxes can be read so)
     scorer = loop.scorer
-    if scorer.control_scorer is None:
-        scorer = DiiScorer(
-            replace(cfg, dii_reference="controls"), loop.tset, len(loop.weights), scorer.multiple, loop.device
-        )
+    if scorer.control_scorer is None or args.dump is not None:
+        evidence = "quantile" if args.dump is not None else cfg.dii_box_evidence
+        probe = replace(cfg, dii_reference="controls", dii_box_evidence=evidence)
+        scorer = DiiScorer(probe, loop.tset, len(loop.weights), scorer.multiple, loop.device)
+    at_q = args.dump is not None and scorer.box_q is not None
+    if at_q:
+        box_q = scorer.box_q.clone(), scorer.control_scorer.box_q.clone()
+        factors = torch.tensor(DUMP_QUANTILE_FACTORS, device=scorer.device)
+        scorer.box_q, scorer.control_scorer.box_q = (q[:, None] * factors for q in box_q)
+    at_history: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
     history: list[np.ndarray] = []
     weak_history: list[np.ndarray] = []
     ctrl_history: list[np.ndarray] = []
@@ -223,7 +236,17 @@ def main() -> None:
 
     def recorded():
         hyper = update()
-        weak, ctrl = scorer.scores(loop.state.nets)  # per pixel, the state the update saw
+        if args.dump is None:
+            weak, ctrl = scorer.scores(loop.state.nets)  # per pixel, the state the update saw
+        else:
+            weak, ctrl, *at = scorer._evidence(loop.state.nets)
+            weak, ctrl = weak / scorer.pixels, ctrl / scorer.control_scorer.pixels
+            if at_q:
+                for h, a in zip(at_history, at):
+                    h.append(a.cpu().numpy())
+                if cfg.dii_box_evidence == "quantile":  # what the update saw: the quantile itself
+                    one = DUMP_QUANTILE_FACTORS.index(1.0)
+                    weak, ctrl = (torch.where(a[:, one].isnan(), v, a[:, one]) for v, a in zip((weak, ctrl), at))
         history.append((weak * scorer.pixels).cpu().numpy())  # the raw hypergradient: summed
         weak_history.append(weak.cpu().numpy())
         ctrl_history.append(ctrl.cpu().numpy())
@@ -286,6 +309,7 @@ def main() -> None:
         },
         "reference": args.reference,
         "logits": args.logits,
+        "box_evidence": cfg.dii_box_evidence,
         "controls": len(scorer.control_scorer.groups),
         "auc_final_weights": aucs(-weights, judged),
         "mean_weight_clean": mean_weight(False),
@@ -310,6 +334,20 @@ def main() -> None:
             how=np.array([str(h) for _, _, h in judged]),
             weights=weights,
             steps=np.array(steps),
+            box_evidence=np.array(cfg.dii_box_evidence),
+            # with boxes read by their claimed pixels: per update, every box's (NaN: not a box) and
+            # every control box's score at each factor times its quantile, and those quantiles
+            **(
+                dict(
+                    weak_at=np.array(at_history[0]),
+                    ctrl_at=np.array(at_history[1]),
+                    box_q=box_q[0].cpu().numpy(),
+                    ctrl_box_q=box_q[1].cpu().numpy(),
+                    quantile_factors=np.array(DUMP_QUANTILE_FACTORS),
+                )
+                if at_q
+                else {}
+            ),
         )
     print(json.dumps(record), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -90,17 +90,19 @@ class ClaimPixels:
 
 def quantile_evidence(index: torch.Tensor, values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Per instance ``k``, the value at quantile ``q[k]`` (lower) of its pixels' ``values``;
-    NaN for an instance without pixels or a NaN ``q``."""
+    NaN for an instance without pixels or a NaN ``q``.  ``q``: ``(n,)``, or ``(n, m)`` for
+    ``m`` quantiles of each instance (the result has its shape)."""
     n = q.shape[0]
-    out = torch.full((n,), float("nan"), dtype=values.dtype, device=values.device)
+    out = torch.full(q.shape, float("nan"), dtype=values.dtype, device=values.device)
     if values.numel() == 0:
         return out
     order = torch.argsort(values, stable=True)
     order = order[torch.argsort(index[order], stable=True)]  # by instance, then by value
     counts = torch.bincount(index, minlength=n)
     starts = torch.cumsum(counts, 0) - counts
-    has = (counts > 0) & ~torch.isnan(q)
-    k = torch.nonzero(has).flatten()
-    pos = starts[k] + torch.floor(q[k].to(values.dtype) * (counts[k] - 1).to(values.dtype)).long()
-    out[k] = values[order[pos]]
+    shape = (n,) + (1,) * (q.ndim - 1)
+    has = (counts.view(shape) > 0) & ~torch.isnan(q)
+    last = (counts - 1).to(values.dtype).view(shape).expand(q.shape)[has]
+    pos = starts.view(shape).expand(q.shape)[has] + torch.floor(q[has].to(values.dtype) * last).long()
+    out[has] = values[order[pos]]
     return out

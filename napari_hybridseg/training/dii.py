@@ -254,12 +254,14 @@ class DiiScorer:
         networks, and the same for the controls (``None`` without them).  A control is
         compared with the strong gradient less its own pixels' part, which it would
         otherwise agree with by construction.  With ``box_q``, also each box's (and
-        control box's) evidence at that quantile of its claimed pixels (NaN for others)."""
+        control box's) evidence at that quantile of its claimed pixels (NaN for others;
+        ``box_q`` of shape ``(n, m)``: at each of ``m`` quantiles)."""
         weak = torch.zeros(self.n, device=self.device)
         ctrl = torch.zeros(self.control_scorer.n, device=self.device) if self.control_scorer else None
         space, quantiles = self.cfg.dii_space, self.box_q is not None
         # per box: the summed quantile evidence over the networks, and how many gave one
-        at_q = [torch.zeros(2, sc.n, device=self.device) if quantiles else None for sc in (self, self.control_scorer)]
+        scorers = (self, self.control_scorer)
+        at_q = [torch.zeros(2, *sc.box_q.shape, device=self.device) if quantiles else None for sc in scorers]
         for net in nets:
             g_s, mean_feature = self.strong_gradient(net)
 

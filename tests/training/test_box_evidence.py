@@ -46,6 +46,13 @@ def test_quantile_evidence_takes_each_instances_lower_quantile():
     assert got[0] == 3.0 and got[2] == -1.0  # the median of 1..5; the smallest of three
     assert got[1].isnan() and got[3].isnan()  # no pixel; no quantile
     assert quantile_evidence(index, values, torch.tensor([0.9, 0.0, 1.0, 0.0]))[2] == 7.0
+    # several quantiles per instance: one column each, as asked one by one
+    columns = torch.tensor([[0.5, 0.0, 1.0], [0.5, 0.5, 0.5], [0.0, 1.0, 0.5], [float("nan"), 0.2, 0.9]])
+    got = quantile_evidence(index, values, columns)
+    assert got.shape == columns.shape
+    for j in range(columns.shape[1]):
+        assert torch.equal(got[:, j].nan_to_num(-99), quantile_evidence(index, values, columns[:, j]).nan_to_num(-99))
+    assert got[0].tolist() == [3.0, 1.0, 5.0] and got[2].tolist() == [-1.0, 7.0, 0.0] and got[3, 2] == 9.0
     # a pass that kept no pixel (no box in a rank's share) answers on the gradient's device and dtype
     towards = torch.ones(2, 3, dtype=torch.float64)
     index, values = ClaimPixels().evidence(towards)
@@ -106,6 +113,28 @@ def test_only_boxes_are_scored_by_a_quantile():
     torch.testing.assert_close(scores["mean"][0][others], scores["quantile"][0][others])
     assert not torch.allclose(scores["mean"][0][boxes], scores["quantile"][0][boxes])
     assert torch.isfinite(scores["quantile"][0]).all() and torch.isfinite(scores["quantile"][1]).all()
+
+
+def test_several_quantiles_in_one_pass_equal_one_pass_each():
+    """A scorer asked for several quantiles of each box (a column each) gives every column
+    as a pass with that quantile alone would, and the same sums."""
+    project, _ = _project()
+    loop = TrainingLoop(project, TrainConfig(**CFG))
+    sc, nets = loop.scorer, loop.state.nets
+    q, cq = sc.box_q.clone(), sc.control_scorer.box_q.clone()
+    factors = torch.tensor([0.5, 1.0, 1.5])
+    sc.box_q, sc.control_scorer.box_q = q[:, None] * factors, cq[:, None] * factors
+    weak, ctrl, weak_q, ctrl_q = sc._evidence(nets)
+    assert weak_q.shape == (sc.n, 3) and ctrl_q.shape == (sc.control_scorer.n, 3)
+    for j, f in enumerate(factors.tolist()):
+        sc.box_q, sc.control_scorer.box_q = q * f, cq * f
+        one = sc._evidence(nets)
+        torch.testing.assert_close(one[0], weak)
+        torch.testing.assert_close(one[1], ctrl)
+        for got, alone in ((weak_q[:, j], one[2]), (ctrl_q[:, j], one[3])):
+            torch.testing.assert_close(got, alone, equal_nan=True)
+    boxes = loop.tset.box_instance
+    assert weak_q[boxes].isfinite().all() and not torch.equal(weak_q[boxes, 0], weak_q[boxes, 2])
 
 
 def test_boxes_that_claim_no_pixels_keep_their_mean():
