@@ -19,8 +19,16 @@ Variants, for a class whose controls of one kind (boxes; labelled strokes) numbe
 - ``one-pool``: all classes' controls of the kind as one group (the centre too, unless the
   class has controls of its own).
 
+With ``--box-evidence`` (a dump of a run by the mean, which also keeps every box's score at
+several multiples of the quantile ``dii_box_evidence="quantile"`` reads): boxes scored by that
+quantile times each multiple; by the quantile with a wider margin; the mean of both
+calibrated scores; the quantile's unit widened to the mean's relative spread; and the mean
+or the quantile with a box group's unit at least the spread of the user's own boxes.
+
     python benchmarks/dii_phases.py --dataset medical --method dii+dcr --steps 2000 --dump few_s0.npz
     python benchmarks/dii_replay.py few_s0.npz few_s1.npz few_s2.npz
+    python benchmarks/dii_phases.py --dataset dsb2018 --budget few --method dii+dcr --dump few_s0.npz
+    python benchmarks/dii_replay.py --steps 600 --box-evidence few_s0.npz
 """
 
 from __future__ import annotations
@@ -107,17 +115,115 @@ def borrowing(mode: str, always: bool = False):
     return calibrate
 
 
-def replay(run: dict, calibrate, total_steps: int) -> np.ndarray:
-    """The final weights from the recorded scores, stepped as the run stepped them."""
+def recorded_scores(run: dict):
+    """The scores each update saw: ``update -> (weak, ctrl)`` tensors."""
+    return lambda u: (torch.from_numpy(run["weak"][u]), torch.from_numpy(run["ctrl"][u]))
+
+
+def with_calibration(run: dict, calibrate, scores=None):
+    """``update -> calibrated scores``: ``calibrate(weak, groups, ctrl, ctrl_groups)`` of
+    ``scores`` (default: the recorded ones)."""
+    scores = scores or recorded_scores(run)
+    groups, ctrl_groups = torch.from_numpy(run["groups"]), torch.from_numpy(run["ctrl_groups"])
+
+    def at(u):
+        weak, ctrl = scores(u)
+        return calibrate(weak, groups, ctrl, ctrl_groups)
+
+    return at
+
+
+def replay(run: dict, calibrated_at, total_steps: int) -> np.ndarray:
+    """The final weights from the recorded scores, stepped as the run stepped them;
+    ``calibrated_at(update)``: the calibrated scores that update moves the weights by."""
     steps = run["steps"]
     interval = int(steps[1] - steps[0]) if len(steps) > 1 else 1
     lr = dii_learning_rate(TrainConfig(steps=total_steps), int(steps[0]), interval)
     weights = InstanceWeights(InstanceRecord(InstanceKey("replay", str(i), "any")) for i in range(run["weak"].shape[1]))
-    groups, ctrl_groups = torch.from_numpy(run["groups"]), torch.from_numpy(run["ctrl_groups"])
     for update, step in enumerate(steps):
-        weak, ctrl = torch.from_numpy(run["weak"][update]), torch.from_numpy(run["ctrl"][update])
-        weights.step(calibrate(weak, groups, ctrl, ctrl_groups), poly_lr(lr, int(step), total_steps))
+        weights.step(calibrated_at(update), poly_lr(lr, int(step), total_steps))
     return weights.values().numpy()
+
+
+def box_evidence_variants(run: dict) -> dict:
+    """``name -> calibrated_at`` for ways of scoring boxes by their claimed pixels, from a
+    dump of a run by the mean that recorded every box's score at multiples of its quantile
+    (``dii_box_evidence="quantile"``)."""
+    if "weak_at" not in run or str(run["box_evidence"]) != "mean":
+        raise SystemExit("--box-evidence needs a dump of a run by the mean with box scores at quantiles")
+    factors = [float(f) for f in run["quantile_factors"]]
+    one = factors.index(1.0)
+
+    def at(j):
+        def scores(u):
+            weak, ctrl = (run[k][u] for k in ("weak", "ctrl"))
+            weak_q, ctrl_q = (run[k][u][:, j] for k in ("weak_at", "ctrl_at"))
+            pair = np.where(np.isnan(weak_q), weak, weak_q), np.where(np.isnan(ctrl_q), ctrl, ctrl_q)
+            return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in pair)
+
+        return scores
+
+    package = calibration.calibrated
+    mean = with_calibration(run, package)
+    variants = {f"quantile x{f}": with_calibration(run, package, at(j)) for j, f in enumerate(factors)}
+    for m in (1.0, 1.5):
+        variants[f"quantile, margin {m}"] = with_calibration(run, functools.partial(package, margin=m), at(one))
+    quantile = variants["quantile x1.0"]
+    variants["mean of both calibrated"] = lambda u: (mean(u) + quantile(u)) / 2
+    # the quantile's scores measured in the unit the mean's controls give, scaled by the ratio of
+    # the two controls' medians: as if the controls varied as much, relative to their centre
+    groups, ctrl_groups = torch.from_numpy(run["groups"]), torch.from_numpy(run["ctrl_groups"])
+    z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(calibration.CONTROL_QUANTILE)))
+
+    def unit_of_the_mean(u):
+        out = quantile(u)
+        weak, ctrl = at(one)(u)
+        _, ctrl_mean = recorded_scores(run)(u)
+        for g in (int(g) for g in torch.unique(groups)):
+            mine, theirs = ctrl[ctrl_groups == g].float(), ctrl_mean[ctrl_groups == g].float()
+            if g % 2 == 0 or mine.numel() < calibration.MIN_CONTROLS:
+                continue
+            centre, sd = _robust(mine)
+            centre_mean, sd_mean = _robust(theirs)
+            sd = torch.maximum(sd, sd_mean * centre.abs() / centre_mean.abs().clamp(min=1e-12))
+            high = centre + z * sd
+            sel = groups == g
+            if int(sel.sum()) >= calibration.MIN_CONTROLS:
+                high = torch.maximum(high, torch.quantile(weak[sel].float(), TrainConfig.dii_own_quantile))
+            spread = (2 * z * sd).clamp(min=torch.finfo(torch.float32).tiny)
+            out[sel] = ((weak[sel] - high) / spread - calibration.CONTROL_MARGIN).to(out)
+        return out
+
+    variants["quantile, unit of the mean"] = unit_of_the_mean
+    own_unit = with_own_unit()
+    variants["mean, unit at least the user's boxes'"] = with_calibration(run, own_unit)
+    variants["quantile, unit at least the user's boxes'"] = with_calibration(run, own_unit, at(one))
+    return variants
+
+
+def with_own_unit():
+    """The package's calibration with a box group's unit at least the spread of the user's
+    own boxes of the group, read off their lower half (their 25th percentile's distance from
+    their median, as if normal), which the corrupted share, if under a half, barely moves:
+    the controls are exactly tight boxes, the user's clean boxes are not."""
+    half_iqr = calibration._IQR_PER_SD / 2
+
+    def calibrate(weak, groups_, ctrl, ctrl_groups):
+        out = calibration.calibrated(weak, groups_, ctrl, ctrl_groups)
+        z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(calibration.CONTROL_QUANTILE)))
+        for g in (int(g) for g in torch.unique(groups_)):
+            mine, sel = ctrl[ctrl_groups == g].float(), groups_ == g
+            if g % 2 == 0 or mine.numel() < calibration.MIN_CONTROLS or int(sel.sum()) < calibration.MIN_CONTROLS:
+                continue
+            centre, sd = _robust(mine)
+            q25, median = torch.quantile(weak[sel].float(), torch.tensor([0.25, 0.5]))
+            sd = torch.maximum(sd, (median - q25) / half_iqr)
+            high = torch.maximum(centre + z * sd, torch.quantile(weak[sel].float(), TrainConfig.dii_own_quantile))
+            spread = (2 * z * sd).clamp(min=torch.finfo(torch.float32).tiny)
+            out[sel] = ((weak[sel] - high) / spread - calibration.CONTROL_MARGIN).to(out)
+        return out
+
+    return calibrate
 
 
 def summary(run: dict, weights: np.ndarray) -> dict:
@@ -166,6 +272,12 @@ def main() -> None:
         metavar="QUANTILE:MARGIN[:OWN]",
         help="replay the package's calibration with these constants instead of the borrowing variants",
     )
+    ap.add_argument(
+        "--box-evidence",
+        action="store_true",
+        help="replay ways of reading a box's evidence off its claimed pixels (dumps of runs by the mean, "
+        "made at c35b6f5 or later) instead of the borrowing variants",
+    )
     args = ap.parse_args()
     variants = {"package": calibration.calibrated}
     if args.rule is not None:
@@ -183,8 +295,11 @@ def main() -> None:
     for path in args.dumps:
         run = dict(np.load(path))
         controls = {int(g): int((run["ctrl_groups"] == g).sum()) for g in np.unique(run["ctrl_groups"])}
-        for name, calibrate in variants.items():
-            weights = replay(run, calibrate, args.steps)
+        runs_variants = {n: with_calibration(run, c) for n, c in variants.items()}
+        if args.box_evidence:
+            runs_variants = {"package": runs_variants["package"]} | box_evidence_variants(run)
+        for name, calibrated_at in runs_variants.items():
+            weights = replay(run, calibrated_at, args.steps)
             record = {"dump": path.name, "variant": name, "controls_per_group": controls}
             if name == "package":
                 record["replay_max_error"] = float(np.abs(weights - run["weights"]).max())
