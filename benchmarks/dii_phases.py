@@ -40,7 +40,7 @@ from napari_hybridseg.training.dii import DiiScorer, gradient_space  # noqa: E40
 PHASES = ("first", "middle", "last")
 PIXEL_QUANTILES = (0.3, 0.5, 0.7)  # of a box's per-pixel evidence, beside its mean (--box-pixels)
 # --dump: every box's score also at these multiples of the quantile dii_box_evidence="quantile" reads
-DUMP_QUANTILE_FACTORS = (0.5, 0.75, 1.0, 1.5)
+DUMP_QUANTILE_FACTORS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 
 
 def medical_project(seed: int, budget: str):
