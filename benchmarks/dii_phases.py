@@ -34,6 +34,7 @@ from napari_hybridseg import protocol as ev  # noqa: E402
 from napari_hybridseg.config import DII_BOX_EVIDENCE, DII_LOGITS, DII_REFERENCES, TrainConfig  # noqa: E402
 from napari_hybridseg.synthetic import ANNOTATORS  # noqa: E402
 from napari_hybridseg.training import TrainingLoop  # noqa: E402
+from napari_hybridseg.training.box_evidence import BOX_MARGIN  # noqa: E402
 from napari_hybridseg.training.calibration import calibrated  # noqa: E402
 from napari_hybridseg.training.dii import DiiScorer, gradient_space  # noqa: E402
 
@@ -250,7 +251,10 @@ def main() -> None:
         history.append((weak * scorer.pixels).cpu().numpy())  # the raw hypergradient: summed
         weak_history.append(weak.cpu().numpy())
         ctrl_history.append(ctrl.cpu().numpy())
-        calibrated_history.append(calibrated(weak, scorer.groups, ctrl, scorer.control_scorer.groups).cpu().numpy())
+        box_margin = BOX_MARGIN if cfg.dii_box_evidence == "quantile" else None
+        calibrated_history.append(
+            calibrated(weak, scorer.groups, ctrl, scorer.control_scorer.groups, box_margin=box_margin).cpu().numpy()
+        )
         steps.append(loop.state.step)
         return hyper
 

@@ -21,7 +21,7 @@ Variants, for a class whose controls of one kind (boxes; labelled strokes) numbe
 
 With ``--box-evidence`` (a dump of a run by the mean, which also keeps every box's score at
 several multiples of the quantile ``dii_box_evidence="quantile"`` reads): boxes scored by that
-quantile times each multiple; by the quantile with a wider margin; the mean of both
+quantile times each multiple, also with wider margins (``--margins``); the mean of both
 calibrated scores; the quantile's unit widened to the mean's relative spread; and the mean
 or the quantile with a box group's unit at least the spread of the user's own boxes.
 
@@ -50,6 +50,7 @@ from napari_hybridseg.config import TrainConfig  # noqa: E402
 from napari_hybridseg.data.targets import InstanceRecord  # noqa: E402
 from napari_hybridseg.protocol import InstanceKey  # noqa: E402
 from napari_hybridseg.training import calibration  # noqa: E402
+from napari_hybridseg.training.box_evidence import BOX_MARGIN  # noqa: E402
 from napari_hybridseg.training.schedule import dii_learning_rate, poly_lr  # noqa: E402
 from napari_hybridseg.training.weights import InstanceWeights  # noqa: E402
 
@@ -145,7 +146,7 @@ def replay(run: dict, calibrated_at, total_steps: int) -> np.ndarray:
     return weights.values().numpy()
 
 
-def box_evidence_variants(run: dict) -> dict:
+def box_evidence_variants(run: dict, margins=(1.0, 1.5)) -> dict:
     """``name -> calibrated_at`` for ways of scoring boxes by their claimed pixels, from a
     dump of a run by the mean that recorded every box's score at multiples of its quantile
     (``dii_box_evidence="quantile"``)."""
@@ -165,9 +166,17 @@ def box_evidence_variants(run: dict) -> dict:
 
     package = calibration.calibrated
     mean = with_calibration(run, package)
+    # "quantile x1.0, box margin 0.75" is what dii_box_evidence="quantile" does (BOX_MARGIN)
     variants = {f"quantile x{f}": with_calibration(run, package, at(j)) for j, f in enumerate(factors)}
-    for m in (1.0, 1.5):
-        variants[f"quantile, margin {m}"] = with_calibration(run, functools.partial(package, margin=m), at(one))
+    for m in margins:
+        for j, f in enumerate(factors):
+            variants[f"quantile x{f}, margin {m}"] = with_calibration(run, functools.partial(package, margin=m), at(j))
+    boxes = torch.from_numpy(run["groups"] % 2 == 1)
+    for m in margins:  # the margin of box groups alone, strokes and background regions keep theirs
+        wider = with_calibration(run, functools.partial(package, margin=m), at(one))
+        variants[f"quantile x1.0, box margin {m}"] = lambda u, wider=wider: torch.where(
+            boxes, wider(u), variants["quantile x1.0"](u)
+        )
     quantile = variants["quantile x1.0"]
     variants["mean of both calibrated"] = lambda u: (mean(u) + quantile(u)) / 2
     # the quantile's scores measured in the unit the mean's controls give, scaled by the ratio of
@@ -278,6 +287,13 @@ def main() -> None:
         help="replay ways of reading a box's evidence off its claimed pixels (dumps of runs by the mean, "
         "made at c35b6f5 or later) instead of the borrowing variants",
     )
+    ap.add_argument(
+        "--margins",
+        type=float,
+        nargs="+",
+        default=[1.0, 1.5],
+        help="with --box-evidence, also every quantile at each of these margins",
+    )
     args = ap.parse_args()
     variants = {"package": calibration.calibrated}
     if args.rule is not None:
@@ -295,9 +311,13 @@ def main() -> None:
     for path in args.dumps:
         run = dict(np.load(path))
         controls = {int(g): int((run["ctrl_groups"] == g).sum()) for g in np.unique(run["ctrl_groups"])}
+        if str(run.get("box_evidence", "mean")) == "quantile":  # a run that scored its boxes so
+            variants["package"] = functools.partial(calibration.calibrated, box_margin=BOX_MARGIN)
+        else:
+            variants["package"] = calibration.calibrated
         runs_variants = {n: with_calibration(run, c) for n, c in variants.items()}
         if args.box_evidence:
-            runs_variants = {"package": runs_variants["package"]} | box_evidence_variants(run)
+            runs_variants = {"package": runs_variants["package"]} | box_evidence_variants(run, args.margins)
         for name, calibrated_at in runs_variants.items():
             weights = replay(run, calibrated_at, args.steps)
             record = {"dump": path.name, "variant": name, "controls_per_group": controls}

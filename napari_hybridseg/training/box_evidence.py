@@ -23,6 +23,11 @@ import torch
 
 from ..data.targets import TrainingSample
 
+# boxes scored so are lowered where they score worse than their controls by this many units,
+# not calibration.CONTROL_MARGIN: a clean box read at one pixel varies more about its
+# controls than its mean does (benchmarks/dii_replay.py --box-evidence; BENCHMARKS.md)
+BOX_MARGIN = 0.75
+
 
 def claim_mask(boxmap: np.ndarray, core: np.ndarray | None, instance: np.ndarray) -> np.ndarray:
     """The pixels a box claims (``core``: the inscribed ellipses, ``None``: whole boxes),

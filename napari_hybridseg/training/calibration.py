@@ -38,7 +38,14 @@ def instance_groups(tset: TrainingSet, n: int) -> torch.Tensor:
 
 
 def calibrated(
-    weak, groups, ctrl, ctrl_groups, quantile=CONTROL_QUANTILE, margin=CONTROL_MARGIN, own=TrainConfig.dii_own_quantile
+    weak,
+    groups,
+    ctrl,
+    ctrl_groups,
+    quantile=CONTROL_QUANTILE,
+    margin=CONTROL_MARGIN,
+    own=TrainConfig.dii_own_quantile,
+    box_margin=None,
 ) -> torch.Tensor:
     """Per-pixel scores measured against the controls of the same group: minus their
     ``CONTROL_QUANTILE``, in units of their spread (that quantile minus the opposite
@@ -47,7 +54,8 @@ def calibrated(
     the controls' median and interquartile range.  Positive, so that the weight is
     lowered, only where an annotation scores clearly worse than nearly every annotation
     the full masks imply.  A group with fewer than ``MIN_CONTROLS`` controls keeps its
-    raw scores.  ``quantile``, ``margin`` and ``own`` (None: no floor from the group): the rule's constants."""
+    raw scores.  ``quantile``, ``margin`` and ``own`` (None: no floor from the group): the rule's constants;
+    ``box_margin``: the margin of boxes' groups, if not ``margin``."""
     z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(quantile)))
     out = weak.clone()
     groups, ctrl_groups = groups.to(weak.device), ctrl_groups.to(weak.device)
@@ -64,5 +72,6 @@ def calibrated(
         spread = spread.clamp(min=torch.finfo(mine.dtype).tiny)
         if own is not None and int(sel.sum()) >= MIN_CONTROLS:
             high = torch.maximum(high, torch.quantile(weak[sel].float(), own))
-        out[sel] = ((weak[sel] - high) / spread - margin).to(out)
+        m = box_margin if box_margin is not None and g % 2 == 1 else margin
+        out[sel] = ((weak[sel] - high) / spread - m).to(out)
     return out

@@ -27,7 +27,7 @@ from ..data.controls import build_controls
 from ..data.targets import TrainingSample, TrainingSet
 from ..data.tiling import Tiling
 from ..losses import affinity_edges, box_losses, ce_logit_grad, crop_boxes, extent_claim_grad
-from .box_evidence import ClaimPixels, box_quantiles, claim_mask, claim_shares, quantile_evidence
+from .box_evidence import BOX_MARGIN, ClaimPixels, box_quantiles, claim_mask, claim_shares, quantile_evidence
 from .calibration import calibrated, instance_groups
 from .distributed import ALONE, Distributed
 
@@ -311,4 +311,7 @@ class DiiScorer:
         if self.control_scorer is None:
             return self._dot_products(nets)[0]
         weak, ctrl = self.scores(nets)
-        return calibrated(weak, self.groups, ctrl, self.control_scorer.groups, own=self.cfg.dii_own_quantile)
+        box_margin = BOX_MARGIN if self.box_q is not None else None
+        return calibrated(
+            weak, self.groups, ctrl, self.control_scorer.groups, own=self.cfg.dii_own_quantile, box_margin=box_margin
+        )

@@ -9,7 +9,8 @@ import torch
 from napari_hybridseg.annotations import Box, ImageAnnotations, Project
 from napari_hybridseg.config import TrainConfig
 from napari_hybridseg.training import TrainingLoop
-from napari_hybridseg.training.box_evidence import ClaimPixels, claim_shares, quantile_evidence
+from napari_hybridseg.training.box_evidence import BOX_MARGIN, ClaimPixels, claim_shares, quantile_evidence
+from napari_hybridseg.training.calibration import CONTROL_MARGIN, calibrated
 from napari_hybridseg.training.dii import gradient_space
 
 CFG = dict(
@@ -135,6 +136,24 @@ def test_several_quantiles_in_one_pass_equal_one_pass_each():
             torch.testing.assert_close(got, alone, equal_nan=True)
     boxes = loop.tset.box_instance
     assert weak_q[boxes].isfinite().all() and not torch.equal(weak_q[boxes, 0], weak_q[boxes, 2])
+
+
+@pytest.mark.parametrize("how", ["mean", "quantile"])
+def test_boxes_scored_by_a_quantile_are_calibrated_with_their_own_margin(how):
+    project, _ = _project()
+    loop = TrainingLoop(project, TrainConfig(**(CFG | {"dii_box_evidence": how})))
+    sc = loop.scorer
+    weak, ctrl = sc.scores(loop.state.nets)
+    hyper = sc.hypergradient(loop.state.nets)
+    args = weak, sc.groups, ctrl, sc.control_scorer.groups
+    margins = dict(own=loop.config.dii_own_quantile)
+    boxes = torch.zeros(sc.n, dtype=torch.bool)
+    boxes[loop.tset.box_instance] = True
+    assert boxes.any() and (~boxes & (sc.groups >= 0)).any()
+    box_margin = BOX_MARGIN if how == "quantile" else CONTROL_MARGIN
+    expected = torch.where(boxes, calibrated(*args, margin=box_margin, **margins), calibrated(*args, **margins))
+    torch.testing.assert_close(hyper, expected)
+    assert BOX_MARGIN != CONTROL_MARGIN
 
 
 def test_boxes_that_claim_no_pixels_keep_their_mean():

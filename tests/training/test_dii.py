@@ -605,6 +605,16 @@ def test_calibrated_takes_the_rules_quantile_and_margin():
     assert out[1] > 0 > calibrated(weak, groups, ctrl, torch.full((11,), 3), own=None)[1]
 
 
+def test_a_box_margin_moves_boxes_groups_alone():
+    ctrl = torch.arange(11.0).repeat(2)
+    ctrl_groups = torch.tensor([2] * 11 + [3] * 11)  # strokes of class 1, then its boxes
+    weak, groups = torch.tensor([6.0, 9.0, 6.0, 9.0]), torch.tensor([2, 2, 3, 3])
+    base = calibrated(weak, groups, ctrl, ctrl_groups, own=None)
+    wider = calibrated(weak, groups, ctrl, ctrl_groups, own=None, box_margin=1.5)
+    torch.testing.assert_close(wider[:2], base[:2])  # strokes keep the margin
+    torch.testing.assert_close(wider[2:], base[2:] - (1.5 - 0.5))  # boxes are read a unit more leniently
+
+
 def test_own_quantile_keeps_most_of_a_group_when_every_annotation_scores_worse_than_the_controls():
     # controls the networks fit far better than anything unseen: every weak box scores worse
     ctrl, ctrl_groups = torch.arange(11.0), torch.full((11,), 3)
