@@ -138,8 +138,9 @@ class TrainConfig:
     dii_box_evidence
         How a box's claimed pixels are summed up: ``mean`` (default) of their evidence, or
         ``quantile``, the evidence of the pixel at half the share of a control box's claim
-        that its object covers (see :mod:`napari_hybridseg.training.box_evidence`), where
-        boxes claim pixels (``controls``, ``projection`` boxes, ``ellipse`` or ``filled``).
+        that its object covers, lowered past a wider margin than other annotations (see
+        :mod:`napari_hybridseg.training.box_evidence`), where boxes claim pixels
+        (``controls``, ``projection`` boxes, ``ellipse`` or ``filled``).
     dii_reference
         What a weak annotation's evidence is measured against (see
         :func:`napari_hybridseg.training.calibration.calibrated`): ``controls``, the

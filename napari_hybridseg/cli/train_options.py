@@ -118,7 +118,8 @@ def add_train(sub) -> None:
         choices=DII_BOX_EVIDENCE,
         default=d["dii_box_evidence"].default,
         help="how a box's claimed pixels are summed up: the mean of their evidence, or the evidence at the "
-        "quantile of its claim that a tight box's object covers, halved (quantile) (default: %(default)s)",
+        "quantile of its claim that a tight box's object covers, halved, lowered past a wider margin (quantile) "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--dii-reference",
