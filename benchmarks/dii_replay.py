@@ -110,8 +110,7 @@ def borrowing(mode: str, always: bool = False):
             if g == 0:
                 spread = torch.maximum(spread, mine.median().abs())
             spread = spread.clamp(min=torch.finfo(torch.float32).tiny)
-            margin = calibration.STROKE_MARGIN if g > 0 and g % 2 == 0 else calibration.CONTROL_MARGIN
-            out[groups == g] = ((weak[groups == g] - high) / spread - margin).to(out)
+            out[groups == g] = ((weak[groups == g] - high) / spread - calibration.CONTROL_MARGIN).to(out)
         return out
 
     return calibrate
@@ -280,8 +279,7 @@ def main() -> None:
         nargs="*",
         default=None,
         metavar="QUANTILE:MARGIN[:OWN]",
-        help="replay the package's calibration with these constants (the margin for every group) instead of "
-        "the borrowing variants",
+        help="replay the package's calibration with these constants instead of the borrowing variants",
     )
     ap.add_argument(
         "--box-evidence",
@@ -303,7 +301,7 @@ def main() -> None:
             q, m, *own = (float(v) for v in rule.split(":"))
             o = own[0] if own else None
             variants[f"quantile={q},margin={m},own={o}"] = functools.partial(
-                calibration.calibrated, quantile=q, margin=m, own=o, stroke_margin=None
+                calibration.calibrated, quantile=q, margin=m, own=o
             )
     else:
         for mode in ("pooled", "relative", "one-pool"):

@@ -21,10 +21,6 @@ from ..data.targets import TrainingSet
 # the group has MIN_CONTROLS annotations (most of a user's annotations are taken as right)
 CONTROL_QUANTILE = 0.9
 CONTROL_MARGIN = 0.5
-# strokes labelled with an object class are lowered past this wider margin: a stroke on the
-# wrong object or on background scores far beyond it, a clean one that is thin or off-centre
-# need not (benchmarks/dii_replay.py; BENCHMARKS.md)
-STROKE_MARGIN = 1.0
 _IQR_PER_SD = 1.349  # a normal distribution's interquartile range, in standard deviations
 MIN_CONTROLS = 3
 
@@ -50,7 +46,6 @@ def calibrated(
     margin=CONTROL_MARGIN,
     own=TrainConfig.dii_own_quantile,
     box_margin=None,
-    stroke_margin=STROKE_MARGIN,
 ) -> torch.Tensor:
     """Per-pixel scores measured against the controls of the same group: minus their
     ``CONTROL_QUANTILE``, in units of their spread (that quantile minus the opposite
@@ -60,8 +55,7 @@ def calibrated(
     lowered, only where an annotation scores clearly worse than nearly every annotation
     the full masks imply.  A group with fewer than ``MIN_CONTROLS`` controls keeps its
     raw scores.  ``quantile``, ``margin`` and ``own`` (None: no floor from the group): the rule's constants;
-    ``box_margin``: the margin of boxes' groups, if not ``margin``; ``stroke_margin``: that of
-    strokes labelled with an object class (None: ``margin``)."""
+    ``box_margin``: the margin of boxes' groups, if not ``margin``."""
     z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(quantile)))
     out = weak.clone()
     groups, ctrl_groups = groups.to(weak.device), ctrl_groups.to(weak.device)
@@ -78,7 +72,6 @@ def calibrated(
         spread = spread.clamp(min=torch.finfo(mine.dtype).tiny)
         if own is not None and int(sel.sum()) >= MIN_CONTROLS:
             high = torch.maximum(high, torch.quantile(weak[sel].float(), own))
-        m = box_margin if g % 2 == 1 else stroke_margin if g > 0 else None
-        m = margin if m is None else m
+        m = box_margin if box_margin is not None and g % 2 == 1 else margin
         out[sel] = ((weak[sel] - high) / spread - m).to(out)
     return out

@@ -16,7 +16,7 @@ from napari_hybridseg.protocol import InstanceKey
 from napari_hybridseg.synthetic import synth_image
 from napari_hybridseg.task import Task
 from napari_hybridseg.training import TrainingLoop
-from napari_hybridseg.training.calibration import CONTROL_MARGIN, STROKE_MARGIN, calibrated
+from napari_hybridseg.training.calibration import CONTROL_MARGIN, calibrated
 from napari_hybridseg.training.dii import classifier_grads, gradient_space
 from napari_hybridseg.training.schedule import DII_TRAVEL, dii_learning_rate
 from napari_hybridseg.training.weights import InstanceWeights
@@ -613,17 +613,6 @@ def test_a_box_margin_moves_boxes_groups_alone():
     wider = calibrated(weak, groups, ctrl, ctrl_groups, own=None, box_margin=1.5)
     torch.testing.assert_close(wider[:2], base[:2])  # strokes keep the margin
     torch.testing.assert_close(wider[2:], base[2:] - (1.5 - 0.5))  # boxes are read a unit more leniently
-
-
-def test_strokes_of_an_object_class_are_lowered_past_their_own_margin():
-    ctrl = torch.arange(11.0).repeat(3)
-    ctrl_groups = torch.tensor([0] * 11 + [2] * 11 + [3] * 11)  # background, strokes and boxes of class 1
-    weak, groups = torch.tensor([17.0, 17.0, 17.0]), torch.tensor([0, 2, 3])
-    same = calibrated(weak, groups, ctrl, ctrl_groups, own=None, stroke_margin=None)
-    out = calibrated(weak, groups, ctrl, ctrl_groups, own=None)
-    torch.testing.assert_close(out[1], same[1] - (STROKE_MARGIN - CONTROL_MARGIN))
-    torch.testing.assert_close(out[[0, 2]], same[[0, 2]])  # background regions and boxes keep theirs
-    assert STROKE_MARGIN > CONTROL_MARGIN and same[1] > 0 > out[1]  # a stroke the default margin would lower
 
 
 def test_own_quantile_keeps_most_of_a_group_when_every_annotation_scores_worse_than_the_controls():
