@@ -34,7 +34,6 @@ from napari_hybridseg import protocol as ev  # noqa: E402
 from napari_hybridseg.config import DII_BOX_EVIDENCE, DII_LOGITS, DII_REFERENCES, TrainConfig  # noqa: E402
 from napari_hybridseg.synthetic import ANNOTATORS  # noqa: E402
 from napari_hybridseg.training import TrainingLoop  # noqa: E402
-from napari_hybridseg.training.box_evidence import BOX_MARGIN  # noqa: E402
 from napari_hybridseg.training.calibration import calibrated  # noqa: E402
 from napari_hybridseg.training.dii import DiiScorer, gradient_space  # noqa: E402
 
@@ -228,6 +227,7 @@ def main() -> None:
         factors = torch.tensor(DUMP_QUANTILE_FACTORS, device=scorer.device)
         scorer.box_q, scorer.control_scorer.box_q = (q[:, None] * factors for q in box_q)
     at_history: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+    box_margin = loop.scorer.box_margin  # the rule that moves the weights
     history: list[np.ndarray] = []
     weak_history: list[np.ndarray] = []
     ctrl_history: list[np.ndarray] = []
@@ -251,7 +251,6 @@ def main() -> None:
         history.append((weak * scorer.pixels).cpu().numpy())  # the raw hypergradient: summed
         weak_history.append(weak.cpu().numpy())
         ctrl_history.append(ctrl.cpu().numpy())
-        box_margin = BOX_MARGIN if cfg.dii_box_evidence == "quantile" else None
         calibrated_history.append(
             calibrated(weak, scorer.groups, ctrl, scorer.control_scorer.groups, box_margin=box_margin).cpu().numpy()
         )
@@ -339,6 +338,7 @@ def main() -> None:
             weights=weights,
             steps=np.array(steps),
             box_evidence=np.array(cfg.dii_box_evidence),
+            box_margin=np.array(np.nan if box_margin is None else box_margin),  # NaN: the rule's margin
             # with boxes read by their claimed pixels: per update, every box's (NaN: not a box) and
             # every control box's score at each factor times its quantile, and those quantiles
             **(

@@ -50,10 +50,10 @@ from napari_hybridseg.config import TrainConfig  # noqa: E402
 from napari_hybridseg.data.targets import InstanceRecord  # noqa: E402
 from napari_hybridseg.protocol import InstanceKey  # noqa: E402
 from napari_hybridseg.training import calibration  # noqa: E402
-from napari_hybridseg.training.box_evidence import BOX_MARGIN  # noqa: E402
 from napari_hybridseg.training.schedule import dii_learning_rate, poly_lr  # noqa: E402
 from napari_hybridseg.training.weights import InstanceWeights  # noqa: E402
 
+_Z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(calibration.CONTROL_QUANTILE)))
 CORRUPTIONS = (("box", "loose"), ("box", "shifted"), ("box", "background"), ("scribble", "background"))
 
 
@@ -67,7 +67,6 @@ def _robust(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def borrowing(mode: str, always: bool = False):
     """A calibration like :func:`calibration.calibrated` that lends a class with too few controls
     (or, ``always``, every class) a spread from the other classes' controls of its kind."""
-    z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(calibration.CONTROL_QUANTILE)))
 
     def calibrate(weak, groups, ctrl, ctrl_groups):
         out = weak.clone()
@@ -106,7 +105,7 @@ def borrowing(mode: str, always: bool = False):
                     if mode == "relative":
                         sd = sd * centre.abs()
             # from here on as calibration.calibrated measures a group against its controls
-            high, spread = centre + z * sd, 2 * z * sd
+            high, spread = centre + _Z * sd, 2 * _Z * sd
             if g == 0:
                 spread = torch.maximum(spread, mine.median().abs())
             spread = spread.clamp(min=torch.finfo(torch.float32).tiny)
@@ -146,7 +145,7 @@ def replay(run: dict, calibrated_at, total_steps: int) -> np.ndarray:
     return weights.values().numpy()
 
 
-def box_evidence_variants(run: dict, margins=(1.0, 1.5)) -> dict:
+def box_evidence_variants(run: dict, margins) -> dict:
     """``name -> calibrated_at`` for ways of scoring boxes by their claimed pixels, from a
     dump of a run by the mean that recorded every box's score at multiples of its quantile
     (``dii_box_evidence="quantile"``)."""
@@ -171,43 +170,49 @@ def box_evidence_variants(run: dict, margins=(1.0, 1.5)) -> dict:
     for m in margins:
         for j, f in enumerate(factors):
             variants[f"quantile x{f}, margin {m}"] = with_calibration(run, functools.partial(package, margin=m), at(j))
-    boxes = torch.from_numpy(run["groups"] % 2 == 1)
     for m in margins:  # the margin of box groups alone, strokes and background regions keep theirs
-        wider = with_calibration(run, functools.partial(package, margin=m), at(one))
-        variants[f"quantile x1.0, box margin {m}"] = lambda u, wider=wider: torch.where(
-            boxes, wider(u), variants["quantile x1.0"](u)
+        variants[f"quantile x1.0, box margin {m}"] = with_calibration(
+            run, functools.partial(package, box_margin=m), at(one)
         )
     quantile = variants["quantile x1.0"]
     variants["mean of both calibrated"] = lambda u: (mean(u) + quantile(u)) / 2
     # the quantile's scores measured in the unit the mean's controls give, scaled by the ratio of
     # the two controls' medians: as if the controls varied as much, relative to their centre
     groups, ctrl_groups = torch.from_numpy(run["groups"]), torch.from_numpy(run["ctrl_groups"])
-    z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(calibration.CONTROL_QUANTILE)))
 
     def unit_of_the_mean(u):
-        out = quantile(u)
         weak, ctrl = at(one)(u)
         _, ctrl_mean = recorded_scores(run)(u)
-        for g in (int(g) for g in torch.unique(groups)):
-            mine, theirs = ctrl[ctrl_groups == g].float(), ctrl_mean[ctrl_groups == g].float()
-            if g % 2 == 0 or mine.numel() < calibration.MIN_CONTROLS:
-                continue
-            centre, sd = _robust(mine)
-            centre_mean, sd_mean = _robust(theirs)
-            sd = torch.maximum(sd, sd_mean * centre.abs() / centre_mean.abs().clamp(min=1e-12))
-            high = centre + z * sd
-            sel = groups == g
-            if int(sel.sum()) >= calibration.MIN_CONTROLS:
-                high = torch.maximum(high, torch.quantile(weak[sel].float(), TrainConfig.dii_own_quantile))
-            spread = (2 * z * sd).clamp(min=torch.finfo(torch.float32).tiny)
-            out[sel] = ((weak[sel] - high) / spread - calibration.CONTROL_MARGIN).to(out)
-        return out
+
+        def widen(g, centre, sd, sel):
+            centre_mean, sd_mean = _robust(ctrl_mean[ctrl_groups == g].float())
+            return torch.maximum(sd, sd_mean * centre.abs() / centre_mean.abs().clamp(min=1e-12))
+
+        return _box_groups_widened(package(weak, groups, ctrl, ctrl_groups), weak, groups, ctrl, ctrl_groups, widen)
 
     variants["quantile, unit of the mean"] = unit_of_the_mean
     own_unit = with_own_unit()
     variants["mean, unit at least the user's boxes'"] = with_calibration(run, own_unit)
     variants["quantile, unit at least the user's boxes'"] = with_calibration(run, own_unit, at(one))
     return variants
+
+
+def _box_groups_widened(out, weak, groups, ctrl, ctrl_groups, widen):
+    """``out`` with every box group that has ``MIN_CONTROLS`` controls measured as
+    :func:`calibration.calibrated` measures it, but with the controls' robust standard
+    deviation replaced by ``widen(group, centre, sd, members)``."""
+    for g in (int(g) for g in torch.unique(groups)):
+        mine, sel = ctrl[ctrl_groups == g].float(), groups == g
+        if g % 2 == 0 or mine.numel() < calibration.MIN_CONTROLS:
+            continue
+        centre, sd = _robust(mine)
+        sd = widen(g, centre, sd, sel)
+        high = centre + _Z * sd
+        if int(sel.sum()) >= calibration.MIN_CONTROLS:
+            high = torch.maximum(high, torch.quantile(weak[sel].float(), TrainConfig.dii_own_quantile))
+        spread = (2 * _Z * sd).clamp(min=torch.finfo(torch.float32).tiny)
+        out[sel] = ((weak[sel] - high) / spread - calibration.CONTROL_MARGIN).to(out)
+    return out
 
 
 def with_own_unit():
@@ -217,20 +222,15 @@ def with_own_unit():
     the controls are exactly tight boxes, the user's clean boxes are not."""
     half_iqr = calibration._IQR_PER_SD / 2
 
-    def calibrate(weak, groups_, ctrl, ctrl_groups):
-        out = calibration.calibrated(weak, groups_, ctrl, ctrl_groups)
-        z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(calibration.CONTROL_QUANTILE)))
-        for g in (int(g) for g in torch.unique(groups_)):
-            mine, sel = ctrl[ctrl_groups == g].float(), groups_ == g
-            if g % 2 == 0 or mine.numel() < calibration.MIN_CONTROLS or int(sel.sum()) < calibration.MIN_CONTROLS:
-                continue
-            centre, sd = _robust(mine)
+    def calibrate(weak, groups, ctrl, ctrl_groups):
+        def widen(g, centre, sd, sel):
+            if int(sel.sum()) < calibration.MIN_CONTROLS:
+                return sd
             q25, median = torch.quantile(weak[sel].float(), torch.tensor([0.25, 0.5]))
-            sd = torch.maximum(sd, (median - q25) / half_iqr)
-            high = torch.maximum(centre + z * sd, torch.quantile(weak[sel].float(), TrainConfig.dii_own_quantile))
-            spread = (2 * z * sd).clamp(min=torch.finfo(torch.float32).tiny)
-            out[sel] = ((weak[sel] - high) / spread - calibration.CONTROL_MARGIN).to(out)
-        return out
+            return torch.maximum(sd, (median - q25) / half_iqr)
+
+        out = calibration.calibrated(weak, groups, ctrl, ctrl_groups)
+        return _box_groups_widened(out, weak, groups, ctrl, ctrl_groups, widen)
 
     return calibrate
 
@@ -311,10 +311,10 @@ def main() -> None:
     for path in args.dumps:
         run = dict(np.load(path))
         controls = {int(g): int((run["ctrl_groups"] == g).sum()) for g in np.unique(run["ctrl_groups"])}
-        if str(run.get("box_evidence", "mean")) == "quantile":  # a run that scored its boxes so
-            variants["package"] = functools.partial(calibration.calibrated, box_margin=BOX_MARGIN)
-        else:
-            variants["package"] = calibration.calibrated
+        box_margin = float(run.get("box_margin", np.nan))  # boxes' own margin in the run, if any
+        variants["package"] = functools.partial(
+            calibration.calibrated, box_margin=None if np.isnan(box_margin) else box_margin
+        )
         runs_variants = {n: with_calibration(run, c) for n, c in variants.items()}
         if args.box_evidence:
             runs_variants = {"package": runs_variants["package"]} | box_evidence_variants(run, args.margins)

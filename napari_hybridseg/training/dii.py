@@ -147,6 +147,7 @@ class DiiScorer:
             ctrl = self.controls.tset
             shares = claim_shares(ctrl.weak, self.controls.strong_targets, ctrl.box_instance, ctrl.box_class)
             self.box_q, control_scorer.box_q = (box_quantiles(sc, shares) for sc in (self, control_scorer))
+        self.box_margin = BOX_MARGIN if self.box_q is not None else None  # box groups' margin, if not the rule's
 
     def _to(self, arr: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)
@@ -311,7 +312,5 @@ class DiiScorer:
         if self.control_scorer is None:
             return self._dot_products(nets)[0]
         weak, ctrl = self.scores(nets)
-        box_margin = BOX_MARGIN if self.box_q is not None else None
-        return calibrated(
-            weak, self.groups, ctrl, self.control_scorer.groups, own=self.cfg.dii_own_quantile, box_margin=box_margin
-        )
+        own = self.cfg.dii_own_quantile
+        return calibrated(weak, self.groups, ctrl, self.control_scorer.groups, own=own, box_margin=self.box_margin)
