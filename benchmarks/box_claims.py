@@ -23,7 +23,10 @@ clean one) of four oracle scores:
   another box of the same class and slice, at most half this box's area, that lies inside
   it (a box two or three times too large among touching objects encloses its
   neighbours' boxes); and ``ellipse+nest``, the lower of ``ellipse`` and ``nest``: the
-  ceiling of DII's claim joined by that cue.
+  ceiling of DII's claim joined by that cue;
+- ``size``: no pixel either, only the full masks: 0 for a box of more than ``SIZE_FACTOR``
+  times the area of the largest bounding box of an object of its class in the full masks
+  (the controls' boxes), 1 otherwise; and ``ellipse+size``, the lower of ``ellipse`` and it.
 
     python benchmarks/box_claims.py [--sets bbbc007 dsb2018 scellseg synthetic elongated medical]
 """
@@ -45,9 +48,10 @@ from label_efficiency import ROLE, SHARED, build_project, load_dataset, roc_auc 
 from napari_hybridseg.data.targets import inscribed_ellipse  # noqa: E402
 
 SETS = ("bbbc007", "dsb2018", "scellseg", "synthetic", "elongated", "medical")
-JUDGES = ("ellipse", "filled", "extent", "object", "split", "nest", "ellipse+nest")
+JUDGES = ("ellipse", "filled", "extent", "object", "split", "nest", "ellipse+nest", "size", "ellipse+size")
 PEAK_SHARE = 0.1  # of the median object half-width: how far a peak must stand above its saddles
 NESTED = 0.5  # a box encloses another of at most this share of its area
+SIZE_FACTOR = 3.0  # a box larger than this many times its class's largest control box is judged too large
 
 
 def split_objects(mask: np.ndarray, half_width: float) -> np.ndarray:
@@ -92,9 +96,30 @@ def enclosure(box, boxes) -> float:
     return best
 
 
-def with_nest(scores: dict[str, float], box, boxes) -> dict[str, float]:
+def with_nest(scores: dict[str, float], box, boxes, largest: dict[int, int]) -> dict[str, float]:
+    """``scores`` with the judges that read no pixel; ``largest``: per class, the area of
+    the largest control box."""
     nest = 1.0 - enclosure(box, boxes)
-    return scores | {"nest": nest, "ellipse+nest": min(scores["ellipse"], nest)}
+    size = float(box.cls not in largest or box.area <= SIZE_FACTOR * largest[box.cls])
+    return scores | {
+        "nest": nest,
+        "ellipse+nest": min(scores["ellipse"], nest),
+        "size": size,
+        "ellipse+size": min(scores["ellipse"], size),
+    }
+
+
+def largest_boxes(planes) -> dict[int, int]:
+    """Per class, the area of the largest bounding box of one of its objects (connected
+    components of an instance or class map) in ``planes``, 2D label maps of full masks."""
+    largest: dict[int, int] = {}
+    for labels, classes in planes:
+        for sl, k in zip(ndi.find_objects(labels), range(1, int(labels.max()) + 1)):
+            if sl is not None:
+                c = int(np.bincount(classes[sl][labels[sl] == k]).argmax())
+                area = (sl[0].stop - sl[0].start) * (sl[1].stop - sl[1].start)
+                largest[c] = max(largest.get(c, 0), area)
+    return largest
 
 
 def oracle_scores(classes: np.ndarray, objects: np.ndarray, box, split: np.ndarray | None = None) -> dict[str, float]:
@@ -122,6 +147,8 @@ def boxes_2d(name: str, seed: int, budget: str):
     project, _, corrupted = build_project(train, budget, seed)
     labels = {n: lab for n, _, lab in train}
     width = half_width(list(labels.values()))
+    strong = [item.strong for item in project.images.values() if item.strong is not None]
+    largest = largest_boxes((lab, (lab > 0).astype(np.int32)) for lab in strong)
     out = []
     for item in project.images.values():
         if not item.boxes:
@@ -131,7 +158,8 @@ def boxes_2d(name: str, seed: int, budget: str):
         split = split_objects(classes > 0, width)
         for box in item.boxes:
             bad, how = corrupted.get((item.name, str(box.id), "box"), (False, "none"))
-            out.append((with_nest(oracle_scores(classes, objects, box, split), box, item.boxes), bad, how))
+            scores = oracle_scores(classes, objects, box, split)
+            out.append((with_nest(scores, box, item.boxes, largest), bad, how))
     return out
 
 
@@ -144,13 +172,15 @@ def boxes_medical(seed: int, budget: str):
         print(why)
         return []
     (_, classes), _ = medical.load_halves()
-    _, boxes, _, truth = medical.simulate(classes, budget, seed)
+    strong, boxes, _, truth = medical.simulate(classes, budget, seed)
+    planes = [(z, c) for z in strong for c in np.unique(classes[z])[1:]]
+    largest = largest_boxes((ndi.label(classes[z] == c)[0], np.where(classes[z] == c, c, 0)) for z, c in planes)
     out = []
     for box in boxes:
         plane = classes[box.z]
         objects, _ = ndi.label(plane == box.cls)
         bad, how = truth[("train", str(box.id), "box")]
-        out.append((with_nest(oracle_scores(plane, objects, box), box, boxes), bad, how))
+        out.append((with_nest(oracle_scores(plane, objects, box), box, boxes, largest), bad, how))
     return out
 
 
@@ -169,6 +199,8 @@ def summary(rows) -> dict:
             record[f"split_below_half_{how}"] = round(float(np.mean(below)), 2)
         # the share of each kind that encloses most (0.8) of a smaller box
         record[f"nest_enclosing_{how}"] = round(float(np.mean([r[0]["nest"] <= 0.2 for r in rows if r[2] == how])), 2)
+        # the share of each kind that the size judge lowers
+        record[f"size_lowered_{how}"] = round(float(np.mean([r[0]["size"] == 0 for r in rows if r[2] == how])), 2)
     return record
 
 
@@ -180,8 +212,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT / "box_claims.jsonl")
     args = ap.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    header = "set        seed budget  boxes bad  AUC ellipse filled extent object split  nest ell+nest  "
-    print(header + "median ellipse share (clean / loose / shifted / background)")
+    header = "set        seed budget  boxes bad  AUC ellipse filled extent object split  nest ell+nest  size ell+size  "
+    print(header + "median ellipse share (clean / loose / shifted / background); lowered by size (clean / loose)")
     for name in args.sets:
         for seed in args.seeds:
             for budget in args.budgets:
@@ -197,7 +229,8 @@ def main() -> None:
                     f"{name:<10} {seed:>4} {budget:<6} {rec['boxes']:>5} {rec['corrupted']:>3}  "
                     f"{rec['auc_ellipse']:>11} {rec['auc_filled']:>6} {rec['auc_extent']:>6} "
                     f"{rec['auc_object']:>6} {rec.get('auc_split', '-'):>6} {rec['auc_nest']:>6} "
-                    f"{rec['auc_ellipse+nest']:>6}  {shares}",
+                    f"{rec['auc_ellipse+nest']:>6} {rec['auc_size']:>6} {rec['auc_ellipse+size']:>6}  {shares}; "
+                    f"{rec.get('size_lowered_none', '-')} / {rec.get('size_lowered_loose', '-')}",
                     flush=True,
                 )
                 with open(args.out, "a") as fh:
