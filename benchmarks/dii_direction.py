@@ -28,7 +28,7 @@ from label_efficiency import SHARED, build_project, load_dataset, roc_auc, truth
 from napari_hybridseg import protocol as ev  # noqa: E402
 from napari_hybridseg.config import DII_BOX_TARGETS, TrainConfig  # noqa: E402
 from napari_hybridseg.training import TrainingLoop  # noqa: E402
-from napari_hybridseg.training.dii import gradient_space  # noqa: E402
+from napari_hybridseg.training.classifier import gradient_space  # noqa: E402
 
 
 def main() -> None:

@@ -34,8 +34,10 @@ from napari_hybridseg import protocol as ev  # noqa: E402
 from napari_hybridseg.config import DII_BOX_EVIDENCE, DII_LOGITS, DII_REFERENCES, TrainConfig  # noqa: E402
 from napari_hybridseg.synthetic import ANNOTATORS  # noqa: E402
 from napari_hybridseg.training import TrainingLoop  # noqa: E402
+from napari_hybridseg.training.box_evidence import at_quantile  # noqa: E402
 from napari_hybridseg.training.calibration import calibrated  # noqa: E402
-from napari_hybridseg.training.dii import DiiScorer, gradient_space  # noqa: E402
+from napari_hybridseg.training.classifier import gradient_space  # noqa: E402
+from napari_hybridseg.training.dii import DiiScorer  # noqa: E402
 
 PHASES = ("first", "middle", "last")
 PIXEL_QUANTILES = (0.3, 0.5, 0.7)  # of a box's per-pixel evidence, beside its mean (--box-pixels)
@@ -237,23 +239,27 @@ def main() -> None:
 
     def recorded():
         hyper = update()
+        at_one = None  # each box's score at its quantile, if read
         if args.dump is None:
-            weak, ctrl = scorer.scores(loop.state.nets)  # per pixel, the state the update saw
+            weak, ctrl, *at = scorer.per_pixel(loop.state.nets)  # per pixel, the state the update saw
+            at_one = at if at[0] is not None else None
         else:
             weak, ctrl, *at = scorer._evidence(loop.state.nets)
             weak, ctrl = weak / scorer.pixels, ctrl / scorer.control_scorer.pixels
             if at_q:
                 for h, a in zip(at_history, at):
                     h.append(a.cpu().numpy())
-                if cfg.dii_box_evidence == "quantile":  # what the update saw: the quantile itself
-                    one = DUMP_QUANTILE_FACTORS.index(1.0)
-                    weak, ctrl = (torch.where(a[:, one].isnan(), v, a[:, one]) for v, a in zip((weak, ctrl), at))
+                at_one = tuple(a[:, DUMP_QUANTILE_FACTORS.index(1.0)] for a in at)
+        if at_one is not None and cfg.dii_box_evidence == "quantile":  # what the update saw: the quantile itself
+            weak, ctrl = (at_quantile(v, a) for v, a in zip((weak, ctrl), at_one))
         history.append((weak * scorer.pixels).cpu().numpy())  # the raw hypergradient: summed
         weak_history.append(weak.cpu().numpy())
         ctrl_history.append(ctrl.cpu().numpy())
-        calibrated_history.append(
-            calibrated(weak, scorer.groups, ctrl, scorer.control_scorer.groups, box_margin=box_margin).cpu().numpy()
-        )
+        if at_one is not None and cfg.dii_box_evidence == "both":  # the lower of the mean's and the quantile's
+            judged = loop.scorer.judged(weak, ctrl, *at_one)
+        else:
+            judged = calibrated(weak, scorer.groups, ctrl, scorer.control_scorer.groups, box_margin=box_margin)
+        calibrated_history.append(judged.cpu().numpy())
         steps.append(loop.state.step)
         return hyper
 

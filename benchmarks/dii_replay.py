@@ -22,8 +22,9 @@ Variants, for a class whose controls of one kind (boxes; labelled strokes) numbe
 With ``--box-evidence`` (a dump of a run by the mean, which also keeps every box's score at
 several multiples of the quantile ``dii_box_evidence="quantile"`` reads): boxes scored by that
 quantile times each multiple, also with wider margins (``--margins``); the mean of both
-calibrated scores; the quantile's unit widened to the mean's relative spread; and the mean
-or the quantile with a box group's unit at least the spread of the user's own boxes.
+calibrated scores, and the lower of them (a box lowered only where both read it worse); the
+quantile's unit widened to the mean's relative spread; and the mean or the quantile with a
+box group's unit at least the spread of the user's own boxes.
 
     python benchmarks/dii_phases.py --dataset medical --method dii+dcr --steps 2000 --dump few_s0.npz
     python benchmarks/dii_replay.py few_s0.npz few_s1.npz few_s2.npz
@@ -145,24 +146,40 @@ def replay(run: dict, calibrated_at, total_steps: int) -> np.ndarray:
     return weights.values().numpy()
 
 
+def quantile_scores(run: dict, j: int):
+    """``update -> (weak, ctrl)`` with each box's score at multiple ``j`` of its quantile."""
+
+    def scores(u):
+        weak, ctrl = (run[k][u] for k in ("weak", "ctrl"))
+        weak_q, ctrl_q = (run[k][u][:, j] for k in ("weak_at", "ctrl_at"))
+        pair = np.where(np.isnan(weak_q), weak, weak_q), np.where(np.isnan(ctrl_q), ctrl, ctrl_q)
+        return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in pair)
+
+    return scores
+
+
+def lower_of_both(run: dict, box_margin: float):
+    """``update -> calibrated scores`` of ``dii_box_evidence="both"``: the lower of the
+    mean's and the quantile's (boxes at ``box_margin``), from a dump with box scores at
+    quantiles."""
+    one = [float(f) for f in run["quantile_factors"]].index(1.0)
+    mean = with_calibration(run, calibration.calibrated)
+    by_quantile = with_calibration(
+        run, functools.partial(calibration.calibrated, box_margin=box_margin), quantile_scores(run, one)
+    )
+    return lambda u: torch.minimum(mean(u), by_quantile(u))
+
+
 def box_evidence_variants(run: dict, margins) -> dict:
     """``name -> calibrated_at`` for ways of scoring boxes by their claimed pixels, from a
     dump of a run by the mean that recorded every box's score at multiples of its quantile
     (``dii_box_evidence="quantile"``)."""
-    if "weak_at" not in run or str(run["box_evidence"]) != "mean":
-        raise SystemExit("--box-evidence needs a dump of a run by the mean with box scores at quantiles")
+    if "weak_at" not in run or str(run["box_evidence"]) == "quantile":
+        raise SystemExit("--box-evidence needs a dump of a run by the mean (or both) with box scores at quantiles")
     factors = [float(f) for f in run["quantile_factors"]]
     one = factors.index(1.0)
 
-    def at(j):
-        def scores(u):
-            weak, ctrl = (run[k][u] for k in ("weak", "ctrl"))
-            weak_q, ctrl_q = (run[k][u][:, j] for k in ("weak_at", "ctrl_at"))
-            pair = np.where(np.isnan(weak_q), weak, weak_q), np.where(np.isnan(ctrl_q), ctrl, ctrl_q)
-            return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in pair)
-
-        return scores
-
+    at = functools.partial(quantile_scores, run)
     package = calibration.calibrated
     mean = with_calibration(run, package)
     # "quantile x1.0, box margin 0.75" is what dii_box_evidence="quantile" does (BOX_MARGIN)
@@ -176,6 +193,10 @@ def box_evidence_variants(run: dict, margins) -> dict:
         )
     quantile = variants["quantile x1.0"]
     variants["mean of both calibrated"] = lambda u: (mean(u) + quantile(u)) / 2
+    # a box lowered only where the mean and the quantile (at each box margin) both read it worse;
+    # at BOX_MARGIN, dii_box_evidence="both"
+    for m in (calibration.CONTROL_MARGIN, *margins):
+        variants[f"lower of mean and quantile, box margin {m}"] = lower_of_both(run, m)
     # the quantile's scores measured in the unit the mean's controls give, scaled by the ratio of
     # the two controls' medians: as if the controls varied as much, relative to their centre
     groups, ctrl_groups = torch.from_numpy(run["groups"]), torch.from_numpy(run["ctrl_groups"])
@@ -316,6 +337,8 @@ def main() -> None:
             calibration.calibrated, box_margin=None if np.isnan(box_margin) else box_margin
         )
         runs_variants = {n: with_calibration(run, c) for n, c in variants.items()}
+        if str(run.get("box_evidence")) == "both":  # the run's own rule: the lower of the mean's and the quantile's
+            runs_variants["package"] = lower_of_both(run, box_margin)
         if args.box_evidence:
             runs_variants = {"package": runs_variants["package"]} | box_evidence_variants(run, args.margins)
         for name, calibrated_at in runs_variants.items():

@@ -16,7 +16,7 @@ BOX_TARGETS = ("filled", "projection")
 GRANULARITIES = ("object", "image")
 DII_SPACES = ("centred", "weight", "weight+bias")
 DII_BOX_TARGETS = ("filled", "ellipse", "extent", "same")
-DII_BOX_EVIDENCE = ("mean", "quantile")
+DII_BOX_EVIDENCE = ("mean", "quantile", "both")
 DII_REFERENCES = ("none", "controls")
 DII_LOGITS = ("trained", "zero")
 NETWORKS = ("auto", "2d", "3d")
@@ -136,11 +136,12 @@ class TrainConfig:
         box less that margin (at most a quarter of each side).  0 (default); on thin,
         tilted objects a slack leaves too little of the box to judge (see BENCHMARKS.md).
     dii_box_evidence
-        How a box's claimed pixels are summed up: ``mean`` (default) of their evidence, or
+        How a box's claimed pixels are summed up: ``mean`` (default) of their evidence;
         ``quantile``, the evidence of the pixel at half the share of a control box's claim
         that its object covers, lowered past a wider margin than other annotations (see
-        :mod:`napari_hybridseg.training.box_evidence`), where boxes claim pixels
-        (``controls``, ``projection`` boxes, ``ellipse`` or ``filled``).
+        :mod:`napari_hybridseg.training.box_evidence`); or ``both``, lowered only where the
+        mean and the quantile both read it worse than its controls; where boxes claim
+        pixels (``controls``, ``projection`` boxes, ``ellipse`` or ``filled``).
     dii_reference
         What a weak annotation's evidence is measured against (see
         :func:`napari_hybridseg.training.calibration.calibrated`): ``controls``, the

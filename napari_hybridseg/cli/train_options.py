@@ -117,9 +117,9 @@ def add_train(sub) -> None:
         action=Given,
         choices=DII_BOX_EVIDENCE,
         default=d["dii_box_evidence"].default,
-        help="how a box's claimed pixels are summed up: the mean of their evidence, or the evidence at the "
-        "quantile of its claim that a tight box's object covers, halved, lowered past a wider margin (quantile) "
-        "(default: %(default)s)",
+        help="how a box's claimed pixels are summed up: the mean of their evidence; the evidence at the "
+        "quantile of its claim that a tight box's object covers, halved, lowered past a wider margin (quantile); "
+        "or a box lowered only where both read it worse than the full masks' boxes (both) (default: %(default)s)",
     )
     p.add_argument(
         "--dii-reference",

@@ -93,6 +93,12 @@ class ClaimPixels:
         return index, -torch.einsum("pk,pkf,pf->p", g, towards[index], f)
 
 
+def at_quantile(scores: torch.Tensor, at_q: torch.Tensor) -> torch.Tensor:
+    """``scores`` with each box's replaced by its score at its quantile (``at_q``, NaN for
+    an instance scored by the mean)."""
+    return torch.where(at_q.isnan(), scores, at_q)
+
+
 def quantile_evidence(index: torch.Tensor, values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Per instance ``k``, the value at quantile ``q[k]`` (lower) of its pixels' ``values``;
     NaN for an instance without pixels or a NaN ``q``.  ``q``: ``(n,)``, or ``(n, m)`` for

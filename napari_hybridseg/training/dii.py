@@ -27,64 +27,20 @@ from ..data.controls import build_controls
 from ..data.targets import TrainingSample, TrainingSet
 from ..data.tiling import Tiling
 from ..losses import affinity_edges, box_losses, ce_logit_grad, crop_boxes, extent_claim_grad
-from .box_evidence import BOX_MARGIN, ClaimPixels, box_quantiles, claim_mask, claim_shares, quantile_evidence
+from .box_evidence import (
+    BOX_MARGIN,
+    ClaimPixels,
+    at_quantile,
+    box_quantiles,
+    claim_mask,
+    claim_shares,
+    quantile_evidence,
+)
 from .calibration import calibrated, instance_groups
+from .classifier import classifier_grads, gradient_space
 from .distributed import ALONE, Distributed
 
 DII_TILE = {2: 1024, 3: 128}  # pixels per axis of one no-grad pass, for 2D and 3D samples
-
-
-def classifier_grads(features: torch.Tensor, grad_logits: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
-    """Per-instance gradients of the 1x1 classifier ``(weight, bias)``.
-
-    Parameters
-    ----------
-    features
-        ``(B, F, *S)`` classifier inputs.
-    grad_logits
-        ``(B, K, *S)`` derivative of the loss with respect to the logits.
-    index
-        ``(B, *S)`` long: the instance each pixel's loss belongs to, -1 for none.
-    n
-        Number of instances.
-
-    Returns
-    -------
-    ``(n, K * (F + 1))``: row ``k`` is instance ``k``'s gradient, weight ``(K, F)``
-    then bias ``(K,)`` per class, i.e. the layout of
-    ``torch.cat([W.flatten(1), b[:, None]], 1).flatten()``.
-    """
-    sel = index >= 0
-    f = features.movedim(1, -1)[sel]  # (N, F)
-    g = grad_logits.movedim(1, -1)[sel]  # (N, K)
-    f = torch.cat([f, f.new_ones(f.shape[0], 1)], dim=1)
-    outer = (g[:, :, None] * f[:, None, :]).reshape(f.shape[0], -1)
-    out = outer.new_zeros(n, outer.shape[1])
-    return out.index_add_(0, index[sel], outer)
-
-
-def gradient_space(grads: torch.Tensor, n_outputs: int, mode: str, mean_feature: torch.Tensor | None = None):
-    """Map gradients from :func:`classifier_grads` into the space the dot products use.
-
-    ``"weight+bias"``: the classifier's weight and bias, as computed.
-    ``"weight"``: the weight only.
-    ``"centred"``: the weight of the same layer written as ``W (f - mu) + b'`` with
-    ``mu`` the mean strong feature, i.e. ``dW - db (outer) mu``.  Features after a
-    ReLU are all non-negative, so raw dot products between pixel gradients are
-    dominated by how well calibrated the network is overall; centring makes them
-    compare what each annotation teaches about pixels that look like its own.
-    """
-    g = grads.view(grads.shape[0], n_outputs, grads.shape[1] // n_outputs)
-    w, b = g[..., :-1], g[..., -1]
-    if mode == "weight+bias":
-        return grads
-    if mode == "weight":
-        return w.reshape(grads.shape[0], w.shape[1] * w.shape[2])
-    if mode == "centred":
-        if mean_feature is None:
-            raise ValueError("centred gradients need the mean feature")
-        return (w - b[..., None] * mean_feature).reshape(grads.shape[0], w.shape[1] * w.shape[2])
-    raise ValueError(f"unknown gradient space {mode!r}")
 
 
 def _mean_where_any(acc: torch.Tensor) -> torch.Tensor:
@@ -140,10 +96,10 @@ class DiiScorer:
             ctrl = self.controls.tset
             control_scorer = DiiScorer(cfg, ctrl, len(ctrl.instances), multiple, device, dist, controls=False)
         self.control_scorer = control_scorer
-        # dii_box_evidence="quantile": per instance, the quantile of its claim that scores a box
+        # dii_box_evidence "quantile" or "both": per instance, the quantile of its claim that scores a box
         self.box_q = None
         pixel_claims = cfg.box_target == "projection" and cfg.dii_box_target in ("ellipse", "filled")
-        if control_scorer is not None and cfg.dii_box_evidence == "quantile" and pixel_claims:
+        if control_scorer is not None and cfg.dii_box_evidence != "mean" and pixel_claims:
             ctrl = self.controls.tset
             shares = claim_shares(ctrl.weak, self.controls.strong_targets, ctrl.box_instance, ctrl.box_class)
             self.box_q, control_scorer.box_q = (box_quantiles(sc, shares) for sc in (self, control_scorer))
@@ -294,23 +250,37 @@ class DiiScorer:
         """The sums of :meth:`_evidence` (weak, controls)."""
         return self._evidence(nets)[:2]
 
-    def scores(self, nets) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """:meth:`_dot_products` per pixel of each instance (weak, controls); with
-        ``dii_box_evidence="quantile"``, a box's is that of its claim's pixel at ``box_q``."""
+    def per_pixel(self, nets):
+        """``(weak, controls, weak at box_q, controls at box_q)``: :meth:`_evidence` with the
+        sums per pixel of each instance (the last two ``None`` without ``box_q``)."""
         weak, ctrl, weak_q, ctrl_q = self._evidence(nets)
-        weak = weak / self.pixels
         ctrl = ctrl / self.control_scorer.pixels if ctrl is not None else None
-        if weak_q is not None:
-            weak = torch.where(weak_q.isnan(), weak, weak_q)
-            ctrl = torch.where(ctrl_q.isnan(), ctrl, ctrl_q)
+        return weak / self.pixels, ctrl, weak_q, ctrl_q
+
+    def scores(self, nets) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`per_pixel` (weak, controls); with ``dii_box_evidence="quantile"``, a box's
+        is that of its claim's pixel at ``box_q``."""
+        weak, ctrl, weak_q, ctrl_q = self.per_pixel(nets)
+        if weak_q is not None and self.cfg.dii_box_evidence == "quantile":
+            return at_quantile(weak, weak_q), at_quantile(ctrl, ctrl_q)
         return weak, ctrl
+
+    def judged(self, weak, ctrl, weak_q=None, ctrl_q=None) -> torch.Tensor:
+        """Per-pixel scores measured against the controls' (:func:`calibrated`): a box's
+        by the mean, by its claim's pixel at ``box_q`` (``weak_q``, ``ctrl_q``; past
+        ``box_margin``), or, with ``dii_box_evidence="both"``, the lower of the two."""
+        own, groups = self.cfg.dii_own_quantile, (self.groups, self.control_scorer.groups)
+        if weak_q is None:
+            return calibrated(weak, groups[0], ctrl, groups[1], own=own)
+        at_q = at_quantile(weak, weak_q), groups[0], at_quantile(ctrl, ctrl_q), groups[1]
+        by_quantile = calibrated(*at_q, own=own, box_margin=self.box_margin)
+        if self.cfg.dii_box_evidence == "quantile":
+            return by_quantile
+        return torch.minimum(calibrated(weak, groups[0], ctrl, groups[1], own=own), by_quantile)
 
     def hypergradient(self, nets) -> torch.Tensor:
         """``dL_S/dgamma_k = -g_S . g_k`` for every weak instance; with controls
-        (``dii_reference``), its score per pixel measured against its controls' (see
-        :func:`calibrated`)."""
+        (``dii_reference``), its score per pixel measured against its controls' (:meth:`judged`)."""
         if self.control_scorer is None:
             return self._dot_products(nets)[0]
-        weak, ctrl = self.scores(nets)
-        own = self.cfg.dii_own_quantile
-        return calibrated(weak, self.groups, ctrl, self.control_scorer.groups, own=own, box_margin=self.box_margin)
+        return self.judged(*self.per_pixel(nets))

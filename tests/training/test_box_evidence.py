@@ -11,7 +11,7 @@ from napari_hybridseg.config import TrainConfig
 from napari_hybridseg.training import TrainingLoop
 from napari_hybridseg.training.box_evidence import BOX_MARGIN, ClaimPixels, claim_shares, quantile_evidence
 from napari_hybridseg.training.calibration import CONTROL_MARGIN, calibrated
-from napari_hybridseg.training.dii import gradient_space
+from napari_hybridseg.training.classifier import gradient_space
 
 CFG = dict(
     method="dii", steps=1, batch_size=2, patch_size=32, width=4, depth=2, dii_reference="controls",
@@ -156,17 +156,41 @@ def test_boxes_scored_by_a_quantile_are_calibrated_with_their_own_margin(how):
     assert BOX_MARGIN != CONTROL_MARGIN
 
 
+def test_both_lowers_a_box_only_where_the_mean_and_the_quantile_both_read_it_worse():
+    """``both``: a box's calibrated score is the lower of the mean's (the rule's margin) and
+    the quantile's (its own margin); strokes and background regions keep the mean's."""
+    project, _ = _project()
+    loop = TrainingLoop(project, TrainConfig(**(CFG | {"dii_box_evidence": "both"})))
+    sc, nets = loop.scorer, loop.state.nets
+    assert sc.box_q is not None and sc.box_margin == BOX_MARGIN
+    weak, ctrl, weak_q, ctrl_q = sc.per_pixel(nets)
+    own = dict(own=loop.config.dii_own_quantile)
+    by_mean = calibrated(weak, sc.groups, ctrl, sc.control_scorer.groups, **own)
+    at_q = [torch.where(q.isnan(), v, q) for v, q in ((weak, weak_q), (ctrl, ctrl_q))]
+    by_quantile = calibrated(at_q[0], sc.groups, at_q[1], sc.control_scorer.groups, box_margin=BOX_MARGIN, **own)
+    hyper = sc.hypergradient(nets)
+    boxes = torch.zeros(sc.n, dtype=torch.bool)
+    boxes[loop.tset.box_instance] = True
+    torch.testing.assert_close(hyper[boxes], torch.minimum(by_mean, by_quantile)[boxes])
+    torch.testing.assert_close(hyper[~boxes], by_mean[~boxes])
+    # the two readings differ on some box here, so the lower one is a choice
+    assert not torch.allclose(by_mean[boxes], by_quantile[boxes])
+    # the scores shown per pixel are the mean's, as with "mean"
+    torch.testing.assert_close(sc.scores(nets)[0], weak)
+
+
 def test_boxes_that_claim_no_pixels_keep_their_mean():
     """Without controls, with the extent claim or with filled training boxes, a box has no
     claimed pixels to take a quantile of: the option leaves the scores as they were."""
     project, _ = _project()
     for other in (dict(dii_reference="none"), dict(dii_box_target="extent"), dict(box_target="filled")):
         scores = []
-        for how in ("mean", "quantile"):
+        for how in ("mean", "quantile", "both"):
             loop = TrainingLoop(project, TrainConfig(**(CFG | other | {"dii_box_evidence": how})))
             assert loop.scorer.box_q is None
             scores.append(loop.scorer.hypergradient(loop.state.nets))
-        torch.testing.assert_close(*scores)
+        for other_scores in scores[1:]:
+            torch.testing.assert_close(scores[0], other_scores)
     assert TrainConfig().with_preset("paper").dii_box_evidence == "mean"
 
 

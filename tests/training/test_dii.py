@@ -17,7 +17,7 @@ from napari_hybridseg.synthetic import synth_image
 from napari_hybridseg.task import Task
 from napari_hybridseg.training import TrainingLoop
 from napari_hybridseg.training.calibration import CONTROL_MARGIN, calibrated
-from napari_hybridseg.training.dii import classifier_grads, gradient_space
+from napari_hybridseg.training.classifier import classifier_grads, gradient_space
 from napari_hybridseg.training.schedule import DII_TRAVEL, dii_learning_rate
 from napari_hybridseg.training.weights import InstanceWeights
 
