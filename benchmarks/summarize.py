@@ -49,6 +49,9 @@ def _fmt(values) -> str:
 
 # defaults that changed: (the commit that changed it, option, its value before)
 DEFAULT_CHANGES = [("7400757", "background_tile", 128), ("098a90f", "dii_own_quantile", None)]
+# commits whose package changed a constant that no config holds, reverted later: (option
+# name for the grouping, its value); their runs are not runs of the defaults
+REVERTED_CONSTANTS = {"c5594bb": ("stroke_margin", 1.0)}
 # what every record states outside its options
 _PER_RUN = {"method", "box_target", "steps", "seed"}
 # options a method without learned weights, or without weak labels, does not read
@@ -84,15 +87,17 @@ def _options(r: dict, as_of: str | None = None) -> dict:
     the default."""
     unread = _PER_RUN | _UNREAD.get(r["method"], set())
     defaults = _defaults(as_of)
+    reverted = dict(v for c, v in REVERTED_CONSTANTS.items() if r.get("commit", "")[:7] == c[:7])
+    reverted = {k: v for k, v in reverted.items() if r["method"] not in _UNREAD}  # methods with DII only
     if "config" in r:
         # an option missing from the config did not exist yet: the run behaved as before its change
         config = {key: before for _, key, before in DEFAULT_CHANGES} | r["config"]
-        return {k: v for k, v in config.items() if k not in unread and defaults.get(k, v) != v}
+        return {k: v for k, v in config.items() if k not in unread and defaults.get(k, v) != v} | reverted
     options = {}
     for change, key, before in DEFAULT_CHANGES:  # what the record's commit had by default
         options[key] = before if _is_after(change, r.get("commit", "")) is False else getattr(_cfg, key)
     options |= r.get("options", {})
-    return {k: v for k, v in options.items() if k not in unread and not (k in defaults and defaults[k] == v)}
+    return {k: v for k, v in options.items() if k not in unread and not (k in defaults and defaults[k] == v)} | reverted
 
 
 def load(paths: list[Path], as_of: str | None = None) -> dict[tuple, dict[tuple, dict[int, dict]]]:

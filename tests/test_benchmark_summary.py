@@ -45,6 +45,17 @@ def test_a_default_that_changed_after_a_record_counts_as_an_option(summarize):
     assert summarize._options(_record("dii+dcr", "new", 0.5, config=config | {"dii_own_quantile": 0.5})) == {}
 
 
+def test_a_record_of_a_constant_since_reverted_is_not_a_default_run(summarize):
+    """A run at a commit whose package changed a constant the config does not hold (later
+    reverted) is grouped apart from the default, though its config equals today's defaults."""
+    config = {k: getattr(summarize._cfg, k) for k in vars(summarize._cfg)}
+    # c5594bb: strokes lowered past a margin of 1.0 (reverted in 62a7238)
+    assert summarize._options(_record("dii+dcr", "c5594bb", 0.5, config=config)) == {"stroke_margin": 1.0}
+    assert summarize._options(_record("dii+dcr", "new", 0.5, config=config)) == {}
+    # a method without learned weights does not read it
+    assert summarize._options(_record("naive", "c5594bb", 0.5, config=config)) == {}
+
+
 def test_options_a_method_does_not_read_do_not_split_its_runs(summarize):
     assert summarize._options(_record("strong-only", "old", 0.5, options={"lambda_cr": 0.1})) == {}
     assert summarize._options(_record("naive", "old", 0.5)) == {}
