@@ -136,12 +136,13 @@ class TrainConfig:
         box less that margin (at most a quarter of each side).  0 (default); on thin,
         tilted objects a slack leaves too little of the box to judge (see BENCHMARKS.md).
     dii_box_evidence
-        How a box's claimed pixels are summed up: ``mean`` (default) of their evidence;
+        How a box's claimed pixels are summed up: ``mean`` of their evidence;
         ``quantile``, the evidence of the pixel at half the share of a control box's claim
         that its object covers, lowered past a wider margin than other annotations (see
-        :mod:`napari_hybridseg.training.box_evidence`); or ``both``, lowered only where the
-        mean and the quantile both read it worse than its controls; where boxes claim
-        pixels (``controls``, ``projection`` boxes, ``ellipse`` or ``filled``).
+        :mod:`napari_hybridseg.training.box_evidence`); or ``both`` (default), lowered only
+        where the mean and the quantile both read it worse than its controls; where boxes
+        claim pixels (``controls``, ``projection`` boxes, ``ellipse`` or ``filled``; else
+        the mean).
     dii_reference
         What a weak annotation's evidence is measured against (see
         :func:`napari_hybridseg.training.calibration.calibrated`): ``controls``, the
@@ -205,7 +206,7 @@ class TrainConfig:
     dii_space: str = "centred"
     dii_box_target: str = "ellipse"
     dii_box_slack: float = 0.0
-    dii_box_evidence: str = "mean"
+    dii_box_evidence: str = "both"
     dii_reference: str = "controls"
     dii_logits: str = "zero"
     dii_own_quantile: float | None = 0.5

@@ -92,7 +92,7 @@ def test_dii_own_quantile_option_reaches_the_config(tmp_path):
     assert config_from_args(parse(base)).dii_own_quantile == 0.5
     assert config_from_args(parse([*base, "--dii-own-quantile", "0.7"])).dii_own_quantile == 0.7
     assert config_from_args(parse([*base, "--dii-own-quantile", "off"])).dii_own_quantile is None
-    assert config_from_args(parse(base)).dii_box_evidence == "mean"
+    assert config_from_args(parse(base)).dii_box_evidence == "both"
     for how in ("mean", "quantile", "both"):
         assert config_from_args(parse([*base, "--dii-box-evidence", how])).dii_box_evidence == how
 

@@ -1,7 +1,7 @@
 """A box's DII evidence read off the pixels its claim covers, one by one.
 
-A box's score is by default the mean over its claimed pixels (the ellipse inscribed in it,
-or the whole box) of each pixel's evidence ``-g_S . g_p``.  A box two or three times too
+A box can be scored by the mean over its claimed pixels (the ellipse inscribed in it, or
+the whole box) of each pixel's evidence ``-g_S . g_p``.  A box two or three times too
 large claims its object and much background; where the networks' features barely tell the
 two apart, the background's evidence is weak and the mean is diluted, not reversed, so
 the box ranks among the clean ones.  Its pixels tell more: a tight box's claim is mostly
@@ -11,7 +11,10 @@ quantile ``q`` of its claim (sorted from most to least agreeing), where ``q`` is
 share of a control box's claim that its object covers (the median over the class's
 controls, from the full masks).  The claims of clean boxes are covered about as much as
 the controls', so the pixel at ``q`` lies on the object; the claim of a box whose object
-covers less than ``q`` of it is scored by a pixel off its object.
+covers less than ``q`` of it is scored by a pixel off its object.  That pixel also reads
+the background where a clean box's object covers less of it than the controls' objects
+cover of theirs, so by default (``dii_box_evidence="both"``) a box is lowered only where its
+mean and its pixel at ``q`` both score worse than its controls.
 """
 
 from __future__ import annotations
