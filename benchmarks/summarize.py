@@ -48,7 +48,11 @@ def _fmt(values) -> str:
 
 
 # defaults that changed: (the commit that changed it, option, its value before)
-DEFAULT_CHANGES = [("7400757", "background_tile", 128), ("098a90f", "dii_own_quantile", None)]
+DEFAULT_CHANGES = [
+    ("7400757", "background_tile", 128),
+    ("098a90f", "dii_own_quantile", None),
+    ("57d925f", "dii_box_evidence", "mean"),
+]
 # commits whose package changed a constant that no config holds, reverted later: (option
 # name for the grouping, its value); their runs are not runs of the defaults
 REVERTED_CONSTANTS = {"c5594bb": ("stroke_margin", 1.0)}

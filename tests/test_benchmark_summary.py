@@ -31,18 +31,21 @@ def _record(method, commit, dice, seed=0, **extra):
 def test_a_default_that_changed_after_a_record_counts_as_an_option(summarize):
     old_default = _record("dii+dcr", "old", 0.5)
     set_to_todays = _record("dii+dcr", "old", 0.5, options={"background_tile": 48})
-    assert summarize._options(old_default) == {"background_tile": 128, "dii_own_quantile": None}
-    assert summarize._options(set_to_todays) == {"dii_own_quantile": None}
+    before = {"dii_own_quantile": None, "dii_box_evidence": "mean"}
+    assert summarize._options(old_default) == {"background_tile": 128} | before
+    assert summarize._options(set_to_todays) == before
     # read against the defaults of an older commit, the old record is a default run
     assert summarize._options(old_default, as_of="old") == {}
     new_default = _record("dii+dcr", "new", 0.5)
-    assert summarize._options(new_default, as_of="old") == {"background_tile": 48, "dii_own_quantile": 0.5}
+    now = {"background_tile": 48, "dii_own_quantile": 0.5, "dii_box_evidence": "both"}
+    assert summarize._options(new_default, as_of="old") == now
     assert summarize._options(_record("dii+dcr", "new", 0.5)) == {}
     # the full config, where a record has it, decides alone; an option it lacks did not
     # exist when it ran, so the run had the behaviour from before that option's change
     config = {"background_tile": 48, "seed": 3}
-    assert summarize._options(_record("dii+dcr", "old", 0.5, config=config)) == {"dii_own_quantile": None}
-    assert summarize._options(_record("dii+dcr", "new", 0.5, config=config | {"dii_own_quantile": 0.5})) == {}
+    assert summarize._options(_record("dii+dcr", "old", 0.5, config=config)) == before
+    todays = config | {"dii_own_quantile": 0.5, "dii_box_evidence": "both"}
+    assert summarize._options(_record("dii+dcr", "new", 0.5, config=todays)) == {}
 
 
 def test_a_record_of_a_constant_since_reverted_is_not_a_default_run(summarize):
