@@ -68,11 +68,16 @@ def box_quantiles(scorer, shares: dict[int, float]) -> torch.Tensor:
 @dataclass
 class ClaimPixels:
     """The claimed box pixels of one pass: their instance, the classifier's input in the
-    gradient space's layout, and the cross-entropy gradient of the logits."""
+    gradient space's layout, and the cross-entropy gradient of the logits.  With
+    ``towards`` (the strong gradient ``(K, F')``, known before the pass), each pixel's
+    evidence is computed as it is added, and only that is kept (a number per pixel, not
+    ``F' + K``)."""
 
+    towards: torch.Tensor | None = None
     index: list[torch.Tensor] = field(default_factory=list)
     inputs: list[torch.Tensor] = field(default_factory=list)
     grads: list[torch.Tensor] = field(default_factory=list)
+    values: list[torch.Tensor] = field(default_factory=list)
 
     def add(self, claim: torch.Tensor, index: torch.Tensor, feats: torch.Tensor, grad: torch.Tensor, space, mu):
         """Keep the pixels of ``claim`` (``(B, *S)`` bool) of one tile."""
@@ -82,15 +87,23 @@ class ClaimPixels:
         elif space == "weight+bias":
             f = torch.cat([f, f.new_ones(f.shape[0], 1)], dim=1)
         self.index.append(index[claim])
-        self.inputs.append(f)
-        self.grads.append(grad.movedim(1, -1)[claim])
+        g = grad.movedim(1, -1)[claim]
+        if self.towards is not None:
+            self.values.append(-torch.einsum("pk,kf,pf->p", g, self.towards, f))
+        else:
+            self.inputs.append(f)
+            self.grads.append(g)
 
     def evidence(self, towards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(index, -g_S . g_p)`` of every kept pixel; ``towards``: the strong gradient in
-        the space's layout, ``(K, F')`` for all pixels or ``(n, K, F')`` per instance."""
+        the space's layout, ``(K, F')`` for all pixels or ``(n, K, F')`` per instance (not
+        read where the pixels' evidence was computed as they were added)."""
         if not self.index:  # no box here (a rank's share, images of strokes only)
             return torch.zeros(0, dtype=torch.long, device=towards.device), towards.new_zeros(0)
-        index, f, g = torch.cat(self.index), torch.cat(self.inputs), torch.cat(self.grads)
+        index = torch.cat(self.index)
+        if self.towards is not None:
+            return index, torch.cat(self.values)
+        f, g = torch.cat(self.inputs), torch.cat(self.grads)
         if towards.ndim == 2:
             return index, -torch.einsum("pk,kf,pf->p", g, towards, f)
         return index, -torch.einsum("pk,pkf,pf->p", g, towards[index], f)

@@ -226,7 +226,9 @@ class DiiScorer:
                 return gradient_space(g, net.n_outputs, space, mean_feature)
 
             g_s = mapped(g_s[None])
-            claims = [ClaimPixels(), ClaimPixels()] if quantiles else [None, None]
+            k = net.n_outputs
+            # the weak boxes' pixels are read against g_S as they come; the controls' need their own part
+            claims = [ClaimPixels(towards=g_s[0].view(k, -1)), ClaimPixels()] if quantiles else [None, None]
             weak -= mapped(self.weak_gradients(net, None, claims[0], mean_feature)) @ g_s[0]
             if ctrl is not None:
                 targets = self.controls.strong_targets
@@ -234,7 +236,6 @@ class DiiScorer:
                 towards_ctrl = g_s - mapped(own) / self.strong_pixels
                 ctrl -= (mapped(g_c) * towards_ctrl).sum(1)
             if quantiles:
-                k = net.n_outputs
                 towards = (g_s[0].view(k, -1), towards_ctrl.view(len(towards_ctrl), k, -1))
                 for acc, c, q, t in zip(at_q, claims, (self.box_q, self.control_scorer.box_q), towards):
                     value = quantile_evidence(*c.evidence(t), q)

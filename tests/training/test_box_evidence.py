@@ -102,6 +102,23 @@ def test_pixel_evidence_sums_to_each_boxs_dot_product(space):
         torch.testing.assert_close(summed[boxes], expected[boxes].to(summed), rtol=1e-5, atol=1e-9)
 
 
+def test_pixels_read_as_they_come_give_the_evidence_of_pixels_kept():
+    """A :class:`ClaimPixels` given the strong gradient before the pass keeps one number per
+    pixel, the same evidence as one that keeps the pixels' inputs and gradients."""
+    project, _ = _project()
+    loop = TrainingLoop(project, TrainConfig(**CFG))
+    sc, net = loop.scorer, loop.state.nets[0]
+    g_s, mu = sc.strong_gradient(net)
+    towards = gradient_space(g_s[None], net.n_outputs, loop.config.dii_space, mu)[0].view(net.n_outputs, -1)
+    kept, read = ClaimPixels(), ClaimPixels(towards=towards)
+    for claims in (kept, read):
+        sc.weak_gradients(net, None, claims, mu)
+    assert not read.inputs and not read.grads and len(read.values) == len(kept.inputs) > 0
+    (index_kept, kept_values), (index_read, read_values) = kept.evidence(towards), read.evidence(towards)
+    assert torch.equal(index_kept, index_read) and index_kept.numel() > 0
+    torch.testing.assert_close(read_values, kept_values)
+
+
 def test_only_boxes_are_scored_by_a_quantile():
     project, _ = _project()
     scores = {}
