@@ -4,7 +4,9 @@
 2. dii+dcr vs dcr wall time with default settings, DII updating;
 3. one DII update vs one no-grad inference pass over the weak set;
 4. sliding-window prediction vs a bare forward over the same pixels;
-5. peak memory (RSS) of training and of predicting a 4096 x 4096 image (subprocesses).
+5. peak memory (RSS) of training and of predicting a 4096 x 4096 image (subprocesses);
+6. one DII update with boxes read by their mean, their quantile pixel, or both (time, and
+   the peak memory of a process that loads ten 768 x 768 images and updates, in subprocesses).
 
     python benchmarks/cost.py [--quick] [--only dii_update_vs_inference ...]
 """
@@ -25,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT, git_rev, machine  # noqa: E402
 
 from napari_hybridseg import protocol as ev  # noqa: E402
-from napari_hybridseg.config import DII_BOX_TARGETS, TrainConfig  # noqa: E402
+from napari_hybridseg.config import DII_BOX_EVIDENCE, DII_BOX_TARGETS, TrainConfig  # noqa: E402
 from napari_hybridseg.inference import predict_array  # noqa: E402
 from napari_hybridseg.networks import create_model  # noqa: E402
 from napari_hybridseg.synthetic import make_project  # noqa: E402
@@ -172,6 +174,45 @@ def peak_memory(steps: int) -> dict:
     }
 
 
+PEAK_DII_UPDATE = """
+import resource
+from napari_hybridseg.annotations import Project
+from napari_hybridseg.config import TrainConfig
+from napari_hybridseg.training import TrainingLoop
+loop = TrainingLoop(Project.load("ROOT"), TrainConfig(method="dii+dcr", steps=10_000, dii_box_evidence="MODE"))
+loop.scorer.hypergradient(loop.state.nets[:1])  # warm up: the controls' colour affinities, allocator
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+loop.scorer.hypergradient(loop.state.nets)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, before)
+"""
+
+
+def box_evidence_cost(repeats: int) -> dict:
+    """One DII update per way of reading boxes, timed interleaved on 256 px images, and
+    the peak memory of a process that loads ten 768 px images and updates (each way in its own)."""
+    import tempfile
+
+    project = _project()
+    loops = {
+        m: TrainingLoop(project, TrainConfig(method="dii+dcr", steps=10_000, dii_box_evidence=m))
+        for m in DII_BOX_EVIDENCE
+    }
+    for loop in loops.values():
+        loop.train_step()
+    times = _median_times([loop.dii_update for loop in loops.values()], repeats, 1)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        make_project(f"{tmp}/p", n_images=10, strong_fraction=0.1, shape=(768, 768), seed=0)
+        for mode, t in zip(loops, times):
+            code = PEAK_DII_UPDATE.replace("MODE", mode).replace("ROOT", f"{tmp}/p")
+            res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            peak, _ = (float(v) for v in res.stdout.split())
+            out[mode] = {"dii_update_s": round(t, 4), "peak_rss_mib": round(peak)}
+    out["time_ratio_both_vs_mean"] = round(out["both"]["dii_update_s"] / out["mean"]["dii_update_s"], 3)
+    out["peak_rss_ratio_both_vs_mean"] = round(out["both"]["peak_rss_mib"] / out["mean"]["peak_rss_mib"], 3)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and steps")
@@ -185,6 +226,7 @@ def main() -> None:
         "sliding_window_vs_bare": lambda: sliding_vs_bare(2048, max(2, reps // 3)),
         "dii_dcr_vs_dcr": lambda: dii_dcr_vs_dcr(60 if args.quick else 240),
         "peak_memory": lambda: peak_memory(20 if args.quick else 40),
+        "box_evidence": lambda: box_evidence_cost(max(3, reps // 2)),
     }
     chosen = args.only or list(parts)
     unknown = sorted(set(chosen) - set(parts))
