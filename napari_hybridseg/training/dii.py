@@ -270,14 +270,15 @@ class DiiScorer:
         """Per-pixel scores measured against the controls' (:func:`calibrated`): a box's
         by the mean, by its claim's pixel at ``box_q`` (``weak_q``, ``ctrl_q``; past
         ``box_margin``), or, with ``dii_box_evidence="both"``, the lower of the two."""
-        own, groups = self.cfg.dii_own_quantile, (self.groups, self.control_scorer.groups)
-        if weak_q is None:
-            return calibrated(weak, groups[0], ctrl, groups[1], own=own)
-        at_q = at_quantile(weak, weak_q), groups[0], at_quantile(ctrl, ctrl_q), groups[1]
-        by_quantile = calibrated(*at_q, own=own, box_margin=self.box_margin)
-        if self.cfg.dii_box_evidence == "quantile":
-            return by_quantile
-        return torch.minimum(calibrated(weak, groups[0], ctrl, groups[1], own=own), by_quantile)
+        how = self.cfg.dii_box_evidence
+
+        def rule(w, c, **margins):
+            return calibrated(w, self.groups, c, self.control_scorer.groups, own=self.cfg.dii_own_quantile, **margins)
+
+        if weak_q is None or how == "mean":
+            return rule(weak, ctrl)
+        by_quantile = rule(at_quantile(weak, weak_q), at_quantile(ctrl, ctrl_q), box_margin=self.box_margin)
+        return by_quantile if how == "quantile" else torch.minimum(rule(weak, ctrl), by_quantile)
 
     def hypergradient(self, nets) -> torch.Tensor:
         """``dL_S/dgamma_k = -g_S . g_k`` for every weak instance; with controls
