@@ -96,7 +96,7 @@ def enclosure(box, boxes) -> float:
     return best
 
 
-def with_nest(scores: dict[str, float], box, boxes, largest: dict[int, int]) -> dict[str, float]:
+def with_pixel_free_judges(scores: dict[str, float], box, boxes, largest: dict[int, int]) -> dict[str, float]:
     """``scores`` with the judges that read no pixel; ``largest``: per class, the area of
     the largest control box."""
     nest = 1.0 - enclosure(box, boxes)
@@ -159,7 +159,7 @@ def boxes_2d(name: str, seed: int, budget: str):
         for box in item.boxes:
             bad, how = corrupted.get((item.name, str(box.id), "box"), (False, "none"))
             scores = oracle_scores(classes, objects, box, split)
-            out.append((with_nest(scores, box, item.boxes, largest), bad, how))
+            out.append((with_pixel_free_judges(scores, box, item.boxes, largest), bad, how))
     return out
 
 
@@ -180,7 +180,7 @@ def boxes_medical(seed: int, budget: str):
         plane = classes[box.z]
         objects, _ = ndi.label(plane == box.cls)
         bad, how = truth[("train", str(box.id), "box")]
-        out.append((with_nest(oracle_scores(plane, objects, box), box, boxes, largest), bad, how))
+        out.append((with_pixel_free_judges(oracle_scores(plane, objects, box), box, boxes, largest), bad, how))
     return out
 
 

@@ -68,12 +68,12 @@ def test_box_claims_nest_cue_marks_a_box_enclosing_a_smaller_one(monkeypatch):
     assert box_claims.enclosure(loose, [a, b, loose]) == 1.0
     assert box_claims.enclosure(loose, [Box(4, 10, 10, 20, 20, cls=2), Box(5, 10, 10, 20, 20, z=1)]) == 0.0
     largest = {1: a.area}  # the largest object box of class 1 in the full masks
-    scores = box_claims.with_nest({"ellipse": 0.9}, loose, [a, loose], largest)
+    scores = box_claims.with_pixel_free_judges({"ellipse": 0.9}, loose, [a, loose], largest)
     assert scores["nest"] == 0.0 and scores["ellipse+nest"] == 0.0
     # the size judge: nine times the largest object's box is too large, the same size is not,
     # and a class without objects in the full masks is not judged
     assert scores["size"] == 0.0 and scores["ellipse+size"] == 0.0
-    assert box_claims.with_nest({"ellipse": 0.9}, b, [a, b], largest)["ellipse+size"] == 0.9
-    assert box_claims.with_nest({"ellipse": 0.9}, loose, [loose], {2: a.area})["size"] == 1.0
+    assert box_claims.with_pixel_free_judges({"ellipse": 0.9}, b, [a, b], largest)["ellipse+size"] == 0.9
+    assert box_claims.with_pixel_free_judges({"ellipse": 0.9}, loose, [loose], {2: a.area})["size"] == 1.0
     planes = [(np.array([[1, 1, 0], [0, 0, 2]]), np.array([[1, 1, 0], [0, 0, 1]]))]
     assert box_claims.largest_boxes(planes) == {1: 2}
