@@ -134,8 +134,15 @@ def sliding_vs_bare(size: int, repeats: int) -> dict:
     return {"image": f"{size}x{size}", "sliding_s": round(sw, 3), "bare_s": round(bt, 3), "ratio": round(sw / bt, 3)}
 
 
+# Each snippet runs in a child process and reports with ``peak()``: the peak resident memory
+# of the child's own address space (VmHWM).  ``ru_maxrss`` would not do: on Linux a child
+# started by fork or vfork and exec starts from the peak of the parent that started it.
+PEAK = """
+def peak():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
+"""
+
 PEAK_TRAIN = """
-import resource, torch
 from napari_hybridseg.synthetic import make_project
 from napari_hybridseg.config import TrainConfig
 from napari_hybridseg.training import TrainingLoop
@@ -143,30 +150,33 @@ p = make_project(None, n_images=10, strong_fraction=0.1, shape=(512, 512), seed=
 loop = TrainingLoop(p, TrainConfig(method="dii+dcr", steps=STEPS, dii_warmup=5, dii_interval=10))
 for e in loop.events():
     pass
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(peak())
 """
 
 PEAK_PREDICT = """
-import resource, numpy as np
+import numpy as np
 from napari_hybridseg.networks import create_model
 from napari_hybridseg.inference import predict_image
 from napari_hybridseg.task import Task
 nets = [create_model(Task(), 3, 16, seed=0), create_model(Task(), 3, 16, seed=1)]
 img = (np.random.default_rng(0).random((4096, 4096)) * 4000).astype(np.uint16)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+before = peak()
 pred = predict_image(nets, img, "yx")
 labels = pred.labels()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, before)
+print(peak(), before)
 """
 
 
-def peak_memory(steps: int) -> dict:
-    def run(code):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        return [float(v) for v in out.stdout.split()]
+def child_peak(code: str) -> list[float]:
+    """Run ``code`` in a fresh Python process, with ``peak()`` defined, and return the
+    numbers it prints."""
+    out = subprocess.run([sys.executable, "-c", PEAK + code], capture_output=True, text=True, check=True)
+    return [float(v) for v in out.stdout.split()]
 
-    train = run(PEAK_TRAIN.replace("STEPS", str(steps)))
-    pred = run(PEAK_PREDICT)
+
+def peak_memory(steps: int) -> dict:
+    train = child_peak(PEAK_TRAIN.replace("STEPS", str(steps)))
+    pred = child_peak(PEAK_PREDICT)
     return {
         "train_dii_dcr_512px_peak_rss_mib": round(train[0]),
         "predict_4096px_two_nets_peak_rss_mib": round(pred[0]),
@@ -174,14 +184,10 @@ def peak_memory(steps: int) -> dict:
     }
 
 
-# the peak resident memory of this process's own address space (VmHWM): ru_maxrss on Linux
-# keeps the peak of the parent that forked it
 PEAK_DII_UPDATE = """
 from napari_hybridseg.annotations import Project
 from napari_hybridseg.config import TrainConfig
 from napari_hybridseg.training import TrainingLoop
-def peak():
-    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
 loop = TrainingLoop(Project.load("ROOT"), TrainConfig(method="dii+dcr", steps=10_000, dii_box_evidence="MODE"))
 loop.scorer.hypergradient(loop.state.nets[:1])  # warm up: the controls' colour affinities, allocator
 before = peak()
@@ -201,8 +207,7 @@ def box_evidence_cost(repeats: int) -> dict:
         make_project(f"{tmp}/p", n_images=10, strong_fraction=0.1, shape=(768, 768), seed=0)
         for mode in DII_BOX_EVIDENCE:
             code = PEAK_DII_UPDATE.replace("MODE", mode).replace("ROOT", f"{tmp}/p")
-            res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-            out[mode] = {"peak_rss_mib": round(float(res.stdout.split()[0]))}
+            out[mode] = {"peak_rss_mib": round(child_peak(code)[0])}
     project = _project()
     loops = [TrainingLoop(project, TrainConfig(method="dii+dcr", steps=10_000, dii_box_evidence=m)) for m in out]
     for loop in loops:
