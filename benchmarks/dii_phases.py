@@ -258,7 +258,9 @@ def main() -> None:
         if at_one is not None and cfg.dii_box_evidence == "both":  # the lower of the mean's and the quantile's
             judged = loop.scorer.judged(weak, ctrl, *at_one)
         else:
-            judged = calibrated(weak, scorer.groups, ctrl, scorer.control_scorer.groups, box_margin=box_margin)
+            judged = calibrated(
+                weak, scorer.groups, ctrl, scorer.control_scorer.groups, own=cfg.dii_own_quantile, box_margin=box_margin
+            )
         calibrated_history.append(judged.cpu().numpy())
         steps.append(loop.state.step)
         return hyper
