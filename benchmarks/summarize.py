@@ -105,7 +105,8 @@ def _options(r: dict, as_of: str | None = None) -> dict:
 
 
 def load(paths: list[Path], as_of: str | None = None) -> dict[tuple, dict[tuple, dict[int, dict]]]:
-    """``{(dataset, budget, steps): {(method, box target, options): {seed: record}}}``; options
+    """``{(dataset, budget, steps): {(method, box target, options): {seed: record}}}``, a
+    synthetic set of other than round objects named with its shapes (``synthetic elongated``); options
     measured against the defaults of commit ``as_of`` (today's if ``None``)."""
     groups: dict[tuple, dict[tuple, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
     for path in paths:
@@ -125,9 +126,10 @@ def load(paths: list[Path], as_of: str | None = None) -> dict[tuple, dict[tuple,
             opts = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
             opts += f",corrupt={r['corrupt']}" if r.get("corrupt", 0.3) != 0.3 else ""
             opts += f",annotator={r['annotator']}" if r.get("annotator", "development") != "development" else ""
-            opts += f",objects={r['objects']}" if r.get("objects") not in (None, "round") else ""
             key = (r["method"], "-" if r["method"] in ("full", "strong-only") else r["box_target"], opts.strip(","))
-            groups[(r["dataset"], r["budget"], r["steps"])][key][r["seed"]] = r
+            # a synthetic set of other shapes is another data set, with its own references
+            dataset = r["dataset"] + (f" {r['objects']}" if r.get("objects") not in (None, "round") else "")
+            groups[(dataset, r["budget"], r["steps"])][key][r["seed"]] = r
     # `full` trains on every training mask whatever the budget: the same run serves both
     full = ("full", "-", "")
     for (dataset, _, steps), runs in groups.items():

@@ -94,3 +94,24 @@ def test_scorecard_checks_each_target_at_its_bound(summarize, tmp_path):
     assert not rows[1][3][0][2]
     lines = summarize.scorecard_lines(rows)
     assert lines[2].endswith("| 5 / 10 |") and "**-0.021**" in lines[2]
+
+
+def test_a_synthetic_set_of_other_shapes_is_a_setting_of_its_own(summarize, tmp_path):
+    default = dict(dii_box_target="ellipse", dii_lr=0.1, auc_box=0.97)
+    shapes = [("round", 0.99, 0.995), ("elongated", 0.95, 0.96)]
+    records = []
+    for objects, dice, full in shapes:
+        records += [
+            _record("dii+dcr", "new", dice, dataset="synthetic", budget="few", objects=objects, **default),
+            _record("strong-only", "new", dice - 0.01, dataset="synthetic", budget="few", objects=objects),
+            _record("full", "new", full, dataset="synthetic", budget="10pct", objects=objects),
+        ]
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records))
+    groups = summarize.load([path])
+    rows = {d: summarize.scorecard(d, runs) for (d, b, _), runs in groups.items() if b == "few"}
+    assert sorted(rows) == ["synthetic", "synthetic elongated"]
+    for (_, dice, full), name in zip(shapes, ["synthetic", "synthetic elongated"]):
+        ((_, _, got, checks),) = rows[name]
+        # against its own strong-only run, and the 100% strong run of its own shapes (made at 10pct)
+        assert (got, checks[0][1], checks[1][1]) == (dice, 0.01, round(dice - full, 4))
