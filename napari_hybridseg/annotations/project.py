@@ -236,9 +236,16 @@ def _write_project_json(root: Path, flags: dict, classes: LabelClasses | None) -
 
 
 def _existing(folder: Path, name: str, suffixes: tuple[str, ...]) -> Path | None:
+    """The file of image ``name`` in ``folder``, its extension matched in any case as
+    :func:`_find_files` matches it (``a.TIF`` is the file of ``a``)."""
     for suffix in suffixes:
         path = folder / f"{name}{suffix}"
         if path.exists():
+            return path
+    if not folder.is_dir():
+        return None
+    for path in sorted(folder.iterdir()):
+        if not path.name.startswith(".") and compound_suffix(path) in suffixes and strip_suffix(path) == name:
             return path
     return None
 
@@ -264,19 +271,22 @@ def save_image_annotations(root: str | Path, item: ImageAnnotations, with_class:
             write_image(target, _compact_labels(arr), item.meta)
         elif current is not None:
             current.unlink()
-    box_path = root / "boxes" / f"{item.name}.csv"
+    box_path = _existing(root / "boxes", item.name, (".csv",)) or root / "boxes" / f"{item.name}.csv"
     if item.boxes:
         atomic_write_text(box_path, boxes_to_csv(item.boxes, item.is_volume, with_class))
     elif box_path.exists():
         box_path.unlink()
 
 
+_FOLDERS = (("images", IMAGE_SUFFIXES), ("strong", LABEL_SUFFIXES), ("scribbles", LABEL_SUFFIXES), ("boxes", (".csv",)))
+
+
 def _refuse_links_out(root: Path, name: str) -> None:
     """Annotations are never written through a link to a place outside the project."""
     inside = root.resolve()
-    for folder in ("images", "strong", "scribbles", "boxes"):
-        for path in [root / folder, *(root / folder / f"{name}{s}" for s in (*IMAGE_SUFFIXES, ".csv"))]:
-            if path.exists() and not path.resolve().is_relative_to(inside):
+    for folder, suffixes in _FOLDERS:
+        for path in (root / folder, _existing(root / folder, name, suffixes)):
+            if path is not None and path.exists() and not path.resolve().is_relative_to(inside):
                 raise AnnotationError(f"{path}: links outside the project; not written through it")
 
 

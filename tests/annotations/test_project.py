@@ -254,3 +254,27 @@ def test_a_linked_folder_outside_the_project_is_refused_and_never_written_throug
     with pytest.raises(AnnotationError, match="links outside the project"):
         Project([item]).save(root)
     assert not any(outside.iterdir())
+
+
+def test_files_with_upper_case_extensions_are_saved_in_place(tmp_path):
+    """Loading accepts ``a.TIF`` and ``a.CSV``; saving writes to those files, not beside them,
+    so that the folder still loads, and removes them when the annotation is emptied."""
+    root = _project(tmp_path, boxes=None)
+    (root / "images" / "a.tif").rename(root / "images" / "a.TIF")
+    for folder in ("strong", "scribbles", "boxes"):
+        (root / folder).mkdir()
+    mask = np.zeros((32, 40), np.uint8)
+    mask[4:9, 5:11] = 1
+    tifffile.imwrite(root / "strong" / "a.TIF", mask)
+    tifffile.imwrite(root / "scribbles" / "a.Tiff", mask)
+    (root / "boxes" / "a.CSV").write_text("id,y0,x0,y1,x1\n1,2,3,10,12\n")
+    p = Project.load(root)
+    p["a"].strong[0, 0] = 1
+    p.save()
+    assert sorted(f.name for f in root.rglob("a.*")) == ["a.CSV", "a.TIF", "a.TIF", "a.Tiff"]
+    q = Project.load(root)
+    assert q["a"].strong[0, 0] == 1 and len(q["a"].boxes) == 1
+    q["a"].scribbles[:] = 0
+    q["a"].boxes = []
+    q.save()
+    assert sorted(f.name for f in root.rglob("a.*")) == ["a.TIF", "a.TIF"]
