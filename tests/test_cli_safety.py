@@ -200,6 +200,17 @@ def test_predict_never_writes_over_an_input_image(run, tmp_path, capsys, one_lin
     assert (folder / "x.tif").read_bytes() == before
 
 
+def test_predict_never_writes_over_a_file_beside_an_input(run, tmp_path, capsys, one_line_error):
+    """``a.png``'s mask is ``a.tif``: in the input's own folder it would replace the user's file."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _png(folder / "a.png", np.zeros((32, 32), np.uint8))
+    tifffile.imwrite(folder / "a.tif", np.full((20, 20), 7, np.uint16))
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    one_line_error(main(["predict", str(run / "run"), str(folder / "a.png"), "--out", str(folder)]), "a.png", "input")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
 def test_a_followed_run_can_be_resumed(run, tmp_path):
     out = tmp_path / "r"
     assert main(["train", str(run / "p"), "--out", str(out), "--steps", "2", "--follow-project", *TINY]) == 0

@@ -55,7 +55,8 @@ def output_names(
 
 
 def check_output_folder(out: Path, inputs: list[Path]) -> None:
-    """Refuse an output folder that is an input, or part of a project's annotations."""
+    """Refuse an output folder that is an input or holds one (a mask ``a.tif`` of ``a.png``
+    would replace the user's own ``a.tif``), or part of a project's annotations."""
     target = Path(out).resolve()
     for folder in (target, *target.parents):
         if folder.name in PROJECT_FOLDERS and (folder.parent / "images").is_dir():
@@ -66,6 +67,10 @@ def check_output_folder(out: Path, inputs: list[Path]) -> None:
     for given in inputs:
         if given.is_dir() and given.resolve() == target:
             raise OutputError(f"{out}: is an input folder; predictions would replace its images, choose another --out")
+        if not given.is_dir() and given.resolve().parent == target:
+            raise OutputError(
+                f"{out}: holds the input {given.name}; predictions would replace files beside it, choose another --out"
+            )
 
 
 def plan_outputs(files: list[Path], out: Path, fmt: str | None, probability=False, uncertainty=False, class_names=()):
