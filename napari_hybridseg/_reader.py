@@ -43,17 +43,14 @@ def read_nifti_files(path):
     for p in paths:
         data, meta = read_image(p)
         kind = "labels" if _looks_like_labels(data) else "image"
-        out.append(
-            (
-                data,
-                {
-                    "name": strip_suffix(p),
-                    "scale": meta.napari_scale(data.ndim),
-                    "metadata": {META_KEY: {"role": None, **meta.to_layer_metadata()}},
-                },
-                kind,
-            )
-        )
+        kwargs = {
+            "name": strip_suffix(p),
+            "scale": meta.napari_scale(data.ndim),
+            "metadata": {META_KEY: {"role": None, **meta.to_layer_metadata()}},
+        }
+        if kind == "image":  # a volume three or four voxels wide is not a colour image
+            kwargs["rgb"] = False
+        out.append((data, kwargs, kind))
     return out
 
 

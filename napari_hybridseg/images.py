@@ -84,6 +84,12 @@ def _read_tiff(path: Path, mmap: bool = False) -> tuple[np.ndarray, ImageMeta]:
                 data = None
         if data is None:
             data = tif.asarray()
+        axes = tif.series[0].axes
+        channels_first = data.ndim == 3 and axes[0] == "C" and data.shape[0] <= 4  # ImageJ's CYX
+        if channels_first:
+            data = np.moveaxis(data, 0, -1)
+        if data.ndim == 3 and data.shape[-1] == 1:  # (Y, X, 1): one channel, not X x 1 slices
+            data = data[..., 0]
         spacing = None
         shaped = tif.shaped_metadata
         if shaped and "spacing" in shaped[0]:
@@ -97,7 +103,7 @@ def _read_tiff(path: Path, mmap: bool = False) -> tuple[np.ndarray, ImageMeta]:
                 if xn and yn and (xn, xd) != (1, 1):
                     spacing = (yd / yn, xd / xn)
                     ij = tif.imagej_metadata or {}
-                    if "spacing" in ij and data.ndim == 3:
+                    if "spacing" in ij and data.ndim == 3 and not channels_first:
                         spacing = (float(ij["spacing"]),) + spacing
     return data, ImageMeta(spacing=spacing, format="tif")
 
@@ -114,6 +120,10 @@ _PIL_LIMIT = threading.Lock()
 def _open_png(path: Path) -> tuple[np.ndarray, ImageMeta]:
     from PIL import Image
 
+    with open(path, "rb") as f:
+        header = f.read(26)
+    if header[12:16] == b"IHDR" and header[24] == 16 and header[25] in (2, 4, 6):  # 16 bits, colour or alpha
+        raise ImageReadError(f"{path}: a 16-bit colour PNG cannot be read without losing its values; save it as TIFF")
     bomb_check, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our own limit applies instead
     try:
         with Image.open(path) as im:
@@ -197,6 +207,10 @@ def write_image(path: str | Path, array: np.ndarray, meta: ImageMeta | None = No
     if suffix not in WRITERS:
         raise ValueError(f"{path}: cannot write {suffix or 'files without extension'}; use one of {', '.join(WRITERS)}")
     meta = meta or ImageMeta()
+    if suffix in (".nii", ".nii.gz"):  # checked here, so that an error names the file asked for
+        from .nifti import nifti_array
+
+        array = nifti_array(array, path)
     atomic_write(path, lambda tmp: WRITERS[suffix](tmp, np.asarray(array), meta))
     return path
 
@@ -213,15 +227,18 @@ def strip_suffix(path: str | Path) -> str:
     return name[: -len(suffix)] if suffix else name
 
 
-def spatial_axes(array: np.ndarray) -> str:
+def spatial_axes(array: np.ndarray, meta: ImageMeta | None = None) -> str:
     """Guess the axes of an image array: ``"yx"``, ``"yxc"`` or ``"zyx"``.
 
-    A 3D array whose last axis has 2-4 entries and whose first axis is longer is
-    read as a 2D multichannel image (RGB or a few stains); any other 3D array is
-    a volume.
+    A 3D array read from NIfTI (``meta``) is a volume: NIfTI keeps channels in its fifth
+    dimension.  Otherwise a 3D array whose last axis has 2-4 entries and whose first axis
+    is longer is read as a 2D multichannel image (RGB or a few stains); any other 3D
+    array is a volume.
     """
     if array.ndim == 2:
         return "yx"
+    if array.ndim == 3 and meta is not None and meta.format.startswith("nii"):
+        return "zyx"
     if array.ndim == 3:
         if 2 <= array.shape[-1] <= 4 and array.shape[0] > 4:
             return "yxc"

@@ -51,6 +51,23 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, .
     return np.ascontiguousarray(data.T), np.asarray(img.affine, dtype=float), zooms[::-1]
 
 
+def nifti_array(array: np.ndarray, path: str | Path) -> np.ndarray:
+    """``array`` in a type that NIfTI readers widely support: booleans as uint8, 64-bit
+    integers as int32.  A value that int32 cannot hold is an error naming ``path`` (never
+    wrapped around into another label)."""
+    data = np.asarray(array)
+    if data.dtype == np.bool_:
+        return data.astype(np.uint8)
+    if data.dtype in (np.int64, np.uint64):
+        info = np.iinfo(np.int32)
+        low, high = (int(data.min()), int(data.max())) if data.size else (0, 0)
+        if low < info.min or high > info.max:
+            bad = high if high > info.max else low
+            raise ValueError(f"{path}: value {bad} does not fit in NIfTI's 32-bit integers; relabel with smaller ids")
+        return data.astype(np.int32)
+    return data
+
+
 def write_nifti(
     path: str | Path,
     array: np.ndarray,
@@ -64,12 +81,7 @@ def write_nifti(
     """
     import nibabel as nib
 
-    data = np.asarray(array)
-    if data.dtype == np.bool_:
-        data = data.astype(np.uint8)
-    if data.dtype == np.int64:
-        # NIfTI readers widely support int32; label ids never need 64 bits here
-        data = data.astype(np.int32)
+    data = nifti_array(array, path)
     if affine is not None and abs(np.linalg.det(np.asarray(affine, float)[:3, :3])) < 1e-12:
         warnings.warn(
             f"{Path(path).name}: the image's affine is not invertible; written with one from the voxel spacing",

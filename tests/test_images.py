@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_hybridseg.annotations import ImageAnnotations
 from napari_hybridseg.errors import ImageReadError
 from napari_hybridseg.images import ImageMeta, read_image, spatial_axes, strip_suffix, write_image
 
@@ -146,3 +147,67 @@ def test_a_singular_affine_is_replaced_with_a_warning_not_a_failure(tmp_path):
         write_image(tmp_path / "mask.nii.gz", (arr > 0).astype(np.uint8), meta)
     back, _ = read_image(tmp_path / "mask.nii.gz")
     np.testing.assert_array_equal(back, arr > 0)
+
+
+def test_a_tiff_with_a_trailing_axis_of_one_is_a_2d_image(tmp_path):
+    """``(Y, X, 1)`` is one grey channel, not Y slices of X x 1 pixels."""
+    tifffile.imwrite(tmp_path / "a.tif", np.arange(64 * 48, dtype=np.uint16).reshape(64, 48, 1))
+    data, _ = read_image(tmp_path / "a.tif")
+    assert data.shape == (64, 48) and spatial_axes(data) == "yx"
+    assert data[1, 0] == 48
+
+
+def test_imagej_channels_are_the_last_axis(tmp_path):
+    """A TIFF that declares its first axis as channels (ImageJ's ``CYX``) is a 2D image with
+    channels, whatever their number, not a volume."""
+    arr = np.random.default_rng(0).integers(0, 255, (3, 64, 48), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "c.tif", arr, imagej=True, metadata={"axes": "CYX"})
+    data, _ = read_image(tmp_path / "c.tif")
+    assert data.shape == (64, 48, 3) and spatial_axes(data) == "yxc"
+    np.testing.assert_array_equal(data[..., 1], arr[1])
+    tifffile.imwrite(tmp_path / "z.tif", arr, imagej=True, metadata={"axes": "ZYX"})
+    assert read_image(tmp_path / "z.tif")[0].shape == (3, 64, 48)
+
+
+def test_a_3d_nifti_is_a_volume_however_few_its_voxels_along_x(tmp_path):
+    """NIfTI keeps channels in its fifth dimension: three voxels along i are three columns."""
+    nib.save(nib.Nifti1Image(np.zeros((3, 64, 64), np.int16), np.diag([5.0, 1, 1, 1])), tmp_path / "s.nii.gz")
+    data, meta = read_image(tmp_path / "s.nii.gz")
+    assert data.shape == (64, 64, 3) and spatial_axes(data, meta) == "zyx"
+    assert ImageAnnotations("s", data, meta).is_volume
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((64, 64, 3), np.uint8))
+    assert spatial_axes(*read_image(tmp_path / "rgb.tif")) == "yxc"
+
+
+def test_a_16_bit_colour_png_is_refused_not_cut_to_8_bits(tmp_path):
+    """Pillow reads 16-bit RGB PNGs as 8-bit; a grey 16-bit PNG keeps its values."""
+    import zlib
+
+    def png(path, arr, colour_type):
+        rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in arr.reshape(arr.shape[0], -1))
+        h, w = arr.shape[:2]
+
+        def chunk(kind, body):
+            return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+        ihdr = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([16, colour_type, 0, 0, 0])
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+    rgb = np.full((4, 5, 3), 1000, np.uint16)
+    png(tmp_path / "rgb16.png", rgb, 2)
+    with pytest.raises(ImageReadError, match=r"rgb16\.png.*16-bit"):
+        read_image(tmp_path / "rgb16.png")
+    grey = np.arange(20, dtype=np.uint16).reshape(4, 5) * 3000
+    png(tmp_path / "grey16.png", grey, 0)
+    np.testing.assert_array_equal(read_image(tmp_path / "grey16.png")[0], grey)
+
+
+def test_labels_too_large_for_nifti_are_refused_not_wrapped(tmp_path):
+    labels = np.zeros((4, 4), np.int64)
+    labels[0, 0] = 3_000_000_000
+    with pytest.raises(ValueError, match=r"l\.nii\.gz.*3000000000"):
+        write_image(tmp_path / "l.nii.gz", labels)
+    assert list(tmp_path.iterdir()) == []
+    labels[0, 0] = 2**31 - 1
+    write_image(tmp_path / "l.nii.gz", labels)
+    assert read_image(tmp_path / "l.nii.gz")[0][0, 0] == 2**31 - 1

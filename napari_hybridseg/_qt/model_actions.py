@@ -51,7 +51,7 @@ class ModelActions:
             return
         layer = L.find_layer(self.viewer, name, "image")
         data = np.asarray(layer.data)
-        axes = spatial_axes(data)
+        axes = spatial_axes(data, ImageMeta.from_layer_metadata(layer.metadata.get(META_KEY, {}), layer.scale))
         z = L.visible_slice(self.viewer, layer) if axes == "zyx" else None
         worker = create_worker(predict_with_model, model, data, axes, device=device, z=z, _start_thread=False)
         worker.returned.connect(
@@ -79,7 +79,7 @@ class ModelActions:
         for layer in L.tagged_images(self.viewer):
             meta = ImageMeta.from_layer_metadata(layer.metadata.get(META_KEY, {}), layer.scale)
             data = np.asarray(layer.data)
-            pred = predict_with_model(model, data, spatial_axes(data), device=device)
+            pred = predict_with_model(model, data, spatial_axes(data, meta), device=device)
             fmt_ = None if fmt == "same as image" else fmt
             written += save_prediction(pred, folder, role_of(layer)[1], meta, fmt_, class_names=names)
         if names:  # class names and colours for ITK-SNAP and 3D Slicer

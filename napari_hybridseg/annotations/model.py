@@ -48,7 +48,7 @@ class ImageAnnotations:
 
     def __post_init__(self) -> None:
         if not self.axes:
-            self.axes = spatial_axes(self.image)
+            self.axes = spatial_axes(self.image, self.meta)
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:

@@ -66,7 +66,7 @@ def run_predict(args) -> int:
     for path in tqdm(files, unit="image", disable=len(files) < 2 or None, file=sys.stderr):
         image, meta = read_image(path, mmap=True)
         validate_image(image, str(path))
-        axes = spatial_axes(image)
+        axes = spatial_axes(image, meta)
         channels = image.shape[-1] if axes == "yxc" else 1
         if channels != model.in_channels:
             return err(f"{path}: image has {channels} channel(s), the model expects {model.in_channels}")

@@ -22,6 +22,14 @@ def test_open_nifti_gz_with_scale_and_affine(make_napari_viewer, tmp_path):
     np.testing.assert_allclose(layer.metadata["hybridseg"]["affine"], affine)
 
 
+def test_a_nifti_volume_three_voxels_wide_opens_as_a_volume_not_colour(make_napari_viewer, tmp_path):
+    vol = np.random.default_rng(0).random((40, 48, 3)).astype(np.float32)
+    write_image(tmp_path / "slab.nii.gz", vol, ImageMeta(format="nii.gz"))
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "slab.nii.gz"), plugin="napari-hybridseg")
+    assert not layer.rgb and layer.ndim == 3 and layer.data.shape == (40, 48, 3)
+
+
 def test_nifti_labels_round_trip_through_save_layers(make_napari_viewer, tmp_path):
     mask = np.zeros((3, 8, 9), np.uint8)
     mask[1, 2:5, 3:7] = 2
