@@ -12,7 +12,7 @@ from ..bridge import META_KEY, role_of
 from ..devices import resolve_device
 from ..errors import HybridSegError
 from ..images import ImageMeta, spatial_axes
-from ..inference import predict_with_model, save_prediction
+from ..inference import check_input, predict_with_model, save_prediction
 from . import layers as L
 from .live_view import notify_error, notify_info
 from .prediction_layers import show_prediction
@@ -46,12 +46,13 @@ class ModelActions:
             model, device = self._model(), self._device()
             if name is None:
                 raise HybridSegError("open an image and create its annotation layers first")
+            layer = L.find_layer(self.viewer, name, "image")
+            data = np.asarray(layer.data)
+            axes = spatial_axes(data, ImageMeta.from_layer_metadata(layer.metadata.get(META_KEY, {}), layer.scale))
+            check_input(model, data, axes, f"layer {name!r}")
         except HybridSegError as exc:
             notify_error(str(exc))
             return
-        layer = L.find_layer(self.viewer, name, "image")
-        data = np.asarray(layer.data)
-        axes = spatial_axes(data, ImageMeta.from_layer_metadata(layer.metadata.get(META_KEY, {}), layer.scale))
         z = L.visible_slice(self.viewer, layer) if axes == "zyx" else None
         worker = create_worker(predict_with_model, model, data, axes, device=device, z=z, _start_thread=False)
         worker.returned.connect(
@@ -75,11 +76,15 @@ class ModelActions:
 
         model, device = self._model(), self._device()
         names = model.task.label_names
-        written = []
-        for layer in L.tagged_images(self.viewer):
+        written, todo = [], []
+        for layer in L.tagged_images(self.viewer):  # every layer checked before anything is written
             meta = ImageMeta.from_layer_metadata(layer.metadata.get(META_KEY, {}), layer.scale)
             data = np.asarray(layer.data)
-            pred = predict_with_model(model, data, spatial_axes(data, meta), device=device)
+            axes = spatial_axes(data, meta)
+            check_input(model, data, axes, f"layer {layer.name!r}")
+            todo.append((layer, meta, data, axes))
+        for layer, meta, data, axes in todo:
+            pred = predict_with_model(model, data, axes, device=device)
             fmt_ = None if fmt == "same as image" else fmt
             written += save_prediction(pred, folder, role_of(layer)[1], meta, fmt_, class_names=names)
         if names:  # class names and colours for ITK-SNAP and 3D Slicer

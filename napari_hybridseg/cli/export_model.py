@@ -28,7 +28,6 @@ def add_export_model(sub) -> None:
 def run_export_model(args) -> int:
     from ..errors import ConfigError
     from ..export import export_model
-    from ..images import read_image
     from ..modelfile import load_model
 
     apply_max_voxels(args)
@@ -40,7 +39,7 @@ def run_export_model(args) -> int:
     if fmt == "bioimageio":
         run_dir = args.run if args.run.is_dir() else args.run.parent
         options = {
-            "sample": read_image(args.sample)[0] if args.sample is not None else None,
+            "sample": _sample(model, args.sample) if args.sample is not None else None,
             "name": args.name or f"napari-hybridseg {run_dir.resolve().name}",
             "authors": args.author or [getpass.getuser()],
             "license": args.license,
@@ -49,3 +48,22 @@ def run_export_model(args) -> int:
     path = export_model(model, args.out, fmt, **options)
     say(f"wrote {path} ({fmt})")
     return 0
+
+
+def _sample(model, path: Path):
+    """``--sample`` in the layout the package's test input is cut from: a volume's middle
+    slice for a 2D model; one that does not fit the model is an error naming it."""
+    from ..errors import ConfigError
+    from ..export.network import least_side
+    from ..images import read_image, spatial_axes
+    from ..inference import check_input
+
+    image, meta = read_image(path)
+    axes = spatial_axes(image, meta)
+    if model.task.spatial_dims == 2 and axes == "zyx":
+        image, axes = image[image.shape[0] // 2], "yx"
+    check_input(model, image, axes, str(path))
+    m, least = model.nets[0].size_multiple, least_side(model)
+    if any(side // m * m < least for side in (image.shape[:2] if axes == "yxc" else image.shape)):
+        raise ConfigError(f"{path}: too small a sample for this model (at least {least} pixels per axis)")
+    return image

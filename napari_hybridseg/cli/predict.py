@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import add_max_voxels, apply_max_voxels, err, say
+from .common import add_max_voxels, apply_max_voxels, say
 
 
 def add_predict(sub) -> None:
@@ -50,7 +50,7 @@ def run_predict(args) -> int:
     from ..annotations import validate_image
     from ..devices import resolve_device
     from ..images import read_image, spatial_axes, strip_suffix
-    from ..inference import explain_empty, predict_with_model, save_prediction
+    from ..inference import check_input, explain_empty, predict_with_model, save_prediction
     from ..inference.output import check_output_folder, plan_outputs, write_label_table
     from ..modelfile import load_model
 
@@ -67,9 +67,7 @@ def run_predict(args) -> int:
         image, meta = read_image(path, mmap=True)
         validate_image(image, str(path))
         axes = spatial_axes(image, meta)
-        channels = image.shape[-1] if axes == "yxc" else 1
-        if channels != model.in_channels:
-            return err(f"{path}: image has {channels} channel(s), the model expects {model.in_channels}")
+        check_input(model, image, axes, str(path))
         pred = predict_with_model(model, image, axes, device=device)
         save_prediction(
             pred, args.out, strip_suffix(path), meta, args.format, args.threshold, args.prob, args.uncertainty, names

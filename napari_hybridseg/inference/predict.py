@@ -18,6 +18,7 @@ import torch
 from ..data.preprocess import NormalisedView, ranges_for
 from ..data.tiling import Tiling
 from ..devices import precision_for
+from ..errors import ConfigError
 from ..intensity import Intensity
 from ..networks import UNet
 
@@ -167,6 +168,17 @@ def _ready(nets: list[UNet], device: torch.device) -> list[UNet]:
         same = here.type == device.type and (device.index is None or here.index == device.index)
         ready.append(net if same and not net.training else copy.deepcopy(net).eval().to(device))
     return ready
+
+
+def check_input(model, image: np.ndarray, axes: str, name: str) -> None:
+    """Raise :class:`ConfigError` naming ``name`` (a file or a layer) when ``image`` with
+    ``axes`` is not what ``model`` predicts: another number of channels, or a 2D image for
+    a 3D model (a 2D model predicts a volume slice by slice)."""
+    channels = image.shape[-1] if axes == "yxc" else 1
+    if channels != model.task.in_channels:
+        raise ConfigError(f"{name}: image has {channels} channel(s), the model expects {model.task.in_channels}")
+    if model.task.spatial_dims == 3 and axes != "zyx":
+        raise ConfigError(f"{name}: a 2D image, but the model is 3D and predicts volumes")
 
 
 def predict_with_model(model, image: np.ndarray, axes: str, **kwargs) -> Prediction:

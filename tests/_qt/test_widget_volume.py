@@ -131,3 +131,25 @@ def test_a_volume_mask_painted_on_some_slices_teaches_those_slices(make_napari_v
     # a mask set whole (a script, a file) covers every slice again
     masks.data = labels.astype(np.uint16)
     assert L.collect_project(viewer)["scan"].strong_slices is None
+
+
+def test_a_3d_model_on_a_2d_layer_is_refused_naming_the_layer(make_napari_viewer, monkeypatch, tmp_path):
+    from napari_hybridseg._qt import model_actions
+    from napari_hybridseg.config import TrainConfig
+    from napari_hybridseg.modelfile import LoadedModel
+    from napari_hybridseg.networks import create_model
+    from napari_hybridseg.task import Task
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((32, 32)).astype(np.float32), name="flat")
+    widget = HybridSegWidget(viewer)
+    widget.create_layers()
+    task = Task(spatial_dims=3)
+    widget.session.model = LoadedModel([create_model(task, 2, 4, seed=0).eval()], TrainConfig(depth=2, width=4), task)
+    errors = []
+    monkeypatch.setattr(model_actions, "notify_error", errors.append)
+    widget.predict_once()
+    assert len(errors) == 1 and "'flat'" in errors[0] and "3D" in errors[0]
+    with pytest.raises(Exception, match="'flat'.*3D"):
+        widget.export_predictions(tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -126,3 +126,50 @@ def test_exporting_leaves_the_models_networks_as_they_were():
     exported = exported_network(model)
     assert model.nets[0].training and next(model.nets[0].parameters()).dtype == torch.float64
     assert not exported.training and all(p.dtype == torch.float32 for p in exported.parameters())
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_volume_as_sample_of_a_2d_model_gives_its_middle_slice(run, tmp_path, capsys, one_line_error):
+    from napari_hybridseg.images import ImageMeta, write_image
+
+    vol = np.random.default_rng(0).random((5, 64, 64)).astype(np.float32)
+    vol[2] += 10  # the middle slice, told apart from the others
+    write_image(tmp_path / "vol.nii.gz", vol, ImageMeta(format="nii.gz"))
+    out = tmp_path / "model.zip"
+    assert main(["export-model", str(run / "run"), "--out", str(out), "--sample", str(tmp_path / "vol.nii.gz")]) == 0
+    with zipfile.ZipFile(out) as z:
+        test_input = np.load(z.open("test_input.npy"))
+    assert test_input.shape == (1, 1, 64, 64) and test_input.min() >= 10
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    write_image(tmp_path / "rgb.tif", rgb)
+    rc = main(
+        ["export-model", str(run / "run"), "--out", str(tmp_path / "m2.zip"), "--sample", str(tmp_path / "rgb.tif")]
+    )
+    one_line_error(rc, "rgb.tif", "channel")
+    write_image(tmp_path / "tiny.tif", np.zeros((8, 8), np.float32))
+    rc = main(
+        ["export-model", str(run / "run"), "--out", str(tmp_path / "m2.zip"), "--sample", str(tmp_path / "tiny.tif")]
+    )
+    one_line_error(rc, "tiny.tif", "small")
+    assert not (tmp_path / "m2.zip").exists()
+
+
+def test_a_3d_model_refuses_a_2d_image_naming_it(tmp_path, capsys, one_line_error):
+    from napari_hybridseg.images import write_image
+    from napari_hybridseg.modelfile import save_model
+
+    save_model(tmp_path / "m3.pt", _model(Task(spatial_dims=3), 1))
+    write_image(tmp_path / "flat.tif", np.zeros((40, 40), np.float32))
+    rc = main(["predict", str(tmp_path / "m3.pt"), str(tmp_path / "flat.tif"), "--out", str(tmp_path / "o")])
+    one_line_error(rc, "flat.tif", "3D")
+    rc = main(
+        [
+            "export-model",
+            str(tmp_path / "m3.pt"),
+            "--out",
+            str(tmp_path / "m.zip"),
+            "--sample",
+            str(tmp_path / "flat.tif"),
+        ]
+    )
+    one_line_error(rc, "flat.tif", "3D")
