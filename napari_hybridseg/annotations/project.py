@@ -146,6 +146,9 @@ class Project:
         return root
 
 
+_PICTURES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".nii", ".nii.gz"}  # never skipped
+
+
 def _find_files(root: Path, folder_name: str, suffixes: tuple[str, ...]) -> dict[str, Path]:
     """The files of one project folder by image name.  A link may point anywhere inside
     the project; one that leaves it is refused (and not read)."""
@@ -157,7 +160,14 @@ def _find_files(root: Path, folder_name: str, suffixes: tuple[str, ...]) -> dict
     if not folder.resolve().is_relative_to(inside):
         raise AnnotationError(f"{folder}: links outside the project; copy the folder into {root}")
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or compound_suffix(path) not in suffixes:
+        if path.name.startswith("."):
+            continue
+        if compound_suffix(path) not in suffixes:
+            if compound_suffix(path) in _PICTURES and suffixes != (".csv",):
+                raise AnnotationError(
+                    f"{path}: {folder_name}/ holds {', '.join(suffixes)} files (TIFF, NIfTI"
+                    f"{', PNG' if '.png' in suffixes else ''}); convert it, e.g. save it as .tif"
+                )
             continue
         if path.is_symlink() and not path.resolve().is_relative_to(inside):
             raise AnnotationError(f"{path}: links outside the project; copy the file into {folder}")

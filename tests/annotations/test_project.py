@@ -278,3 +278,14 @@ def test_files_with_upper_case_extensions_are_saved_in_place(tmp_path):
     q["a"].boxes = []
     q.save()
     assert sorted(f.name for f in root.rglob("a.*")) == ["a.TIF", "a.TIF"]
+
+
+@pytest.mark.parametrize("folder, name", [("strong", "a.png"), ("scribbles", "a.jpg"), ("images", "b.jpeg")])
+def test_files_of_a_type_a_folder_cannot_hold_are_named_not_ignored(tmp_path, folder, name):
+    """A mask saved as PNG was silently left out (the image then counted as unlabelled)."""
+    root = _project(tmp_path, boxes=None)
+    (root / folder).mkdir(exist_ok=True)
+    (root / folder / name).write_bytes(b"\x89PNG\r\n\x1a\n")
+    (root / folder / "notes.txt").write_text("kept out of the way")
+    with pytest.raises(AnnotationError, match=rf"{name}: .*(TIFF|NIfTI)"):
+        Project.load(root)
