@@ -218,3 +218,20 @@ def test_a_followed_run_can_be_resumed(run, tmp_path):
     assert (
         main(["train", str(run / "p"), "--out", str(out), "--steps", "3", "--resume", "--follow-project", *TINY]) == 0
     )
+
+
+def test_resume_keeps_the_runs_options_and_changes_only_those_given(run, tmp_path):
+    """``--resume`` with only ``--steps`` continued under the default options: a run of
+    ``--preset paper`` lost its one weight per image (every weight restarted at 1)."""
+    out = tmp_path / "r"
+    extra = ["--dii-warmup", "1", "--dii-interval", "1"]
+    assert main(["train", str(run / "p"), "--out", str(out), "--preset", "paper", "--steps", "3", *extra, *TINY]) == 0
+    weights = (out / "weights.csv").read_text()
+    assert (
+        main(["train", str(run / "p"), "--out", str(out), "--steps", "4", "--lr", "0.001", "--resume", "--quiet"]) == 0
+    )
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["granularity"], cfg["predict_with"], cfg["dii_lr"]) == ("image", "first", 0.1)
+    assert (cfg["width"], cfg["steps"], cfg["lr"]) == (4, 4, 0.001)
+    keys = [line.split(",")[:2] for line in weights.splitlines()]
+    assert [line.split(",")[:2] for line in (out / "weights.csv").read_text().splitlines()] == keys

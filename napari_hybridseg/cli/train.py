@@ -93,7 +93,7 @@ def run_train(args) -> int:
     apply_max_voxels(args)
     if args.resume and not (args.out / "checkpoint.pt").is_file():
         return err(f"{args.out / 'checkpoint.pt'}: nothing to resume (file not found)")
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, _resumed_config(args.out) if args.resume else None)
     dist = Distributed.from_environment(cfg.device)
     world = dist.world if dist.active else args.nproc_per_node
     if world < 1 or cfg.batch_size % world:
@@ -112,6 +112,21 @@ def run_train(args) -> int:
             import torch
 
             torch.distributed.destroy_process_group()
+
+
+def _resumed_config(out):
+    """The config of the run in ``out`` that ``--resume`` continues, from its checkpoint."""
+    import json
+
+    from ..config import TrainConfig
+    from ..errors import ModelFileError
+    from ..training.run_folder import RunFolder
+
+    folder = RunFolder(out)
+    try:
+        return TrainConfig.from_dict(json.loads(folder.load_checkpoint()["config"]))
+    except (KeyError, TypeError, ValueError) as exc:  # ConfigError and JSON errors are ValueErrors
+        raise ModelFileError(f"{folder.checkpoint}: cannot read the run's options ({exc})") from None
 
 
 def _train(args, cfg, dist, tell) -> int:

@@ -63,16 +63,28 @@ def add_train(sub) -> None:
     )
     p.add_argument(
         "--background-tile",
+        action=Given,
         type=int,
         default=d["background_tile"].default,
         help="the background of an exhaustively boxed image in regions of about this many pixels a side, each "
         "with its own weight; 0: one region per image (default: %(default)s)",
     )
-    p.add_argument("--steps", type=int, default=d["steps"].default, help="total training steps (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"].default, help="(default: %(default)s)")
-    p.add_argument("--patch-size", type=int, default=d["patch_size"].default, help="pixels (default: %(default)s)")
+    p.add_argument(
+        "--steps",
+        action=Given,
+        type=int,
+        default=d["steps"].default,
+        help="total training steps (default: %(default)s)",
+    )
+    p.add_argument(
+        "--batch-size", action=Given, type=int, default=d["batch_size"].default, help="(default: %(default)s)"
+    )
+    p.add_argument(
+        "--patch-size", action=Given, type=int, default=d["patch_size"].default, help="pixels (default: %(default)s)"
+    )
     p.add_argument(
         "--network",
+        action=Given,
         choices=NETWORKS,
         default=d["network"].default,
         help="2d: images and the slices of volumes; 3d: whole volumes, pooled in-plane while slices are thick; "
@@ -80,6 +92,7 @@ def add_train(sub) -> None:
     )
     p.add_argument(
         "--intensity",
+        action=Given,
         choices=INTENSITIES,
         default=d["intensity"].default,
         help="percentile: each image by its percentiles (microscopy); zscore: each image to mean 0, sd 1 (MR); "
@@ -88,13 +101,20 @@ def add_train(sub) -> None:
     )
     p.add_argument(
         "--patch-size-3d",
+        action=Given,
         type=int,
         default=d["patch_size_3d"].default,
         help="voxels a side of a 3D network's training patch (default: %(default)s)",
     )
-    p.add_argument("--width", type=int, default=d["width"].default, help="U-Net base channels (default: %(default)s)")
-    p.add_argument("--depth", type=int, default=d["depth"].default, help="U-Net poolings (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=d["lr"].default, help="AdamW learning rate (default: %(default)s)")
+    p.add_argument(
+        "--width", action=Given, type=int, default=d["width"].default, help="U-Net base channels (default: %(default)s)"
+    )
+    p.add_argument(
+        "--depth", action=Given, type=int, default=d["depth"].default, help="U-Net poolings (default: %(default)s)"
+    )
+    p.add_argument(
+        "--lr", action=Given, type=float, default=d["lr"].default, help="AdamW learning rate (default: %(default)s)"
+    )
     p.add_argument(
         "--dii-box-target",
         action=Given,
@@ -164,12 +184,14 @@ def add_train(sub) -> None:
     )
     p.add_argument(
         "--dii-warmup",
+        action=Given,
         type=int,
         default=None,
         help="steps before the first weight update (default: two epochs, at least a sixth of the run)",
     )
     p.add_argument(
         "--dii-interval",
+        action=Given,
         type=int,
         default=None,
         help="steps between weight updates (default: an epoch, longer if updates would take over ~10%% of the time)",
@@ -182,8 +204,10 @@ def add_train(sub) -> None:
         help="base learning rate of the weights (default: 0.1, raised in short runs so that a weight can "
         "fall from 1 to 0 over the scheduled updates)",
     )
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument(
+        "--device", action=Given, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
+    )
+    p.add_argument("--seed", action=Given, type=int, default=0, help="(default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument(
         "--force",
@@ -209,9 +233,11 @@ def add_train(sub) -> None:
     add_max_voxels(p)
 
 
-def config_from_args(args):
+def config_from_args(args, resumed=None):
     """The :class:`~napari_hybridseg.config.TrainConfig` of parsed ``train`` options,
-    a preset applied under the options given beside it."""
+    a preset applied under the options given beside it.  ``resumed``: the config of the
+    run being resumed, which the options given on this command line (and a preset) change
+    and the others leave as they were."""
     from ..config import TrainConfig
 
     cfg = TrainConfig(
@@ -242,4 +268,7 @@ def config_from_args(args):
         device=args.device,
         seed=args.seed,
     )
-    return cfg if args.preset is None else cfg.with_preset(args.preset, keep=getattr(args, "given", set()))
+    given = getattr(args, "given", set())
+    if resumed is not None:
+        cfg = TrainConfig.from_dict({**resumed.to_dict(), **{k: v for k, v in cfg.to_dict().items() if k in given}})
+    return cfg if args.preset is None else cfg.with_preset(args.preset, keep=given)
