@@ -644,3 +644,30 @@ def test_the_scorer_calibrates_with_the_configs_own_quantile(monkeypatch):
         loop = TrainingLoop(_direction_project(), cfg)
         loop.scorer.hypergradient(loop.state.nets)
         assert seen and all(o == own for o in seen)  # once per reading of the boxes (mean, quantile)
+
+
+def test_a_box_given_another_class_starts_again_at_weight_one():
+    """A box that DII distrusted while it named the wrong class is judged afresh once the
+    user corrects its class, as a moved box is."""
+    from napari_hybridseg.annotations import Box
+    from napari_hybridseg.data.targets import build_training_set
+
+    rng = np.random.default_rng(0)
+    strong = np.zeros((32, 32), np.int32)
+    strong[4:10, 4:10], strong[20:28, 20:28] = 1, 2
+    image, weak = rng.random((32, 32)).astype(np.float32), rng.random((32, 32)).astype(np.float32)
+
+    def instances(cls):
+        items = [
+            ImageAnnotations("s", image, strong=strong),
+            ImageAnnotations("w", weak, boxes=[Box(1, 4, 4, 12, 12, cls=cls)]),
+        ]
+        project = Project(items, classes=LabelClasses(("liver", "tumour")))
+        return build_training_set(project, TrainConfig(width=4, depth=2, patch_size=32, batch_size=2)).instances
+
+    w = InstanceWeights(instances(2))
+    row = next(i for i, r in enumerate(w.records) if r.key.kind == "box")
+    with torch.no_grad():
+        w.gamma[row] = 0.05
+    assert [x.weight for x in w.carried_to(instances(2)).table() if x.key.kind == "box"] == [pytest.approx(0.05)]
+    assert [x.weight for x in w.carried_to(instances(1)).table() if x.key.kind == "box"] == [1.0]
