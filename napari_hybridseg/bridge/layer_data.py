@@ -41,14 +41,17 @@ def box_to_corners(box: Box) -> np.ndarray:
 
 
 def corners_to_box(corners: np.ndarray, box_id: int, cls: int = 1) -> Box:
-    """Inverse of :func:`box_to_corners`; any quadrilateral becomes its bounding box."""
+    """Inverse of :func:`box_to_corners`; any quadrilateral becomes the box of the pixels
+    whose centres its bounding rectangle encloses."""
     corners = np.asarray(corners, float)
     z = None
     if corners.shape[1] == 3:
         z = int(round(float(np.median(corners[:, 0]))))
         corners = corners[:, 1:]
-    lo = np.floor(corners.min(0) + 0.5).astype(int)
-    hi = np.floor(corners.max(0) + 0.5).astype(int)
+    # the pixels whose centres the rectangle encloses (pixel k spans k - 0.5 to k + 0.5), alike
+    # on every side; a centre missed by under 1e-6 (float noise) counts as enclosed
+    lo = np.ceil(corners.min(0) - 1e-6).astype(int)
+    hi = np.floor(corners.max(0) + 1e-6).astype(int) + 1
     return Box(int(box_id), int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1]), z, int(cls))
 
 

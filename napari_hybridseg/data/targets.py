@@ -162,7 +162,8 @@ def weak_sample(
 
     covered = np.zeros((h, w), bool)
     for box in sorted(boxes, key=lambda b: -b.area):  # smaller boxes drawn last own overlaps
-        k = inst(str(box.id), "box", f"{box.z},{box.y0},{box.x0},{box.y1},{box.x1},{box.cls}")  # moved or reclassed: anew
+        # a box moved or given another class is a new annotation (its weight starts again)
+        k = inst(str(box.id), "box", f"{box.z},{box.y0},{box.x0},{box.y1},{box.x1},{box.cls}")
         rect = (slice(box.y0, box.y1), slice(box.x0, box.x1))
         if projection:
             region = (slice(max(box.y0 - 1, 0), box.y1 + 1), slice(max(box.x0 - 1, 0), box.x1 + 1))
