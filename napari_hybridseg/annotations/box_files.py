@@ -44,12 +44,13 @@ def parse_boxes_csv(text: str, shape: tuple[int, ...], where: str, classes: Labe
     volume = len(shape) == 3
     expected = BOX_COLUMNS_3D if volume else BOX_COLUMNS_2D
     try:
-        rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
+        reader = csv.reader(io.StringIO(text))  # each row with its line in the file, blank rows left out
+        rows = [(reader.line_num, r) for r in reader if any(c.strip() for c in r)]
     except csv.Error as exc:
         raise AnnotationError(f"{where}: not a valid CSV file ({exc})") from None
     if not rows:
         raise AnnotationError(f"{where}: empty file; expected header {','.join(expected)}")
-    header = [c.strip().lower() for c in rows[0]]
+    header = [c.strip().lower() for c in rows[0][1]]
     with_class = header == [*expected, "class"]
     if header != expected and not with_class:
         raise AnnotationError(
@@ -60,7 +61,7 @@ def parse_boxes_csv(text: str, shape: tuple[int, ...], where: str, classes: Labe
     boxes: list[Box] = []
     raw: list[Box] = []
     seen: set[int] = set()
-    for lineno, row in enumerate(rows[1:], start=2):
+    for lineno, row in rows[1:]:
         if len(row) != columns:
             raise AnnotationError(f"{where}:{lineno}: expected {columns} values, got {len(row)}")
         try:
@@ -71,6 +72,8 @@ def parse_boxes_csv(text: str, shape: tuple[int, ...], where: str, classes: Labe
             raise AnnotationError(f"{where}:{lineno}: box values must be whole pixel indices")
         cls = _box_class(row[-1], classes, f"{where}:{lineno}") if with_class else 1
         box = Box(**dict(zip(expected, (int(v) for v in values), strict=True)), cls=cls)
+        if box.id < 1:
+            raise AnnotationError(f"{where}:{lineno}: box id {box.id}; ids count from 1 (napari marks new boxes 0)")
         if box.id in seen:
             raise AnnotationError(f"{where}:{lineno}: duplicate box id {box.id}")
         seen.add(box.id)

@@ -54,6 +54,8 @@ def test_box_file_format(tmp_path):
         ("id,y0,x0,y1,x1\n1,2,3,10\n", "expected 5 values"),
         ("id,y0,x0,y1,x1\n1,100,100,110,110\n", "entirely outside"),
         ("", "empty file"),
+        ("id,y0,x0,y1,x1\n0,2,3,10,12\n", r"a\.csv:2: box id 0.*from 1"),
+        ("id,y0,x0,y1,x1\n\n1,2,3,10,12\n\n2,10,3,2,12\n", r"a\.csv:5: box 2 is inverted"),
     ],
 )
 def test_bad_boxes(tmp_path, csv_text, message):
