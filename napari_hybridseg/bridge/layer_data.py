@@ -189,11 +189,13 @@ def shape_classes(features, n_shapes: int) -> list[int]:
     return [int(v) if v == v and v >= 1 else 1 for v in np.asarray(features["class"], dtype=float)]
 
 
-def boxes_from_shapes(data, features=None) -> list[Box]:
+def boxes_from_shapes(data, features=None, first_free: int = 1) -> list[Box]:
     """Boxes from a Shapes layer's rectangles.
 
     Ids come from the layer's ``id`` feature; a shape without a valid id (missing,
-    below 1, or a duplicate, as napari gives new shapes) gets the next free id.
+    below 1, or a duplicate, as napari gives new shapes) gets the next free id, at least
+    ``first_free`` (above every id the layer held, so that a deleted box's weight and
+    pin never pass to a new one).
     """
     ids: list[int | None] = [None] * len(data)
     if features is not None and "id" in features and len(features["id"]) == len(data):
@@ -202,7 +204,7 @@ def boxes_from_shapes(data, features=None) -> list[Box]:
             if value == value and value >= 1 and int(value) not in seen:
                 ids[k] = int(value)
                 seen.add(int(value))
-    next_id = max([i for i in ids if i is not None], default=0) + 1
+    next_id = max(max([i for i in ids if i is not None], default=0) + 1, first_free)
     classes = shape_classes(features, len(data))
     boxes = []
     for k, corners in enumerate(data):
@@ -239,8 +241,17 @@ def annotations_from_layers(image_layer, layers, image: np.ndarray | None = None
         elif role == "scribbles":
             item.scribbles = take(layer.data)
         elif role == "boxes":
-            item.boxes = boxes_from_shapes(layer.data, getattr(layer, "features", None))
+            first_free = int((layer.metadata.get(META_KEY) or {}).get("next_box_id", 1))
+            item.boxes = boxes_from_shapes(layer.data, getattr(layer, "features", None), first_free)
     return item
+
+
+def note_box_ids(boxes_layer, ids) -> None:
+    """Record in a boxes layer that ``ids`` are taken: new boxes get ids above them, even
+    after these boxes are deleted."""
+    tag = boxes_layer.metadata.setdefault(META_KEY, {})
+    taken = [int(i) for i in np.asarray(ids, dtype=float) if i == i]
+    tag["next_box_id"] = max(int(tag.get("next_box_id", 1)), max(taken, default=0) + 1)
 
 
 def _with_slices(metadata: dict, slices: list[int] | None) -> dict:

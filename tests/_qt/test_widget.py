@@ -78,6 +78,20 @@ def test_create_layers_tags_roles(annotated):
     assert roles == {"a": "strong", "b": "weak"}
 
 
+def test_a_box_drawn_after_one_was_deleted_never_takes_its_id(annotated):
+    """Box 3 deleted (its weight shown, perhaps pinned), a new box drawn: the new box gets
+    id 4, so that box 3's weight and pin never pass to it."""
+    viewer, _ = annotated
+    assert [b.id for b in L.collect_project(viewer)["b"].boxes] == [1, 2, 3]
+    boxes = viewer.layers["b boxes"]
+    boxes.selected_data = {2}
+    boxes.remove_selected()
+    boxes.add_rectangles(np.array([[40.5, 40.5], [50.5, 50.5]]))
+    assert list(boxes.features["id"]) == [1, 2, 4]  # at once, as napari shows it
+    assert [b.id for b in L.collect_project(viewer)["b"].boxes] == [1, 2, 4]
+    assert list(boxes.features["id"]) == [1, 2, 4]
+
+
 def test_box_check_reaches_the_config_and_only_applies_with_dii(annotated):
     _, widget = annotated
     assert widget.train.box_check.currentText() == "ellipse"
