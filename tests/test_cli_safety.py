@@ -220,6 +220,19 @@ def test_a_followed_run_can_be_resumed(run, tmp_path):
     )
 
 
+def test_a_resumed_followed_run_tells_napari_the_pins_it_kept(run, tmp_path):
+    """The pins a checkpoint holds stay in force on resume; control.json starts with them,
+    so that napari shows them and can release them."""
+    out = tmp_path / "r"
+    assert main(["train", str(run / "p"), "--out", str(out), "--steps", "2", "--follow-project", *TINY]) == 0
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    image, instance, kind = json.loads(checkpoint["instances"])[0][:3]
+    checkpoint["pins"] = json.dumps([[image, instance, kind, 0.0]])
+    torch.save(checkpoint, out / "checkpoint.pt")
+    assert main(["train", str(run / "p"), "--out", str(out), "--steps", "3", "--resume", "--follow-project"]) == 0
+    assert json.loads((out / "control.json").read_text())["pins"] == [[image, instance, kind, 0.0]]
+
+
 def test_resume_keeps_the_runs_options_and_changes_only_those_given(run, tmp_path):
     """``--resume`` with only ``--steps`` continued under the default options: a run of
     ``--preset paper`` lost its one weight per image (every weight restarted at 1)."""

@@ -144,7 +144,7 @@ def _train(args, cfg, dist, tell) -> int:
     follow = args.follow_project and dist.main
     log = EventLog(args.out) if follow else None
     interrupts = _Interrupts(inbox, dist.active, dist.main)
-    with interrupts, Follower(args.project, args.out, inbox) if follow else nullcontext():
+    with interrupts, Follower(args.project, args.out, inbox, pins=loop.weights.pins) if follow else nullcontext():
         for event in loop.events(inbox):
             if log is not None:
                 log.write(event)

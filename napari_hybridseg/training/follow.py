@@ -115,14 +115,16 @@ class Follower:
     """The trainer's side: a thread that turns control-file changes and edits of the
     project folder into commands for the loop's ``inbox``."""
 
-    def __init__(self, project_root: str | Path, run_dir: str | Path, inbox, interval: float = 1.0) -> None:
+    def __init__(self, project_root: str | Path, run_dir: str | Path, inbox, interval: float = 1.0, pins=None) -> None:
         self.root = Path(project_root)
         self.run_dir = Path(run_dir)
         self.inbox = inbox
         self.interval = interval
         # a new (or resumed) run starts from the default state: a stop or pause left in the
-        # file by an earlier run must not stop this one, nor make the next Stop a no-op
-        self._control = default_control()
+        # file by an earlier run must not stop this one, nor make the next Stop a no-op.  The
+        # pins the run holds (``{InstanceKey: weight}``, a resumed run's) are written in, so
+        # that napari shows them and can release them.
+        self._control = {**default_control(), "pins": [[*key, float(v)] for key, v in (pins or {}).items()]}
         write_control(self.run_dir, self._control)
         self._signature = project_signature(self.root)
         self._done = threading.Event()
