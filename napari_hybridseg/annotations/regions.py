@@ -64,10 +64,22 @@ def region_rects(names, shape: tuple[int, ...]) -> dict[str, tuple[int | None, i
     region are left out."""
     h, w = shape[-2:]
     parsed = {n: p for n in names if (p := parse_region(n)) is not None}
-    ys = sorted({y for _, y, _ in parsed.values()} | {h})
-    xs = sorted({x for _, _, x in parsed.values()} | {w})
+    ys = _grid({y for _, y, _ in parsed.values()}, h)
+    xs = _grid({x for _, _, x in parsed.values()}, w)
     out = {}
     for name, (z, y0, x0) in parsed.items():
         if 0 <= y0 < h and 0 <= x0 < w:
             out[name] = (z, y0, x0, ys[ys.index(y0) + 1], xs[xs.index(x0) + 1])
     return out
+
+
+def _grid(corners: set[int], n: int) -> list[int]:
+    """The edges along an axis of ``n`` pixels of the coarsest cut by :func:`region_edges`
+    that holds every corner: regions wholly under boxes have no name, and their
+    neighbours must not reach across them.  Corners of no such cut: as given."""
+    inside = {c for c in corners if 0 <= c < n}
+    for parts in range(1, n + 1):
+        edges = np.linspace(0, n, parts + 1).round().astype(int)
+        if inside <= set(edges[:-1].tolist()):
+            return edges.tolist()
+    return sorted(inside | {n})

@@ -118,3 +118,18 @@ def test_by_default_an_unboxed_object_shares_its_region_with_a_small_part_of_a_t
     assert holding.min() >= 0  # background regions, each its own weight
     for region in holding:
         assert (background & (weak.instance == region)).sum() <= 0.25 * background.sum()
+
+
+@pytest.mark.parametrize("tile", [48, 64, 100])
+def test_a_region_beside_a_column_of_regions_covered_by_boxes_keeps_its_own_rectangle(tile):
+    """Regions wholly under boxes have no weight and no name; their neighbours are still
+    drawn on the grid that cut them, not across the boxes."""
+    shape = (150, 310)
+    index, names = background_regions(shape, tile)
+    columns = sorted({int(n.split(":")[1]) for n in names})
+    present = [n for n in names if int(n.split(":")[1]) != columns[1]]  # the second column covered
+    rects = region_rects(present, shape)
+    for name in present:
+        _, y0, x0, y1, x1 = rects[name]
+        k = names.index(name)
+        assert (index[y0:y1, x0:x1] == k).all() and (index == k).sum() == (y1 - y0) * (x1 - x0), name
