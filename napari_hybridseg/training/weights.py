@@ -116,9 +116,21 @@ class InstanceWeights:
             "pins": json.dumps([[*k, v] for k, v in self.pins.items()]),
         }
 
+    def _with_box_classes(self, saved: list[InstanceRecord]) -> list[InstanceRecord]:
+        """Box signatures of checkpoints written before they held the class (``z,y0,x0,y1,x1``)
+        read as those of the same boxes now, when all else in them agrees."""
+        now = {r.key: r.signature for r in self.records}
+        out = []
+        for r in saved:
+            current = now.get(r.key, "")
+            old = r.key.kind == "box" and r.signature.count(",") == 4
+            out.append(InstanceRecord(r.key, current) if old and current.rsplit(",", 1)[0] == r.signature else r)
+        return out
+
     def load_state_dict(self, state: dict) -> None:
         """Restore a checkpoint; if the annotations changed since, carry weights over by key."""
         saved = [InstanceRecord(InstanceKey(*row[:3]), row[3]) for row in json.loads(state["instances"])]
+        saved = self._with_box_classes(saved)
         saved_pins = {InstanceKey(*p[:3]): float(p[3]) for p in json.loads(state.get("pins", "[]"))}
         self.pins = {**saved_pins, **self.pins}  # pins given now win over the checkpoint's
         weights = state["weights"]

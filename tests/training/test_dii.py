@@ -1,6 +1,8 @@
 """DII: closed-form per-instance classifier gradients, the direction of the update, the
 schedule and the weights' bookkeeping."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -671,3 +673,17 @@ def test_a_box_given_another_class_starts_again_at_weight_one():
         w.gamma[row] = 0.05
     assert [x.weight for x in w.carried_to(instances(2)).table() if x.key.kind == "box"] == [pytest.approx(0.05)]
     assert [x.weight for x in w.carried_to(instances(1)).table() if x.key.kind == "box"] == [1.0]
+
+
+def test_a_checkpoint_from_before_box_signatures_held_the_class_resumes_whole():
+    """Resuming a checkpoint whose box signatures lack the class keeps every weight, the
+    optimiser's state and the count of updates (the schedule goes on where it was)."""
+    records = [InstanceRecord(InstanceKey("a", str(i), "box"), f"None,{i},0,{i + 4},4,1") for i in (1, 2)]
+    w = InstanceWeights(records)
+    for _ in range(3):
+        w.step(torch.tensor([1.0, -1.0]), 0.3)
+    state = w.state_dict()
+    state["instances"] = json.dumps([[*r.key, r.signature.rsplit(",", 1)[0]] for r in records])
+    back = InstanceWeights(records)
+    back.load_state_dict(state)
+    assert torch.equal(back.values(), w.values()) and back.updates == 3
