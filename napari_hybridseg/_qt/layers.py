@@ -18,6 +18,7 @@ from ..bridge import (
     class_colormaps,
     classes_of_layers,
     layer_name,
+    new_boxes_get_new_ids,
     note_box_ids,
     record_painted_slices,
     role_of,
@@ -126,34 +127,10 @@ def watch(layer, on_edit) -> None:
         layer.events.data.connect(lambda event, layer=layer: _whole_mask(layer))
         layer.events.paint.connect(lambda event, layer=layer: record_painted_slices(layer, event.value))
     if role_of(layer)[0] == "boxes":
-        _new_boxes_get_new_ids(layer)
+        new_boxes_get_new_ids(layer)
     layer.events.data.connect(on_edit)
     if hasattr(layer.events, "paint"):
         layer.events.paint.connect(on_edit)
-
-
-def _new_boxes_get_new_ids(layer) -> None:
-    """napari gives a new shape the features of the shape selected last, its ``id`` too,
-    though that box may have been deleted since: the new box would take over its weight
-    and pin.  New boxes get ids above every id the layer held instead."""
-    before = [len(layer.data)]
-
-    def on_data(event) -> None:
-        action = str(getattr(event.action, "value", event.action))
-        if action == "adding":
-            before[0] = len(layer.data)
-        elif action == "added" and "id" in layer.features and len(layer.data) > before[0]:
-            ids = np.asarray(layer.features["id"], dtype=float).copy()
-            kept = ids[: before[0]]
-            first = max(np.nanmax(kept, initial=0) + 1, (layer.metadata.get(META_KEY) or {}).get("next_box_id", 1))
-            ids[before[0] :] = np.arange(first, first + len(ids) - before[0])
-            layer.features = {
-                **{k: v for k, v in layer.features.items() if k != "id"},
-                "id": np.nan_to_num(ids).astype(int),
-            }
-            note_box_ids(layer, ids)
-
-    layer.events.data.connect(on_data)
 
 
 def _whole_mask(layer) -> None:

@@ -3,6 +3,7 @@
 Works on plain layer-data tuples and duck-typed layers: imports neither napari nor Qt.
 """
 
+from .box_ids import new_boxes_get_new_ids, note_box_ids
 from .layer_data import (
     BACKGROUND_STROKE_COLOUR,
     META_KEY,
@@ -17,7 +18,6 @@ from .layer_data import (
     corners_to_box,
     image_metadata,
     layer_name,
-    note_box_ids,
     project_layer_data,
     record_painted_slices,
     role_of,
@@ -39,6 +39,7 @@ __all__ = [
     "corners_to_box",
     "image_metadata",
     "layer_name",
+    "new_boxes_get_new_ids",
     "note_box_ids",
     "project_layer_data",
     "rank_next",

@@ -246,14 +246,6 @@ def annotations_from_layers(image_layer, layers, image: np.ndarray | None = None
     return item
 
 
-def note_box_ids(boxes_layer, ids) -> None:
-    """Record in a boxes layer that ``ids`` are taken: new boxes get ids above them, even
-    after these boxes are deleted."""
-    tag = boxes_layer.metadata.setdefault(META_KEY, {})
-    taken = [int(i) for i in np.asarray(ids, dtype=float) if i == i]
-    tag["next_box_id"] = max(int(tag.get("next_box_id", 1)), max(taken, default=0) + 1)
-
-
 def _with_slices(metadata: dict, slices: list[int] | None) -> dict:
     if slices is not None:
         metadata[META_KEY]["annotated_slices"] = list(slices)
