@@ -110,8 +110,12 @@ class ModelActions:
             name = self.widget.current_name()
             layer = L.find_layer(self.viewer, name, "image") if name else None
             run = self.session.model_path.parent if self.session.model_path else None
+            if layer is not None and not layer.rgb:
+                data = np.asarray(layer.data)
+                meta = ImageMeta.from_layer_metadata(layer.metadata.get(META_KEY, {}), layer.scale)
+                options = {"sample": data, "sample_axes": spatial_axes(data, meta), "sample_name": f"layer {name!r}"}
             options = {
-                "sample": np.asarray(layer.data) if layer is not None and not layer.rgb else None,
+                **options,
                 "name": f"napari-hybridseg {run.name if run else 'model'}",
                 "weights_csv": run / "weights.csv" if run else None,
             }

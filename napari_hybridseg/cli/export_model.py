@@ -39,7 +39,7 @@ def run_export_model(args) -> int:
     if fmt == "bioimageio":
         run_dir = args.run if args.run.is_dir() else args.run.parent
         options = {
-            "sample": _sample(model, args.sample) if args.sample is not None else None,
+            **(_sample(args.sample) if args.sample is not None else {}),
             "name": args.name or f"napari-hybridseg {run_dir.resolve().name}",
             "authors": args.author or [getpass.getuser()],
             "license": args.license,
@@ -50,20 +50,9 @@ def run_export_model(args) -> int:
     return 0
 
 
-def _sample(model, path: Path):
-    """``--sample`` in the layout the package's test input is cut from: a volume's middle
-    slice for a 2D model; one that does not fit the model is an error naming it."""
-    from ..errors import ConfigError
-    from ..export.network import least_side
+def _sample(path: Path) -> dict:
+    """``--sample`` read, with its axes and its name for errors."""
     from ..images import read_image, spatial_axes
-    from ..inference import check_input
 
     image, meta = read_image(path)
-    axes = spatial_axes(image, meta)
-    if model.task.spatial_dims == 2 and axes == "zyx":
-        image, axes = image[image.shape[0] // 2], "yx"
-    check_input(model, image, axes, str(path))
-    m, least = model.nets[0].size_multiple, least_side(model)
-    if any(side // m * m < least for side in (image.shape[:2] if axes == "yxc" else image.shape)):
-        raise ConfigError(f"{path}: too small a sample for this model (at least {least} pixels per axis)")
-    return image
+    return {"sample": image, "sample_axes": spatial_axes(image, meta), "sample_name": str(path)}

@@ -61,9 +61,21 @@ def _test_input(model: LoadedModel, sample: np.ndarray | None) -> np.ndarray:
     arr = np.asarray(sample, dtype=np.float32)
     arr = np.moveaxis(arr, -1, 0) if arr.ndim == dims + 1 and model.task.in_channels > 1 else arr[None]
     crop = tuple(slice(0, (min(s, side * 2) // m) * m) for s in arr.shape[1:])
-    if any(c.stop < least for c in crop):
-        raise ValueError(f"the sample image is too small for this model (at least {least} pixels per axis)")
     return np.ascontiguousarray(arr[(slice(None), *crop)])[None]
+
+
+def fit_sample(model: LoadedModel, image: np.ndarray, axes: str, name: str) -> np.ndarray:
+    """``image`` (its ``axes``) in the layout the test input is cut from: a volume's middle
+    slice for a 2D model.  One that does not fit the model is an error naming ``name``."""
+    from ..inference import check_input
+
+    if model.task.spatial_dims == 2 and axes == "zyx":
+        image, axes = image[image.shape[0] // 2], "yx"
+    check_input(model, image, axes, name)
+    m, least = model.nets[0].size_multiple, least_side(model)
+    if any(side // m * m < least for side in (image.shape[:2] if axes == "yxc" else image.shape)):
+        raise ConfigError(f"{name}: too small a sample for this model (at least {least} pixels per axis)")
+    return image
 
 
 def _expected_output(model: LoadedModel, raw: np.ndarray) -> np.ndarray:
@@ -162,10 +174,18 @@ def export_bioimageio(
     authors: list[str] | None = None,
     license: str = "CC-BY-4.0",
     weights_csv: Path | None = None,
+    sample_axes: str | None = None,
+    sample_name: str = "the sample image",
 ) -> Path:
-    """Write ``model`` as a bioimage.io package (a zip) at ``path``."""
+    """Write ``model`` as a bioimage.io package (a zip) at ``path``; ``sample`` (its axes
+    ``sample_axes``, guessed when ``None``; named ``sample_name`` in errors) gives the
+    test input."""
     if len(name.strip()) < 5:
         raise ValueError(f"a bioimage.io model name needs at least 5 characters; got {name!r}")
+    if sample is not None:
+        from ..images import spatial_axes
+
+        sample = fit_sample(model, sample, sample_axes or spatial_axes(sample), sample_name)
     files: dict[str, bytes] = {}
     buf = io.BytesIO()
     torch.jit.save(traced(model), buf)

@@ -153,3 +153,17 @@ def test_a_3d_model_on_a_2d_layer_is_refused_naming_the_layer(make_napari_viewer
     with pytest.raises(Exception, match="'flat'.*3D"):
         widget.export_predictions(tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_2d_model_exports_with_the_visible_volume_as_its_sample(make_napari_viewer, tmp_path):
+    """The widget's package takes its test input from the image in view: for a 2D model and
+    a volume, its middle slice, as ``export-model --sample`` takes it."""
+    import zipfile
+
+    viewer, widget, vol, _ = _volume_with_a_model(make_napari_viewer)
+    widget.annotate.image_combo.setCurrentText("scan")
+    package = widget.models.export_model(tmp_path / "m.zip", "bioimageio")
+    with zipfile.ZipFile(package) as z:
+        test_input = np.load(z.open("test_input.npy"))
+    assert test_input.shape[:2] == (1, 1) and test_input.ndim == 4
+    np.testing.assert_allclose(test_input[0, 0], vol[2][: test_input.shape[2], : test_input.shape[3]])
