@@ -132,27 +132,31 @@ def _package_model_bytes(path: Path) -> bytes:
     one-line refusal for any other package.  Nothing in the package is executed."""
     import yaml
 
+    rdf = None
     try:
         if path.is_dir():
-            rdf_text = (path / "rdf.yaml").read_text(encoding="utf-8")
-            read = lambda name: (path / name).read_bytes()  # noqa: E731
+            rdf = yaml.safe_load((path / "rdf.yaml").read_text(encoding="utf-8"))
+            attachment = _ours(path, rdf) and (path / PACKAGE_ATTACHMENT).read_bytes()
         else:
-            zf = zipfile.ZipFile(path)
-            rdf_text = zf.read("rdf.yaml").decode("utf-8")
-            read = zf.read
-        rdf = yaml.safe_load(rdf_text)
+            with zipfile.ZipFile(path) as zf:
+                rdf = yaml.safe_load(zf.read("rdf.yaml").decode("utf-8"))
+                attachment = _ours(path, rdf) and zf.read(PACKAGE_ATTACHMENT)
+    except ModelFileError:
+        raise
     except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ModelFileError(f"{path}: not a bioimage.io model package ({reason(exc)})") from None
-    ours = isinstance(rdf, dict) and isinstance(rdf.get("config"), dict) and "napari-hybridseg" in rdf["config"]
-    if not ours:
-        raise ModelFileError(
-            f"{path}: a bioimage.io model that napari-hybridseg did not export; run it with bioimageio.core "
-            "or the tool it came from"
-        )
-    try:
-        return read(PACKAGE_ATTACHMENT)
-    except (OSError, KeyError) as exc:
-        raise ModelFileError(f"{path}: the package lacks its {PACKAGE_ATTACHMENT} ({reason(exc)})") from None
+        what = "lacks its " + PACKAGE_ATTACHMENT if isinstance(rdf, dict) else "not a bioimage.io model package"
+        raise ModelFileError(f"{path}: {what} ({reason(exc)})") from None
+    return attachment
+
+
+def _ours(path: Path, rdf) -> bool:
+    """True for a package napari-hybridseg exported; a one-line refusal for any other."""
+    if isinstance(rdf, dict) and isinstance(rdf.get("config"), dict) and "napari-hybridseg" in rdf["config"]:
+        return True
+    raise ModelFileError(
+        f"{path}: a bioimage.io model that napari-hybridseg did not export; run it with bioimageio.core "
+        "or the tool it came from"
+    )
 
 
 def load_model(path: str | Path) -> LoadedModel:

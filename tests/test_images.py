@@ -213,3 +213,25 @@ def test_labels_too_large_for_nifti_are_refused_not_wrapped(tmp_path):
     labels[0, 0] = 2**31 - 1
     write_image(tmp_path / "l.nii.gz", labels)
     assert read_image(tmp_path / "l.nii.gz")[0][0, 0] == 2**31 - 1
+
+
+def _mapped(array) -> bool:
+    while array is not None and not isinstance(array, np.memmap):
+        array = array.base
+    return array is not None
+
+
+@pytest.mark.parametrize("trailing", [(), (1,)])
+def test_an_uncompressed_nifti_is_read_where_it_is_used_not_copied(tmp_path, trailing):
+    """Prediction reads a large scan tile by tile: an uncompressed, unscaled NIfTI stays a
+    view of the mapped file in napari order (a scaled one is read, with its scaling)."""
+    data = np.arange(6 * 7 * 8, dtype=np.int16).reshape(8, 7, 6)
+    nib.save(nib.Nifti1Image(data.reshape(data.shape + trailing), np.eye(4)), tmp_path / "a.nii")
+    image, _ = read_image(tmp_path / "a.nii", mmap=True)
+    assert _mapped(image) and image.shape == (6, 7, 8)
+    np.testing.assert_array_equal(image, data.T)
+    scaled = nib.Nifti1Image(data, np.eye(4))
+    scaled.header.set_slope_inter(2.0, 1.0)
+    nib.save(scaled, tmp_path / "s.nii")
+    image, _ = read_image(tmp_path / "s.nii", mmap=True)
+    np.testing.assert_allclose(image, data.T * 2.0 + 1.0)

@@ -24,6 +24,7 @@ from ..bridge import (
     role_of,
     scribble_label_weights,
     shape_classes,
+    spatial_shape,
     stroke_centre,
     weight_colors,
 )
@@ -83,7 +84,7 @@ def ensure_annotation_layers(viewer, image_layer) -> dict:
         more = {"classes": classes.to_json()} if classes is not None else {}
         tag(image_layer, "image", name, exhaustive=True, **meta.to_layer_metadata(), **more)
     mask_colours, stroke_colours = class_colormaps(classes)
-    spatial = image_layer.data.shape[:-1] if image_layer.rgb else image_layer.data.shape
+    spatial = spatial_shape(image_layer)
     ndim = len(spatial)
     common = {"scale": image_layer.scale[-ndim:], "translate": image_layer.translate[-ndim:]}
     out = {}
@@ -158,7 +159,7 @@ def _frozen_image(layer) -> np.ndarray:
 
 def visible_slice(viewer, layer) -> int | None:
     """The slice of a volume layer in view, in the layer's own data coordinates."""
-    if layer.ndim != 3 or layer.rgb:
+    if len(spatial_shape(layer)) != 3:
         return None
     z = int(round(float(layer.world_to_data(viewer.dims.point)[0])))
     return min(max(z, 0), layer.data.shape[0] - 1)
@@ -280,8 +281,8 @@ def instance_location(viewer, image: str, kind: str, instance: str):
     layer = find_layer(viewer, image, "image")
     if layer is None:
         return None
-    spatial = layer.data.shape[:-1] if layer.rgb else layer.data.shape
-    return layer.data_to_world(np.array(spatial, float) / 2)
+    centre = np.array(layer.data.shape, float) / 2  # the image's centre, in every axis it has
+    return layer.data_to_world(centre[:-1] if layer.rgb else centre)
 
 
 def show_only(viewer, image: str) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from qtpy.QtWidgets import QFileDialog
 
-from ..bridge import META_KEY, role_of
+from ..bridge import layer_image, layer_meta, role_of
 from ..devices import resolve_device
 from ..errors import HybridSegError
-from ..images import ImageMeta, spatial_axes
+from ..images import spatial_axes
 from ..inference import check_input, predict_with_model, save_prediction
 from . import layers as L
 from .live_view import notify_error, notify_info
@@ -47,8 +46,8 @@ class ModelActions:
             if name is None:
                 raise HybridSegError("open an image and create its annotation layers first")
             layer = L.find_layer(self.viewer, name, "image")
-            data = np.asarray(layer.data)
-            axes = spatial_axes(data, ImageMeta.from_layer_metadata(layer.metadata.get(META_KEY, {}), layer.scale))
+            data = layer_image(layer)
+            axes = spatial_axes(data, layer_meta(layer))
             check_input(model, data, axes, f"layer {name!r}")
         except HybridSegError as exc:
             notify_error(str(exc))
@@ -78,8 +77,7 @@ class ModelActions:
         names = model.task.label_names
         written, todo = [], []
         for layer in L.tagged_images(self.viewer):  # every layer checked before anything is written
-            meta = ImageMeta.from_layer_metadata(layer.metadata.get(META_KEY, {}), layer.scale)
-            data = np.asarray(layer.data)
+            meta, data = layer_meta(layer), layer_image(layer)
             axes = spatial_axes(data, meta)
             check_input(model, data, axes, f"layer {layer.name!r}")
             todo.append((layer, meta, data, axes))
@@ -111,8 +109,7 @@ class ModelActions:
             layer = L.find_layer(self.viewer, name, "image") if name else None
             run = self.session.model_path.parent if self.session.model_path else None
             if layer is not None and not layer.rgb:
-                data = np.asarray(layer.data)
-                meta = ImageMeta.from_layer_metadata(layer.metadata.get(META_KEY, {}), layer.scale)
+                data, meta = layer_image(layer), layer_meta(layer)
                 options = {"sample": data, "sample_axes": spatial_axes(data, meta), "sample_name": f"layer {name!r}"}
             options = {
                 **options,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..bridge import class_colormaps, classes_of_layers
+from ..bridge import class_colormaps, classes_of_layers, spatial_shape
 from .layers import find_layer, layer_name, tag
 
 
@@ -27,7 +27,7 @@ def show_prediction(
     src = find_layer(viewer, image, "image")
     if src is None:
         return
-    spatial = src.data.shape[:-1] if src.rgb else src.data.shape
+    spatial = spatial_shape(src)
     common = {"scale": src.scale[-len(spatial) :], "translate": src.translate[-len(spatial) :]}
     maps = [
         ("prediction", classes if classes is not None else labels_from_probability(probability, threshold), "labels"),

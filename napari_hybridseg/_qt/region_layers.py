@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..annotations.regions import region_rects
-from ..bridge import weight_colors
+from ..bridge import spatial_shape, weight_colors
 from .box_texts import weight_text
 from .layers import find_layer, layer_name, tag
 from .prediction_layers import add_inactive
@@ -21,7 +21,7 @@ def _spatial(viewer, image: str):
     layer = find_layer(viewer, image, "image")
     if layer is None:
         return None, None
-    return layer, (layer.data.shape[:-1] if layer.rgb else layer.data.shape)
+    return layer, spatial_shape(layer)
 
 
 def show_regions(viewer, weights, images, create: bool) -> None:
@@ -48,8 +48,8 @@ def show_regions(viewer, weights, images, create: bool) -> None:
                 shapes,
                 shape_type="rectangle",
                 name=layer_name(image, "background regions"),
-                scale=src.scale,
-                translate=src.translate,
+                scale=src.scale[-len(shape) :],
+                translate=src.translate[-len(shape) :],
                 face_color="transparent",
                 edge_width=1,  # thinner than boxes: at 48 px a side, regions tile the whole image
                 opacity=0.6,

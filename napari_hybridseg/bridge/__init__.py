@@ -4,6 +4,7 @@ Works on plain layer-data tuples and duck-typed layers: imports neither napari n
 """
 
 from .box_ids import new_boxes_get_new_ids, note_box_ids
+from .image_layers import layer_image, layer_meta, spatial_shape
 from .layer_data import (
     BACKGROUND_STROKE_COLOUR,
     META_KEY,
@@ -38,6 +39,8 @@ __all__ = [
     "classes_of_layers",
     "corners_to_box",
     "image_metadata",
+    "layer_image",
+    "layer_meta",
     "layer_name",
     "new_boxes_get_new_ids",
     "note_box_ids",
@@ -47,6 +50,7 @@ __all__ = [
     "role_of",
     "scribble_label_weights",
     "shape_classes",
+    "spatial_shape",
     "stroke_centre",
     "unboxed_objects",
     "weight_colors",

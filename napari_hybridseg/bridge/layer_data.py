@@ -20,9 +20,8 @@ import numpy as np
 
 from ..annotations import Box, ImageAnnotations, LabelClasses, Project
 from ..annotations.model import read_only_copy
-from ..images import ImageMeta
+from .image_layers import CHANNELS_FIRST, META_KEY, layer_image, layer_meta, shows_channels_first
 
-META_KEY = "hybridseg"
 ROLE_SUFFIX = {"boxes": "boxes", "scribbles": "scribbles", "strong": "masks"}
 
 
@@ -90,14 +89,19 @@ def annotation_layer_data(
     scale = item.meta.napari_scale(len(item.spatial_shape))
     common = {"scale": scale, "visible": visible}
     mask_colours, stroke_colours = class_colormaps(classes)
+    image, image_scale, metadata = item.image, scale, image_metadata(item, "image", root, classes)
+    if shows_channels_first(item.axes, item.n_channels):
+        image, image_scale = np.moveaxis(item.image, -1, 0), (1.0, *scale)
+        metadata[META_KEY][CHANNELS_FIRST] = True
     layers = [
         (
-            item.image,
+            image,
             {
                 "name": item.name,
                 "rgb": item.axes == "yxc" and item.n_channels in (3, 4),
-                "metadata": image_metadata(item, "image", root, classes),
+                "metadata": metadata,
                 **common,
+                "scale": image_scale,
             },
             "image",
         )
@@ -224,11 +228,10 @@ def annotations_from_layers(image_layer, layers, image: np.ndarray | None = None
     take = read_only_copy if copy else np.asarray
     tag = (image_layer.metadata or {}).get(META_KEY, {})
     name = tag.get("image") or image_layer.name
-    meta = ImageMeta.from_layer_metadata(tag, getattr(image_layer, "scale", None))
     item = ImageAnnotations(
         name=name,
-        image=image if image is not None else take(image_layer.data),
-        meta=meta,
+        image=layer_image(image_layer, image if image is not None else take(image_layer.data)),
+        meta=layer_meta(image_layer),
         exhaustive=tag.get("exhaustive", True),
     )
     for layer in layers:

@@ -27,7 +27,7 @@ import yaml
 from .. import __version__
 from ..atomic import atomic_path
 from ..data.preprocess import HIGH_PERCENTILE, LOW_PERCENTILE, NormalisedView, ranges_for
-from ..errors import ConfigError
+from ..errors import ConfigError, reason
 from ..modelfile import PACKAGE_ATTACHMENT, LoadedModel, save_model
 from .network import exported_network, least_side, traced
 
@@ -152,16 +152,24 @@ on the images it was trained on: check it on yours before relying on it.
 
 
 def weights_summary(weights_csv: Path | None) -> str:
-    """A sentence about a run's ``weights.csv``: how many annotations, how many distrusted."""
+    """A sentence about a run's ``weights.csv``: how many annotations, how many distrusted.
+    A file that cannot be read is said so, in the sentence and in a warning that names it;
+    it does not stop the export."""
     if weights_csv is None or not Path(weights_csv).is_file():
         return "not recorded."
     import csv
+    import warnings
 
-    with open(weights_csv, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
+    try:
+        with open(weights_csv, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        values = [float(r["weight"]) for r in rows]
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as exc:
+        problem = "no 'weight' column" if isinstance(exc, KeyError) else reason(exc)
+        warnings.warn(f"{weights_csv}: cannot be read ({problem}); the package's README says so", stacklevel=2)
+        return f"not readable ({problem})."
+    if not values:
         return "none (trained on full masks only)."
-    values = [float(r["weight"]) for r in rows]
     low = sum(v < 0.5 for v in values)
     return f"{len(values)} weak annotations, mean weight {np.mean(values):.2f}, {low} of them below 0.5."
 

@@ -100,3 +100,28 @@ def test_sample_data_opens(make_napari_viewer):
     kinds = {layer._type_string for layer in viewer.layers}
     assert {"image", "labels", "shapes"} <= kinds
     assert any(layer.ndim == 3 for layer in viewer.layers)
+
+
+def test_a_two_channel_image_is_shown_channels_first_in_line_with_its_masks(make_napari_viewer, tmp_path):
+    """napari shows 3 or 4 channels as colour, any other number as an axis, and lines up
+    layers by their last axes: a (Y, X, 2) image is shown (2, Y, X), so its masks (Y, X)
+    cover it pixel for pixel, and read back channels last for training."""
+    from napari_hybridseg._qt.layers import collect_project, visible_slice
+    from napari_hybridseg.annotations import ImageAnnotations
+
+    rng = np.random.default_rng(0)
+    image = rng.random((40, 56, 2)).astype(np.float32)
+    masks = np.zeros((40, 56), np.uint8)
+    masks[5:15, 10:30] = 1
+    Project([ImageAnnotations("stains", image, strong=masks)]).save(tmp_path / "p")
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "p"), plugin="napari-hybridseg")
+    layers = {role_of(layer)[0]: layer for layer in viewer.layers}
+    shown, labels = layers["image"], layers["strong"]
+    assert not shown.rgb and shown.data.shape == (2, 40, 56) and labels.data.shape == (40, 56)
+    np.testing.assert_allclose(shown.extent.world[:, -2:], labels.extent.world)
+    assert visible_slice(viewer, shown) is None  # the slider picks a channel, not a slice
+    (item,) = collect_project(viewer)
+    assert item.axes == "yxc"
+    np.testing.assert_array_equal(item.image, image)
+    np.testing.assert_array_equal(item.strong, masks)

@@ -173,3 +173,17 @@ def test_a_3d_model_refuses_a_2d_image_naming_it(tmp_path, capsys, one_line_erro
         ]
     )
     one_line_error(rc, "flat.tif", "3D")
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [("image,instance,kind,w\na,1,box,0.5\n", "no 'weight' column"), ("image,instance,kind,weight\na,1,box\n", "")],
+)
+def test_a_weights_file_that_cannot_be_read_does_not_stop_the_export(tmp_path, text, problem):
+    """The weights only feed a sentence of the package's README: a damaged ``weights.csv``
+    is said so (a warning naming it, and the README), and the package is still written."""
+    (tmp_path / "weights.csv").write_text(text)
+    with pytest.warns(UserWarning, match=f"weights.csv: cannot be read \\({problem}"):
+        path = export_model(_model(Task()), tmp_path / "m.zip", "bioimageio", weights_csv=tmp_path / "weights.csv")
+    with zipfile.ZipFile(path) as z:
+        assert "Learned weights of the weak annotations: not readable (" + problem in z.read("README.md").decode()
