@@ -18,9 +18,7 @@ from ..bridge import (
     class_colormaps,
     classes_of_layers,
     layer_name,
-    new_boxes_get_new_ids,
     note_box_ids,
-    record_painted_slices,
     role_of,
     scribble_label_weights,
     shape_classes,
@@ -28,8 +26,10 @@ from ..bridge import (
     stroke_centre,
     weight_colors,
 )
+from ..errors import HybridSegError
 from ..images import ImageMeta
 from .box_texts import weight_text
+from .layer_checks import check_project_layers, image_problem, placement_problem
 
 # read-only copies of image layers' data, made again only when a layer gets new data
 _FROZEN_IMAGES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -61,13 +61,17 @@ def tag(layer, role: str, image: str, **extra) -> None:
     layer.metadata = {**layer.metadata, META_KEY: meta}
 
 
-def assign_role(image_layer, layer, shown_role: str) -> str | None:
+def assign_role(viewer, image_layer, layer, shown_role: str) -> str | None:
     """Make ``layer`` the masks, scribbles or boxes of ``image_layer``; a sentence saying
-    why not when it is the wrong kind of layer."""
+    why not when it is the wrong kind of layer, does not lie over the image, or the image
+    cannot be annotated."""
     role = {"masks": "strong", "scribbles": "scribbles", "boxes": "boxes"}[shown_role]
     need = "shapes" if role == "boxes" else "labels"
     if layer._type_string != need:
         return f"layer {layer.name!r} is a {layer._type_string} layer; {shown_role} need a {need} layer"
+    problem = image_problem(viewer, image_layer) or placement_problem(image_layer, layer)
+    if problem:
+        return problem
     if role_of(image_layer)[0] != "image":
         tag(image_layer, "image", image_layer.name, exhaustive=True)
     tag(layer, role, role_of(image_layer)[1])
@@ -75,7 +79,11 @@ def assign_role(image_layer, layer, shown_role: str) -> str | None:
 
 
 def ensure_annotation_layers(viewer, image_layer) -> dict:
-    """Tag ``image_layer`` and create its boxes, scribbles and masks layers if missing."""
+    """Tag ``image_layer`` and create its boxes, scribbles and masks layers if missing
+    (a :class:`HybridSegError` naming the layer when it cannot be annotated)."""
+    problem = image_problem(viewer, image_layer)
+    if problem:
+        raise HybridSegError(problem)
     role, name = role_of(image_layer)
     classes = classes_of_layers(viewer.layers)
     if role != "image":
@@ -118,26 +126,6 @@ def ensure_annotation_layers(viewer, image_layer) -> dict:
     viewer.layers.selection.active = out["boxes"]
     out["boxes"].mode = "add_rectangle"
     return out
-
-
-def watch(layer, on_edit) -> None:
-    """Call ``on_edit`` when an annotation layer is edited.  A volume's masks layer also
-    records the slices painted on; its data replaced whole (by a script, say) is a mask
-    of every slice again."""
-    if role_of(layer)[0] == "strong":
-        layer.events.data.connect(lambda event, layer=layer: _whole_mask(layer))
-        layer.events.paint.connect(lambda event, layer=layer: record_painted_slices(layer, event.value))
-    if role_of(layer)[0] == "boxes":
-        new_boxes_get_new_ids(layer)
-    layer.events.data.connect(on_edit)
-    if hasattr(layer.events, "paint"):
-        layer.events.paint.connect(on_edit)
-
-
-def _whole_mask(layer) -> None:
-    meta = dict(layer.metadata.get(META_KEY) or {})
-    if meta.pop("annotated_slices", None) is not None:
-        layer.metadata = {**layer.metadata, META_KEY: meta}
 
 
 def _empty_to_none(item: ImageAnnotations) -> ImageAnnotations:
@@ -185,6 +173,7 @@ def collect_project(viewer, root=None, snapshot: bool = True) -> Project:
     next free one, written back into the layer so that weights stay attached.
     """
     layers = list(viewer.layers)
+    check_project_layers(layers)
     items = []
     for image_layer in tagged_images(viewer):
         name = role_of(image_layer)[1]

@@ -49,7 +49,7 @@ class ModelActions:
             data = layer_image(layer)
             axes = spatial_axes(data, layer_meta(layer))
             check_input(model, data, axes, f"layer {name!r}")
-        except HybridSegError as exc:
+        except (HybridSegError, ValueError) as exc:
             notify_error(str(exc))
             return
         z = L.visible_slice(self.viewer, layer) if axes == "zyx" else None

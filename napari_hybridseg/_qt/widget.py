@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 from qtpy.QtCore import QSettings, Qt, QTimer, Signal
-from qtpy.QtWidgets import QFileDialog, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from ..bridge import role_of
 from ..errors import HybridSegError
@@ -16,9 +17,12 @@ from ..training.run_folder import fresh_run_folder
 from ..training.runners import ProcessRunner, ThreadRunner
 from . import layers as L
 from .class_panel import ClassPanel
-from .live_view import LiveView, notify_error
+from .edits import watch
+from .layer_checks import untag_copy
+from .live_view import LiveView, notify_error, notify_info
 from .model_actions import ModelActions
 from .panels import AnnotatePanel, ExportPanel, NextPanel, WeightsPanel
+from .project_folder import ProjectFolderMixin
 from .session import Session, TrainingState
 from .train_panel import TrainPanel
 
@@ -40,8 +44,8 @@ def _timer(parent, ms: int, slot) -> QTimer:
     return timer
 
 
-class HybridSegWidget(QWidget):
-    """Dock widget.  Scripting: :meth:`open_project`, :meth:`start_training`,
+class HybridSegWidget(ProjectFolderMixin, QWidget):
+    """Dock widget.  Scripting: :meth:`open_project`, :meth:`save_project`, :meth:`start_training`,
     :meth:`stop_training` and :attr:`finished` (the run's last event)."""
 
     finished = Signal(object)  # FinishedEvent or ErrorEvent
@@ -51,6 +55,7 @@ class HybridSegWidget(QWidget):
         self.viewer = napari_viewer
         self.project_root: Path | None = None
         self._watched: set[int] = set()
+        self._named: weakref.WeakSet = weakref.WeakSet()
         self.session = Session(self)
 
         self.annotate = AnnotatePanel()
@@ -110,6 +115,9 @@ class HybridSegWidget(QWidget):
 
     # -- layers and annotations -----------------------------------------------------------
     def _layers_changed(self, event=None) -> None:
+        copied = untag_copy(self.viewer, event.value) if getattr(event, "type", None) == "inserted" else None
+        if copied:
+            notify_info(copied)
         tagged = {role_of(layer)[1] for layer in L.tagged_images(self.viewer)}
         if tagged != getattr(self, "_tagged", tagged):
             self._edited()  # an image tagged or removed: a running training hears of it
@@ -119,9 +127,12 @@ class HybridSegWidget(QWidget):
             [layer.name for layer in self.viewer.layers if layer._type_string in ("labels", "shapes")],
         )
         for layer in self.viewer.layers:
+            if layer not in self._named:  # a renamed layer is listed under its new name
+                self._named.add(layer)
+                layer.events.name.connect(lambda e: self._layers_changed())
             if role_of(layer)[0] in ("strong", "scribbles", "boxes") and id(layer) not in self._watched:
                 self._watched.add(id(layer))
-                L.watch(layer, self._edited)
+                watch(layer, self._edited)
         self.classes.refresh()
         self.refresh_status()
 
@@ -132,6 +143,8 @@ class HybridSegWidget(QWidget):
         try:
             project = L.collect_project(self.viewer, self.project_root)
         except (HybridSegError, ValueError) as exc:
+            if self.train.message.text() != str(exc):  # said once, not at every stroke
+                notify_error(str(exc))
             self.train.message.setText(str(exc))
             return
         self.refresh_status(project)
@@ -151,7 +164,11 @@ class HybridSegWidget(QWidget):
         if layer is None:
             notify_error("open an image first, then choose it in the Annotate panel")
             return
-        L.ensure_annotation_layers(self.viewer, layer)
+        try:
+            L.ensure_annotation_layers(self.viewer, layer)
+        except HybridSegError as exc:
+            notify_error(str(exc))
+            return
         self._layers_changed()
         self._prepare_training()
 
@@ -173,7 +190,7 @@ class HybridSegWidget(QWidget):
         image, target = self.current_image_layer(), self.annotate.assign_layer.currentText()
         if image is None or target not in self.viewer.layers:
             return
-        problem = L.assign_role(image, self.viewer.layers[target], self.annotate.assign_role.currentText())
+        problem = L.assign_role(self.viewer, image, self.viewer.layers[target], self.annotate.assign_role.currentText())
         if problem:
             notify_error(problem)
         self._layers_changed()
@@ -202,31 +219,6 @@ class HybridSegWidget(QWidget):
         if layer is not None:
             L.tag(layer, "image", name, exhaustive=self.annotate.status.item(row, 2).checkState() == Qt.Checked)
             self._edited()
-
-    # -- project folder -------------------------------------------------------------------
-    def open_project(self, root) -> None:
-        """Show a project folder's layers (opening them if needed) and autosave into it."""
-        root = Path(root)
-        if not any(role_of(layer)[0] == "image" for layer in self.viewer.layers):
-            self.viewer.open(str(root), plugin="napari-hybridseg")
-        self.project_root = root
-        self.annotate.project_label.setText(f"project: {root}")
-        self._layers_changed()
-        self._prepare_training()
-
-    def save_project(self, root) -> None:
-        root = Path(root)
-        L.collect_project(self.viewer, root).save(root)
-        self.project_root = root
-        self.annotate.project_label.setText(f"project: {root}")
-
-    def _folder_dialog(self, title: str, action) -> None:
-        path = QFileDialog.getExistingDirectory(self, title)
-        if path:
-            try:
-                action(path)
-            except (HybridSegError, OSError, ValueError) as exc:
-                notify_error(str(exc))
 
     # -- training -------------------------------------------------------------------------
     def _config(self, steps=None):

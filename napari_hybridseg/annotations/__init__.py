@@ -10,6 +10,7 @@ from .model import (
     FIRST_OBJECT_STROKE,
     Box,
     ImageAnnotations,
+    image_name_problem,
     validate_annotations,
     validate_image,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "Stroke",
     "boxes_to_csv",
     "check_class_values",
+    "image_name_problem",
     "parse_boxes_csv",
     "parse_stroke_id",
     "read_boxes_csv",

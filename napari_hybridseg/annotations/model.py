@@ -206,3 +206,19 @@ def validate_annotations(item: ImageAnnotations, where: str | None = None) -> No
         checked.append(check_box(box, shape, f"{where} boxes"))
     warn_clipped(f"{where} boxes", item.boxes, checked)
     item.boxes = checked
+
+
+_NOT_IN_NAMES = '/\\:*?"<>|'  # path separators, and what Windows and lab shares refuse in a file name
+
+
+def image_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name an image's files in a project folder (``None`` when it can):
+    the image, its masks, scribbles and boxes are saved as ``<folder>/<name>.<suffix>``."""
+    if not name.strip():
+        return "an empty name"
+    if name.startswith("."):
+        return "a leading dot (the file would be hidden and never read back)"
+    bad = sorted({c for c in name if c in _NOT_IN_NAMES or ord(c) < 32})
+    if bad:
+        return "the character(s) " + " ".join(repr(c) for c in bad)
+    return None

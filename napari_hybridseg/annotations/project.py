@@ -32,7 +32,14 @@ from ..images import IMAGE_SUFFIXES, LABEL_SUFFIXES, read_image, strip_suffix, w
 from ..intensity import SETTINGS
 from .box_files import boxes_to_csv, read_boxes_csv
 from .classes import LabelClasses, check_class_values
-from .model import ImageAnnotations, check_slices, label_array, validate_annotations, validate_image
+from .model import (
+    ImageAnnotations,
+    check_slices,
+    image_name_problem,
+    label_array,
+    validate_annotations,
+    validate_image,
+)
 
 
 class Project:
@@ -138,6 +145,10 @@ class Project:
         root = Path(root) if root is not None else self.root
         if root is None:
             raise ValueError("no project folder given")
+        for name in names if names is not None else list(self.images):  # every name checked before any write
+            problem = image_name_problem(name)
+            if problem:
+                raise AnnotationError(f"image {name!r}: its name names its files and cannot hold {problem}; rename it")
         for name in names if names is not None else list(self.images):
             save_image_annotations(root, self.images[name], with_class=self.classes is not None)
         flags = {n: {"exhaustive": a.exhaustive, "annotated_slices": a.strong_slices} for n, a in self.images.items()}

@@ -291,3 +291,14 @@ def test_files_of_a_type_a_folder_cannot_hold_are_named_not_ignored(tmp_path, fo
     (root / folder / "notes.txt").write_text("kept out of the way")
     with pytest.raises(AnnotationError, match=rf"{name}: .*(TIFF|NIfTI)"):
         Project.load(root)
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", "a\\b", ".hidden", "c:d", " "])
+def test_an_image_name_that_cannot_name_its_files_is_refused_before_anything_is_written(tmp_path, name):
+    """An image's name becomes ``images/<name>.tif``: one with a path in it would write
+    outside the project (its mask over its image), a hidden one would never be read back."""
+    image = np.zeros((8, 8), np.float32)
+    project = Project([ImageAnnotations("fine", image), ImageAnnotations(name, image, strong=np.ones((8, 8), np.uint8))])
+    with pytest.raises(AnnotationError, match="its name names its files and cannot hold"):
+        project.save(tmp_path / "deep" / "p")
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))

@@ -1,0 +1,36 @@
+"""When an edit to an annotation layer counts: painting, drawing, replacing the data, and
+napari's undo and redo (which announce only a refresh)."""
+
+from __future__ import annotations
+
+from ..bridge import META_KEY, new_boxes_get_new_ids, record_painted_slices, role_of
+
+
+def watch(layer, on_edit) -> None:
+    """Call ``on_edit`` when an annotation layer is edited.  A volume's masks layer also
+    records the slices painted on; its data replaced whole (by a script, say) is a mask
+    of every slice again."""
+    if role_of(layer)[0] == "strong":
+        layer.events.data.connect(lambda event, layer=layer: _whole_mask(layer))
+        layer.events.paint.connect(lambda event, layer=layer: record_painted_slices(layer, event.value))
+    if role_of(layer)[0] == "boxes":
+        new_boxes_get_new_ids(layer)
+    layer.events.data.connect(on_edit)
+    if hasattr(layer.events, "paint"):
+        layer.events.paint.connect(on_edit)
+    if hasattr(layer, "_undo_history"):  # undo and redo announce only a refresh: the history tells them apart
+        history = lambda: (len(layer._undo_history), len(layer._redo_history))  # noqa: E731
+        seen = [history()]
+
+        def on_refresh(event) -> None:
+            if history() != seen[0]:
+                seen[0] = history()
+                on_edit(event)
+
+        layer.events.set_data.connect(on_refresh)
+
+
+def _whole_mask(layer) -> None:
+    meta = dict(layer.metadata.get(META_KEY) or {})
+    if meta.pop("annotated_slices", None) is not None:
+        layer.metadata = {**layer.metadata, META_KEY: meta}
