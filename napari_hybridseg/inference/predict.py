@@ -23,6 +23,9 @@ from ..intensity import Intensity
 from ..networks import UNet
 
 SLAB = 64  # rows (or slices) combined at a time when the tiles are blended
+# pixels per axis of one tile, for 2D and 3D: a 3D tile's side is cubed, so 512 would put
+# a whole CT into one forward pass (tens of GiB at width 16); 128^3 takes about 1.5 GiB
+TILE = {2: 512, 3: 128}
 
 
 @dataclass
@@ -55,7 +58,7 @@ class Prediction:
 def predict_array(
     nets: list[UNet],
     image,
-    tile: int = 512,
+    tile: int | None = None,
     overlap: int = 32,
     batch_size: int | None = None,
     device: torch.device | str = "cpu",
@@ -64,8 +67,8 @@ def predict_array(
 
     ``image`` is an array, or a :class:`~napari_hybridseg.data.preprocess.NormalisedView`
     that reads and scales each tile on its own (from a memory map, say).  Tiles of at
-    most ``tile`` pixels per axis overlap by at least ``overlap`` pixels and are blended
-    with a raised-cosine window.  Memory, whatever the image size: one batch of tiles
+    most ``tile`` pixels per axis (``TILE`` by dimensionality when ``None``) overlap by at
+    least ``overlap`` pixels and are blended with a raised-cosine window.  Memory, whatever the image size: one batch of tiles
     plus the output maps, 4 bytes per pixel per network.  The networks must already be
     in eval mode on ``device``.
     """
@@ -74,7 +77,7 @@ def predict_array(
         # on CPUs, one tile at a time stays in cache: batches of 4 were 1.6x slower (BENCHMARKS.md)
         batch_size = 8 if device.type == "cuda" else 1
     shape = tuple(image.shape[1:])
-    tiling = Tiling(shape, tile, overlap, nets[0].size_multiple, nets[0].patch_side)
+    tiling = Tiling(shape, tile or TILE[len(shape)], overlap, nets[0].size_multiple, nets[0].patch_side)
     win = tiling.blend_weights()
     n_classes = nets[0].n_outputs - 1
     acc = np.zeros((len(nets), n_classes, *tiling.padded_shape), np.float32)
@@ -122,7 +125,7 @@ def predict_image(
     image: np.ndarray,
     axes: str,
     device: torch.device | str = "cpu",
-    tile: int = 512,
+    tile: int | None = None,
     z: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     intensity: Intensity | None = None,

@@ -237,3 +237,17 @@ def test_predicting_leaves_the_callers_networks_as_they_were():
     # the same result as with the networks in eval mode
     evals = [create_model(Task(), 2, 4, seed=s).eval() for s in (0, 1)]
     np.testing.assert_array_equal(pred.probability, predict_image(evals, img, "yx").probability)
+
+
+def test_a_volume_is_predicted_in_tiles_of_bounded_size(monkeypatch):
+    """A 3D tile's voxels grow with the cube of its side: a CT 512 voxels across is
+    predicted in tiles of at most 128 per axis, not in one pass over the whole scan."""
+    from napari_hybridseg.inference import predict as P
+
+    sides, real = [], P.Tiling
+    monkeypatch.setattr(P, "Tiling", lambda shape, tile, *a: sides.append((len(shape), tile)) or real(shape, tile, *a))
+    net3, net2 = create_model(Task(1, 1, 3), 2, 4, seed=0).eval(), create_model(Task(), 2, 4, seed=0).eval()
+    vol = np.random.default_rng(0).random((4, 140, 8)).astype(np.float32)
+    pred = predict_image([net3], vol, "zyx")
+    predict_image([net2], vol[0], "yx")
+    assert sides == [(3, 128), (2, 512)] and pred.probability.shape == vol.shape
