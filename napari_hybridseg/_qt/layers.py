@@ -17,6 +17,7 @@ from ..bridge import (
     annotations_from_layers,
     class_colormaps,
     classes_of_layers,
+    layer_meta,
     layer_name,
     note_box_ids,
     role_of,
@@ -27,7 +28,6 @@ from ..bridge import (
     weight_colors,
 )
 from ..errors import HybridSegError
-from ..images import ImageMeta
 from .box_texts import weight_text
 from .layer_checks import check_project_layers, image_problem, placement_problem
 
@@ -72,10 +72,32 @@ def assign_role(viewer, image_layer, layer, shown_role: str) -> str | None:
     problem = image_problem(viewer, image_layer) or placement_problem(image_layer, layer)
     if problem:
         return problem
-    if role_of(image_layer)[0] != "image":
-        tag(image_layer, "image", image_layer.name, exhaustive=True)
-    tag(layer, role, role_of(image_layer)[1])
+    _tag_image(viewer, image_layer)
+    empty_volume_mask = role == "strong" and layer.ndim == 3 and not np.any(layer.data)
+    slices = {"annotated_slices": []} if empty_volume_mask else {}  # then only slices painted are masks
+    tag(layer, role, role_of(image_layer)[1], **geometry(image_layer), **slices)
     return None
+
+
+def geometry(image_layer) -> dict:
+    """The image's format, spacing and affine from its tag, for the layers drawn over it:
+    a mask or prediction saved as NIfTI then keeps the scan's orientation and origin."""
+    tagged = (image_layer.metadata or {}).get(META_KEY) or {}
+    return {k: tagged[k] for k in ("format", "spacing", "affine") if k in tagged}
+
+
+def _tag_image(viewer, image_layer) -> None:
+    if role_of(image_layer)[0] != "image":
+        classes = classes_of_layers(viewer.layers)
+        more = {"classes": classes.to_json()} if classes is not None else {}
+        tag(
+            image_layer,
+            "image",
+            image_layer.name,
+            exhaustive=True,
+            **layer_meta(image_layer).to_layer_metadata(),
+            **more,
+        )
 
 
 def ensure_annotation_layers(viewer, image_layer) -> dict:
@@ -84,14 +106,9 @@ def ensure_annotation_layers(viewer, image_layer) -> dict:
     problem = image_problem(viewer, image_layer)
     if problem:
         raise HybridSegError(problem)
-    role, name = role_of(image_layer)
-    classes = classes_of_layers(viewer.layers)
-    if role != "image":
-        name = image_layer.name
-        meta = ImageMeta.from_layer_metadata((image_layer.metadata or {}).get(META_KEY), image_layer.scale)
-        more = {"classes": classes.to_json()} if classes is not None else {}
-        tag(image_layer, "image", name, exhaustive=True, **meta.to_layer_metadata(), **more)
-    mask_colours, stroke_colours = class_colormaps(classes)
+    _tag_image(viewer, image_layer)
+    name, where = role_of(image_layer)[1], geometry(image_layer)
+    mask_colours, stroke_colours = class_colormaps(classes_of_layers(viewer.layers))
     spatial = spatial_shape(image_layer)
     ndim = len(spatial)
     common = {"scale": image_layer.scale[-ndim:], "translate": image_layer.translate[-ndim:]}
@@ -100,14 +117,14 @@ def ensure_annotation_layers(viewer, image_layer) -> dict:
         layer = viewer.add_labels(
             np.zeros(spatial, np.uint16), name=layer_name(name, "strong"), opacity=0.5, **mask_colours, **common
         )
-        tag(layer, "strong", name, **({"annotated_slices": []} if ndim == 3 else {}))  # painted slices count
+        tag(layer, "strong", name, **where, **({"annotated_slices": []} if ndim == 3 else {}))  # painted slices count
     if find_layer(viewer, name, "scribbles") is None:
         layer = viewer.add_labels(
             np.zeros(spatial, np.uint16), name=layer_name(name, "scribbles"), **stroke_colours, **common
         )
         layer.brush_size = 3
         layer.selected_label = 2
-        tag(layer, "scribbles", name)
+        tag(layer, "scribbles", name, **where)
     if find_layer(viewer, name, "boxes") is None:
         layer = viewer.add_shapes(
             ndim=ndim,
@@ -120,7 +137,7 @@ def ensure_annotation_layers(viewer, image_layer) -> dict:
         )
         layer.current_edge_color = "yellow"
         layer.current_face_color = "transparent"
-        tag(layer, "boxes", name)
+        tag(layer, "boxes", name, **where)
     for role in ("strong", "scribbles", "boxes"):
         out[role] = find_layer(viewer, name, role)
     viewer.layers.selection.active = out["boxes"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..bridge import class_colormaps, classes_of_layers, spatial_shape
-from .layers import find_layer, layer_name, tag
+from .layers import find_layer, geometry, layer_name, tag
 
 
 def show_prediction(
@@ -61,7 +61,7 @@ def show_prediction(
                     opacity=0.7,
                     **common,
                 )
-            tag(layer, role, image)
+            tag(layer, role, image, **geometry(src))
         else:
             _set_map(layer, where, data)
 

@@ -125,3 +125,35 @@ def test_a_two_channel_image_is_shown_channels_first_in_line_with_its_masks(make
     assert item.axes == "yxc"
     np.testing.assert_array_equal(item.image, image)
     np.testing.assert_array_equal(item.strong, masks)
+
+
+def test_masks_and_predictions_drawn_over_a_scan_are_saved_in_its_orientation(make_napari_viewer, tmp_path):
+    """Layers made over a scan (created, assigned, or predicted) carry its affine, so a mask
+    saved as NIfTI lies on the scan in any viewer, flips and origin included."""
+    from napari_hybridseg._qt import layers as L
+    from napari_hybridseg._qt.prediction_layers import show_prediction
+
+    affine = np.array([[-0.8, 0, 0, 100], [0, -0.8, 0, -50], [0, 0, 3, 20], [0, 0, 0, 1]], float)
+    write_image(tmp_path / "scan.nii.gz", np.zeros((6, 16, 20), np.float32), ImageMeta(affine=affine, format="nii.gz"))
+    viewer = make_napari_viewer()
+    (scan,) = viewer.open(str(tmp_path / "scan.nii.gz"), plugin="napari-hybridseg")
+    masks = L.ensure_annotation_layers(viewer, scan)["strong"]
+    painted = viewer.add_labels(np.zeros((6, 16, 20), np.uint16), name="painted", scale=scan.scale)
+    assert L.assign_role(viewer, scan, painted, "scribbles") is None
+    show_prediction(viewer, "scan", None, np.full((6, 16, 20), 0.9, np.float32), None, all_layers=True)
+    for layer in (masks, painted, viewer.layers["scan prediction"]):
+        out = tmp_path / f"{layer.name}.nii.gz"
+        viewer.layers.selection = {layer}
+        viewer.layers.save(str(out), selected=True, plugin="napari-hybridseg")
+        np.testing.assert_allclose(nib.load(out).affine, affine, err_msg=layer.name)
+
+
+def test_an_empty_labels_layer_assigned_as_masks_of_a_volume_masks_only_the_slices_painted(make_napari_viewer):
+    from napari_hybridseg._qt import layers as L
+
+    viewer = make_napari_viewer()
+    volume = viewer.add_image(np.zeros((6, 16, 16), np.float32), name="vol")
+    mine = viewer.add_labels(np.zeros((6, 16, 16), np.uint16), name="mine")
+    assert L.assign_role(viewer, volume, mine, "masks") is None
+    mine.paint((2, 8, 8), 1)
+    assert L.collect_project(viewer)["vol"].strong_slices == [2]
