@@ -165,6 +165,12 @@ def warn_clipped(where: str, before: list[Box], after: list[Box]) -> None:
         warnings.warn(f"{where}: {len(ids)} boxes extend past the image and were clipped (ids {shown})", stacklevel=3)
 
 
+def labelled_slices(volume) -> list[int]:
+    """The slices of a ``(Z, Y, X)`` label volume holding any label."""
+    volume = np.asarray(volume)
+    return np.flatnonzero(volume.reshape(volume.shape[0], -1).any(axis=1)).tolist()
+
+
 def check_slices(slices, item: ImageAnnotations, where: str) -> list[int]:
     """The annotated slices of a volume's full mask, sorted; one line if they are not
     slice indices of this volume."""

@@ -37,6 +37,7 @@ from .model import (
     check_slices,
     image_name_problem,
     label_array,
+    labelled_slices,
     validate_annotations,
     validate_image,
 )
@@ -129,8 +130,10 @@ class Project:
             shape = item.spatial_shape
             if name in strong:
                 item.strong = _read_label(strong[name], shape)
-            if slices is not None:
-                item.strong_slices = check_slices(slices, item, f"{root / 'project.json'}: image {name!r}")
+            if slices is not None:  # the slices listed, and those holding labels (as napari reads the layer)
+                listed = check_slices(slices, item, f"{root / 'project.json'}: image {name!r}")
+                held = labelled_slices(item.strong) if item.strong is not None else []
+                item.strong_slices = sorted(set(listed) | set(held))
             if name in scribbles:
                 item.scribbles = _read_label(scribbles[name], shape)
             if name in boxes:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..annotations import Box, ImageAnnotations, LabelClasses, Project
-from ..annotations.model import read_only_copy
+from ..annotations.model import labelled_slices, read_only_copy
 from .image_layers import CHANNELS_FIRST, META_KEY, layer_image, layer_meta, shows_channels_first
 
 ROLE_SUFFIX = {"boxes": "boxes", "scribbles": "scribbles", "strong": "masks"}
@@ -264,8 +264,7 @@ def annotated_slices(masks_layer) -> list[int] | None:
     data = masks_layer.data
     if recorded is None or np.ndim(data) != 3:
         return None
-    holding = np.flatnonzero(np.asarray(data).reshape(data.shape[0], -1).any(axis=1)).tolist()
-    return sorted(set(recorded) | set(holding))
+    return sorted(set(recorded) | set(labelled_slices(data)))
 
 
 def record_painted_slices(masks_layer, atoms) -> None:

@@ -298,7 +298,32 @@ def test_an_image_name_that_cannot_name_its_files_is_refused_before_anything_is_
     """An image's name becomes ``images/<name>.tif``: one with a path in it would write
     outside the project (its mask over its image), a hidden one would never be read back."""
     image = np.zeros((8, 8), np.float32)
-    project = Project([ImageAnnotations("fine", image), ImageAnnotations(name, image, strong=np.ones((8, 8), np.uint8))])
+    project = Project(
+        [ImageAnnotations("fine", image), ImageAnnotations(name, image, strong=np.ones((8, 8), np.uint8))]
+    )
     with pytest.raises(AnnotationError, match="its name names its files and cannot hold"):
         project.save(tmp_path / "deep" / "p")
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_a_volumes_masked_slices_are_those_listed_and_those_holding_labels(tmp_path):
+    """The command line reads a project's masked slices as napari reads its masks layer:
+    the slices listed in project.json and every slice holding a label (painted elsewhere,
+    say), so both train the same slices."""
+    from napari_hybridseg.bridge.layer_data import annotated_slices, project_layer_data
+    from napari_hybridseg.images import write_image
+
+    for folder in ("images", "strong"):
+        (tmp_path / folder).mkdir()
+    write_image(tmp_path / "images" / "ct.tif", np.zeros((8, 16, 16), np.float32))
+    mask = np.zeros((8, 16, 16), np.uint8)
+    mask[2, 4:8, 4:8] = mask[5, 6:10, 6:10] = 1
+    write_image(tmp_path / "strong" / "ct.tif", mask)
+    (tmp_path / "project.json").write_text(json.dumps({"images": {"ct": {"annotated_slices": [2, 7]}}}))
+    loaded = Project.load(tmp_path)["ct"]
+    (_, kwargs, _) = next(t for t in project_layer_data(Project.load(tmp_path)) if t[1]["name"] == "ct masks")
+
+    class Layer:
+        data, metadata = mask, kwargs["metadata"]
+
+    assert loaded.strong_slices == annotated_slices(Layer) == [2, 5, 7]
