@@ -44,3 +44,8 @@ def check_declared_size(path: str | Path, shape) -> None:
 
 
 MAX_CLASSES = 127  # structures a project may segment: class ids fit the int8 training targets
+
+# The largest model file the options allow: two 3D networks of 64 input channels, 128
+# outputs and 4096 channels at the deepest level hold about 5.4 GiB of weights each.  A
+# package's attachment that declares more is refused before a byte of it is unpacked.
+MAX_MODEL_BYTES = 12 * 2**30

@@ -8,6 +8,7 @@ object that could execute code, so a model someone sends cannot run anything.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import torch
 from .atomic import atomic_path
 from .config import TrainConfig
 from .errors import ModelFileError, reason
+from .limits import MAX_MODEL_BYTES
 from .networks import UNet, model_for
 from .task import Task
 
@@ -46,15 +48,16 @@ def load_file(path: str | Path, expected: str | tuple[str, ...]) -> dict:
         path = path / ("model.pt" if MODEL_FORMAT in expected else "checkpoint.pt")
     if not path.is_file():
         raise ModelFileError(f"{path}: file not found")
+    kinds = " or ".join(e.rsplit("-", 1)[-1] for e in expected)
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip: an image, a text, a cut-off download
+        raise ModelFileError(f"{path}: not a napari-hybridseg {kinds} file (or a damaged one)")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any failure of the restricted unpickler means: not ours, or damaged
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(
-            f"{path}: not a napari-hybridseg file, or damaged (refused to load: {first[:160]})"
-        ) from None
+        # PyTorch's own message would advise loading it without the restriction
+        why = "it holds objects other than tensors and plain values" if "weights_only" in str(exc) else reason(exc)
+        raise ModelFileError(f"{path}: not a napari-hybridseg {kinds} file, or damaged ({why[:160]})") from None
     if not isinstance(data, dict) or data.get("format") not in expected:
-        kinds = " or ".join(e.rsplit("-", 1)[-1] for e in expected)
         raise ModelFileError(f"{path}: not a napari-hybridseg {kinds} file")
     version = data.get("version", 0)
     if not isinstance(version, int):
@@ -127,8 +130,9 @@ def is_package(path: str | Path) -> bool:
     return path.suffix.lower() == ".zip" or (path.is_dir() and (path / "rdf.yaml").is_file())
 
 
-def _package_model_bytes(path: Path) -> bytes:
-    """Our model file inside a bioimage.io package that napari-hybridseg exported; a
+def _package_model_file(path: Path, folder: Path) -> Path:
+    """Our model file inside a bioimage.io package that napari-hybridseg exported (from a
+    zip: unpacked into ``folder`` in pieces, after its declared size is checked); a
     one-line refusal for any other package.  Nothing in the package is executed."""
     import yaml
 
@@ -136,17 +140,29 @@ def _package_model_bytes(path: Path) -> bytes:
     try:
         if path.is_dir():
             rdf = yaml.safe_load((path / "rdf.yaml").read_text(encoding="utf-8"))
-            attachment = _ours(path, rdf) and (path / PACKAGE_ATTACHMENT).read_bytes()
-        else:
-            with zipfile.ZipFile(path) as zf:
-                rdf = yaml.safe_load(zf.read("rdf.yaml").decode("utf-8"))
-                attachment = _ours(path, rdf) and zf.read(PACKAGE_ATTACHMENT)
+            _ours(path, rdf)
+            inner = path / PACKAGE_ATTACHMENT
+            if not inner.is_file():
+                raise FileNotFoundError(f"no {inner}")
+            return inner
+        with zipfile.ZipFile(path) as zf:
+            rdf = yaml.safe_load(zf.read("rdf.yaml").decode("utf-8"))
+            _ours(path, rdf)
+            info = zf.getinfo(PACKAGE_ATTACHMENT)
+            if info.file_size > MAX_MODEL_BYTES:
+                raise ModelFileError(
+                    f"{path}: its {PACKAGE_ATTACHMENT} declares {info.file_size:,} bytes, larger than "
+                    f"any model ({MAX_MODEL_BYTES:,}); not unpacked"
+                )
+            inner = folder / PACKAGE_ATTACHMENT
+            with zf.open(info) as src, open(inner, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            return inner
     except ModelFileError:
         raise
     except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, yaml.YAMLError) as exc:
         what = "lacks its " + PACKAGE_ATTACHMENT if isinstance(rdf, dict) else "not a bioimage.io model package"
         raise ModelFileError(f"{path}: {what} ({reason(exc)})") from None
-    return attachment
 
 
 def _ours(path: Path, rdf) -> bool:
@@ -167,10 +183,12 @@ def load_model(path: str | Path) -> LoadedModel:
     allocate a huge one."""
     if is_package(path):
         with tempfile.TemporaryDirectory() as tmp:
-            inner = Path(tmp) / PACKAGE_ATTACHMENT
-            inner.write_bytes(_package_model_bytes(Path(path)))
-            model = load_model(inner)
-        return model
+            inner = _package_model_file(Path(path), Path(tmp))
+            try:
+                return load_model(inner)
+            except ModelFileError as exc:  # named by the package, not by a file that is gone
+                message = str(exc).removeprefix(f"{inner}: ").replace(str(inner), PACKAGE_ATTACHMENT)
+                raise ModelFileError(f"{path}: its {PACKAGE_ATTACHMENT}: {message}") from None
     data = load_file(path, (MODEL_FORMAT, CHECKPOINT_FORMAT))
     try:
         cfg = TrainConfig.from_dict(json.loads(data["config"]))
@@ -189,6 +207,6 @@ def load_model(path: str | Path) -> LoadedModel:
             nets.append(net.eval())
     except ModelFileError:
         raise
-    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, OverflowError) as exc:
         raise ModelFileError(f"{path}: damaged model file ({reason(exc)})") from None
     return LoadedModel(nets, cfg, task)

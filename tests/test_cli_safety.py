@@ -248,3 +248,166 @@ def test_resume_keeps_the_runs_options_and_changes_only_those_given(run, tmp_pat
     assert (cfg["width"], cfg["steps"], cfg["lr"]) == (4, 4, 0.001)
     keys = [line.split(",")[:2] for line in weights.splitlines()]
     assert [line.split(",")[:2] for line in (out / "weights.csv").read_text().splitlines()] == keys
+
+
+# -- a run folder in use, replaced or resumed -----------------------------------------------
+def test_a_refused_trainer_leaves_the_live_runs_control_alone(run, tmp_path, capsys, one_line_error):
+    """The same ``--follow-project`` command started twice: the second is refused before it
+    touches the live run's pause and pins."""
+    from napari_hybridseg.training.follow import write_control
+
+    out = tmp_path / "r"
+    assert main(["train", str(run / "p"), "--out", str(out), "--steps", "2", "--follow-project", *TINY]) == 0
+    control = {"stop": False, "pause": True, "pins": [["img001", "1", "box", 0.0]], "preview": None}
+    write_control(out, control)
+    (out / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))
+    rc = main(["train", str(run / "p"), "--out", str(out), "--resume", "--steps", "3", "--follow-project", *TINY])
+    one_line_error(rc, "in use")
+    assert json.loads((out / "control.json").read_text()) == control
+
+
+def test_a_forced_run_never_resumes_or_leaves_the_run_it_replaced(run, tmp_path, capsys, monkeypatch, one_line_error):
+    """``--force`` cut short before its first checkpoint: no old model beside its options,
+    and ``--resume`` has nothing to continue (not the old run)."""
+    from napari_hybridseg.training import TrainingLoop
+
+    out = tmp_path / "r"
+    assert main(["train", str(run / "p"), "--out", str(out), "--steps", "2", "--follow-project", *TINY]) == 0
+
+    def killed(self):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(TrainingLoop, "train_step", killed)
+    one_line_error(main(["train", str(run / "p"), "--out", str(out), "--steps", "50", "--force", *TINY]), "killed")
+    monkeypatch.undo()
+    assert {"config.json", "metrics.jsonl"} <= {p.name for p in out.iterdir()}
+    assert not {"checkpoint.pt", "model.pt", "weights.csv", "events.jsonl"} & {p.name for p in out.iterdir()}
+    one_line_error(main(["train", str(run / "p"), "--out", str(out), "--resume", *TINY]), "nothing to resume")
+
+
+def test_resume_refuses_another_intensity_than_the_runs(run, tmp_path, capsys, one_line_error):
+    out = tmp_path / "r"
+    assert main(["train", str(run / "p"), "--out", str(out), "--steps", "2", *TINY]) == 0
+    before = (out / "config.json").read_text()
+    rc = main(["train", str(run / "p"), "--out", str(out), "--steps", "3", "--resume", "--intensity", "zscore", *TINY])
+    one_line_error(rc, "checkpoint.pt", "percentile", "zscore")
+    assert (out / "config.json").read_text() == before and not (out / ".lock").exists()
+    assert main(["train", str(run / "p"), "--out", str(out), "--steps", "3", "--resume", "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("damage", ["task", "step"])
+def test_a_checkpoint_with_a_number_too_large_is_a_one_line_error(run, tmp_path, capsys, damage, one_line_error):
+    out = tmp_path / "r"
+    assert main(["train", str(run / "p"), "--out", str(out), "--steps", "2", *TINY]) == 0
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    if damage == "task":
+        checkpoint["task"] = checkpoint["task"].replace('"n_classes": 1', '"n_classes": 1e400')
+    else:
+        checkpoint["step"] = float("inf")
+    torch.save(checkpoint, out / "checkpoint.pt")
+    rc = main(["train", str(run / "p"), "--out", str(out), "--steps", "3", "--resume", *TINY])
+    one_line_error(rc, "checkpoint.pt")
+
+
+def test_an_unreadable_checkpoint_is_named_once(tmp_path, capsys, one_line_error):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "checkpoint.pt").write_text("not json")
+    last = one_line_error(main(["train", str(tmp_path / "p"), "--out", str(out), "--resume", *TINY]), "checkpoint.pt")
+    assert last.count("checkpoint.pt") == 1
+
+
+def test_an_image_given_as_a_model_is_called_what_it_is(run, tmp_path, capsys, one_line_error):
+    image = next((run / "p" / "images").iterdir())
+    rc = main(
+        ["train", str(run / "p"), "--out", str(tmp_path / "r"), "--steps", "2", "--init-model", str(image), *TINY]
+    )
+    last = one_line_error(rc, image.name, "not a napari-hybridseg model")
+    assert "weights_only" not in last
+
+
+# -- a bioimage.io package is named in its errors and never read into memory -----------------
+def _package(path, attachment: bytes | None = None, size: int = 0):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("rdf.yaml", "config:\n  napari-hybridseg: {}\n")
+        with zf.open("napari-hybridseg-model.pt", "w", force_zip64=True) as fh:
+            fh.write(attachment or b"")
+            for _ in range(size >> 20):
+                fh.write(bytes(1 << 20))
+    return path
+
+
+def test_a_damaged_package_is_named_not_its_temporary_copy(run, tmp_path):
+    from napari_hybridseg.errors import ModelFileError
+    from napari_hybridseg.modelfile import load_model
+
+    good = (run / "run" / "model.pt").read_bytes()
+    package = _package(tmp_path / "my_model.zip", good[: len(good) // 2])
+    with pytest.raises(ModelFileError) as caught:
+        load_model(package)
+    message = str(caught.value)
+    assert message.startswith(f"{package}: ") and "\n" not in message
+    assert "my_model.zip" in message and message.count("napari-hybridseg-model.pt") == 1
+
+
+def test_a_package_is_copied_out_in_pieces(tmp_path):
+    """A small zip can hold a large attachment of zeros: it is streamed, never held whole."""
+    import tracemalloc
+
+    from napari_hybridseg.errors import ModelFileError
+    from napari_hybridseg.modelfile import load_model
+
+    package = _package(tmp_path / "zeros.zip", size=64 << 20)
+    assert package.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFileError, match="zeros.zip"):
+            load_model(package)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+
+
+def test_a_package_declaring_a_model_too_large_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    import zipfile
+
+    from napari_hybridseg.errors import ModelFileError
+    from napari_hybridseg.modelfile import load_model
+
+    package = _package(tmp_path / "huge.zip", size=2 << 20)
+    real_open = zipfile.ZipFile.open
+
+    def unread(self, name, *args, **kwargs):
+        assert getattr(name, "filename", name) != "napari-hybridseg-model.pt", "the attachment was read"
+        return real_open(self, name, *args, **kwargs)
+
+    monkeypatch.setattr("napari_hybridseg.modelfile.MAX_MODEL_BYTES", 1 << 20, raising=False)
+    monkeypatch.setattr(zipfile.ZipFile, "open", unread)
+    with pytest.raises(ModelFileError, match=r"huge\.zip: .*larger than"):
+        load_model(package)
+
+
+def test_a_run_that_cannot_start_leaves_no_folder(run, tmp_path, capsys, one_line_error):
+    rc = main(["train", str(run / "p"), "--out", str(tmp_path / "r"), "--init-model", str(tmp_path / "none.pt"), *TINY])
+    one_line_error(rc, "none.pt")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_followed_run_stopped_before_its_first_step_says_nothing_was_saved(run, tmp_path, capsys, monkeypatch):
+    """napari's Stop reaches the trainer before its first step."""
+    from napari_hybridseg import protocol as P
+    from napari_hybridseg.training.follow import Follower
+
+    real = Follower.__init__
+
+    def stop_at_once(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        self.inbox.put(P.Stop())
+
+    monkeypatch.setattr(Follower, "__init__", stop_at_once)
+    out = tmp_path / "r"
+    assert main(["train", str(run / "p"), "--out", str(out), "--steps", "50", "--follow-project", *TINY]) == 0
+    assert "before the first step" in capsys.readouterr().err and not (out / "model.pt").exists()

@@ -131,3 +131,17 @@ def test_model_files_take_any_content(tmp_path, payload):
         load_model(path)
     except Exception as exc:  # noqa: BLE001
         _one_line(exc, "m.pt")
+
+
+def test_a_model_file_with_a_number_too_large_is_refused_in_one_line(tmp_path):
+    """JSON reads 1e400 as infinity, which no count can be."""
+    import torch
+
+    task = '{"in_channels": 1, "n_classes": 1e400, "spatial_dims": 2}'
+    torch.save(
+        {"format": "napari-hybridseg-model", "version": 1, "config": "{}", "task": task, "nets": [{}]},
+        tmp_path / "m.pt",
+    )
+    with pytest.raises(Exception) as caught:
+        load_model(tmp_path / "m.pt")
+    _one_line(caught.value, "m.pt")

@@ -160,7 +160,7 @@ class LiveView:
         else:
             t.message.setText(
                 f"{'stopped' if event.stopped else 'finished'} at step {event.step} ({event.elapsed:.0f} s); "
-                f"model in {model_path}"
+                + (f"model in {model_path}" if model_path is not None else "no model saved")
             )
 
     def pinned(self, key: P.InstanceKey, value: float | None) -> None:

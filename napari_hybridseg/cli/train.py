@@ -123,13 +123,32 @@ def _resumed_config(out):
     from ..training.run_folder import RunFolder
 
     folder = RunFolder(out)
+    checkpoint = folder.load_checkpoint()  # a ModelFileError names the file already
     try:
-        return TrainConfig.from_dict(json.loads(folder.load_checkpoint()["config"]))
-    except (KeyError, TypeError, ValueError) as exc:  # ConfigError and JSON errors are ValueErrors
-        raise ModelFileError(f"{folder.checkpoint}: cannot read the run's options ({exc})") from None
+        return TrainConfig.from_dict(json.loads(checkpoint["config"]))
+    except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:  # ConfigError is a ValueError
+        raise ModelFileError(f"{folder.checkpoint}: cannot read the run's options ({reason(exc)})") from None
 
 
 def _train(args, cfg, dist, tell) -> int:
+    """Hold the run folder (rank 0) before anything in it changes: a second trainer is
+    refused before its follower resets the live run's control file.  A folder made here
+    for a run that could not start is removed again."""
+    from ..training.run_folder import RunFolder
+
+    folder = RunFolder(args.out)
+    made = not folder.root.exists()
+    if dist.main:
+        folder.lock()
+    try:
+        return _train_in(folder, args, cfg, dist, tell)
+    finally:
+        folder.unlock()
+        if made and dist.main and folder.root.is_dir() and not any(folder.root.iterdir()):
+            folder.root.rmdir()
+
+
+def _train_in(folder, args, cfg, dist, tell) -> int:
     from tqdm import tqdm
 
     from .. import protocol as ev
@@ -138,7 +157,7 @@ def _train(args, cfg, dist, tell) -> int:
     from ..training.follow import EventLog, Follower
 
     project = Project.load(args.project)
-    loop = TrainingLoop(project, cfg, args.out, resume=args.resume, init_model=args.init_model, dist=dist)
+    loop = TrainingLoop(project, cfg, folder, resume=args.resume, init_model=args.init_model, dist=dist)
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     bar, checkpoint, started = None, None, False
     follow = args.follow_project and dist.main
@@ -185,6 +204,9 @@ def _train(args, cfg, dist, tell) -> int:
                     kept = f" (the checkpoint it resumed from is kept in {args.out})"
                 return err(f"training failed at step {event.step}: {event.message}{kept}")
             if isinstance(event, ev.FinishedEvent):
+                if event.run_dir is None and dist.main:
+                    tell(f"stopped before the first step; no model or checkpoint saved in {args.out}")
+                    return 0 if interrupts.received is None else 128 + int(interrupts.received)
                 if interrupts.received is not None:
                     tell(
                         f"interrupted at step {event.step}; checkpoint and model saved in {args.out} "

@@ -68,9 +68,9 @@ def predict_array(
     ``image`` is an array, or a :class:`~napari_hybridseg.data.preprocess.NormalisedView`
     that reads and scales each tile on its own (from a memory map, say).  Tiles of at
     most ``tile`` pixels per axis (``TILE`` by dimensionality when ``None``) overlap by at
-    least ``overlap`` pixels and are blended with a raised-cosine window.  Memory, whatever the image size: one batch of tiles
-    plus the output maps, 4 bytes per pixel per network.  The networks must already be
-    in eval mode on ``device``.
+    least ``overlap`` pixels and are blended with a raised-cosine window.  Memory, whatever
+    the image size: one batch of tiles plus the output maps, 4 bytes per pixel per network.
+    The networks must already be in eval mode on ``device``.
     """
     device = torch.device(device)
     if batch_size is None:

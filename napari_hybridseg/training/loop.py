@@ -9,7 +9,6 @@ under the command line, in a thread next to napari, or in another process.
 
 from __future__ import annotations
 
-import json
 import queue
 import time
 import traceback
@@ -23,16 +22,14 @@ from ..data.sampler import PatchSampler
 from ..data.targets import build_training_set
 from ..devices import resolve_device
 from ..errors import AnnotationError, ConfigError, DivergedError, HybridSegError, ModelFileError
-from ..intensity import Intensity
 from ..methods import get_method
 from ..modelfile import load_model
-from ..task import Task
 from .dii import DiiScorer
 from .distributed import ALONE, Distributed
 from .preview import Previewer
 from .run_folder import RunFolder
 from .schedule import plan_dii, poly_lr
-from .state import TrainState
+from .state import TrainState, checkpoint_task, trained_intensity
 from .step import StepContext, all_finite, train_step
 from .weights import InstanceWeights
 
@@ -61,7 +58,9 @@ class TrainingLoop:
         Training options.
     run_dir
         Where the model, ``config.json``, ``metrics.jsonl``, ``weights.csv`` and
-        checkpoints go; ``None`` keeps everything in memory.
+        checkpoints go (a folder, or a :class:`RunFolder` its caller may already hold);
+        ``None`` keeps everything in memory.  A run that is not resumed replaces the
+        checkpoint and model of an earlier run there.
     resume
         Continue from ``run_dir/checkpoint.pt`` (same networks, optimisers, weights
         and random state; ``config.steps`` is the new total).
@@ -82,13 +81,18 @@ class TrainingLoop:
         self.method = get_method(self.config.method)
         self.dist = dist
         self.device = resolve_device(dist.device_name(self.config.device))
-        self.run_folder = RunFolder(run_dir) if run_dir is not None else None
+        self.run_folder = run_dir if isinstance(run_dir, RunFolder) or run_dir is None else RunFolder(run_dir)
+        self.resume = resume
         self.project = project
         if resume and self.run_folder is None:
             raise ConfigError("resume needs a run folder")
         checkpoint = self.run_folder.load_checkpoint() if resume else None
         start = (init_model, load_model(init_model)) if init_model is not None and not resume else None
-        intensity = _trained_intensity(self.config, checkpoint, start)
+        if checkpoint is not None:
+            trained = (self.run_folder.checkpoint, checkpoint_task(self.run_folder.checkpoint, checkpoint))
+        else:
+            trained = start and (start[0], start[1].task)
+        intensity = trained_intensity(self.config, trained)
         self.tset = build_training_set(project, self.config, self.method, intensity)
         self.task = self.tset.task
         self.state = TrainState.create(self.task, self.config, self.method, self.device, start, dist)
@@ -210,7 +214,7 @@ class TrainingLoop:
         try:
             self.state.load_state_dict(data)
             self.weights.load_state_dict(data)
-        except (KeyError, RuntimeError, ValueError) as exc:
+        except (KeyError, RuntimeError, ValueError, TypeError, OverflowError) as exc:
             raise ModelFileError(
                 f"{path}: checkpoint does not match this run ({str(exc).splitlines()[0][:160]})"
             ) from None
@@ -224,7 +228,10 @@ class TrainingLoop:
 
     # -- the loop -------------------------------------------------------------------------
     def events(self, inbox=None) -> Iterator:
-        """Train, yielding events; ends with :class:`FinishedEvent` or :class:`ErrorEvent`."""
+        """Train, yielding events; ends with :class:`FinishedEvent` or :class:`ErrorEvent`.
+
+        A Stop before the first step saves nothing: no model or checkpoint of networks that
+        never trained (``FinishedEvent.run_dir`` is ``None``, as for a run without a folder)."""
         try:
             yield from self._events(inbox)
         except Exception as exc:  # surfaced as an event; the last checkpoint stays on disk
@@ -242,7 +249,7 @@ class TrainingLoop:
         cfg, st = self.config, self.state
         run = self.run_folder if self.dist.main else None  # one writer
         if run is not None:
-            run.prepare(cfg, st.step)
+            run.prepare(cfg, st.step, fresh=not self.resume)
         yield P.StartedEvent(
             str(self.device),
             cfg.steps,
@@ -259,7 +266,7 @@ class TrainingLoop:
                 "no weak annotations (boxes or scribbles on images without a full mask): "
                 "training on the full masks only",
             )
-        t0 = time.perf_counter() - st.elapsed
+        t0, first = time.perf_counter() - st.elapsed, st.step
         while st.step < cfg.steps:
             yield from self._drain(inbox)
             if self._paused and not self._stopped:
@@ -286,25 +293,7 @@ class TrainingLoop:
                 yield from self._preview()
             if run is not None and st.step % cfg.checkpoint_every == 0:
                 yield P.CheckpointEvent(st.step, str(self.save_checkpoint()))
-        if run is not None:
+        saved = run is not None and not (self._stopped and st.step == first)
+        if saved:
             self._write_outputs()
-        yield P.FinishedEvent(st.step, str(run.root) if run else None, self._stopped, st.elapsed)
-
-
-def _trained_intensity(cfg: TrainConfig, checkpoint: dict | None, start) -> Intensity | None:
-    """The normalisation the networks were trained with, when a run resumes from a
-    checkpoint or continues a model (``start``: its file and the model): the CT statistics
-    are those it learned on, not those of the masks as they are now.  ``None`` for fresh
-    networks (the annotations decide)."""
-    if checkpoint is not None:
-        return Task.from_dict(json.loads(checkpoint["task"])).intensity if "task" in checkpoint else None
-    if start is None:
-        return None
-    path, model = start
-    trained = model.task.intensity
-    if cfg.intensity not in ("auto", trained.scheme):
-        raise ConfigError(
-            f"{path}: its networks were trained on {trained.scheme} intensities; the run asks for "
-            f"{cfg.intensity} (leave intensity on auto to continue the model)"
-        )
-    return trained
+        yield P.FinishedEvent(st.step, str(run.root) if saved else None, self._stopped, st.elapsed)

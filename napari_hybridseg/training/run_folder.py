@@ -83,6 +83,11 @@ def lock_holder_alive(run_dir: str | Path) -> bool:
     return host != socket.gethostname() or _alive(pid)
 
 
+def _own_aside(name: str) -> bool:
+    """Files a run writes aside for a moment: atomic writes and locks being taken."""
+    return name.startswith(LOCK + ".") or (name.startswith(".") and ".tmp" in name)
+
+
 def _finite(value):
     """JSON has no NaN: a non-finite number is written as null."""
     return value if not isinstance(value, float) or math.isfinite(value) else None
@@ -125,7 +130,7 @@ class RunFolder:
             return
         if not self.root.is_dir():
             raise OutputError(f"{self.root}: is a file, not a run folder")
-        names = {p.name for p in self.root.iterdir() if not (p.name.startswith(".") and ".tmp" in p.name)}
+        names = {p.name for p in self.root.iterdir() if not _own_aside(p.name)}
         foreign = sorted(names - RUN_FILES - {LOCK})
         if foreign:
             raise OutputError(
@@ -138,16 +143,19 @@ class RunFolder:
             )
 
     def lock(self) -> None:
-        """Hold the folder for this run; a lock left by an ended process is taken over.
+        """Hold the folder for this run (already held by this object: nothing to do); a
+        lock left by an ended process is taken over.
 
         The lock file appears complete or not at all (written aside, then hard-linked into
         place), and only one of two processes taking over a stale lock gets it."""
+        if self._locked:
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / LOCK
         me = {"pid": os.getpid(), "host": socket.gethostname()}
-        mine = self.root / f".lock.{me['pid']}.{os.urandom(4).hex()}"
-        mine.write_text(json.dumps(me))
+        mine = self.root / f"{LOCK}.{me['pid']}.{os.urandom(4).hex()}"
         try:
+            mine.write_text(json.dumps(me))  # a full disk: the half-written file goes too
             for _ in range(5):
                 if _link(mine, path):
                     self._locked = True
@@ -180,9 +188,16 @@ class RunFolder:
             (self.root / LOCK).unlink(missing_ok=True)
             self._locked = False
 
-    def prepare(self, config: TrainConfig, step: int) -> None:
-        """Lock the folder, write ``config.json`` and drop metrics past ``step``."""
+    def prepare(self, config: TrainConfig, step: int, fresh: bool = False) -> None:
+        """Lock the folder, write ``config.json`` and drop metrics past ``step``.
+
+        A ``fresh`` run (not resumed) first removes the files of the run it replaces: its
+        checkpoint would be resumed, and its model taken for this run's.  ``control.json``
+        stays: a followed run's follower has just written it."""
         self.lock()
+        if fresh:
+            for name in sorted(RUN_FILES - {"config.json", "metrics.jsonl", "control.json"}):
+                (self.root / name).unlink(missing_ok=True)
         config.save(self.root / "config.json")
         if not self.metrics.exists():
             return

@@ -16,7 +16,8 @@ import torch
 
 from ..config import TrainConfig
 from ..devices import Precision, precision_for
-from ..errors import ModelFileError
+from ..errors import ConfigError, ModelFileError, reason
+from ..intensity import Intensity
 from ..methods import Method
 from ..modelfile import LoadedModel
 from ..networks import UNet, model_for
@@ -118,3 +119,31 @@ def _start_from(nets: list[UNet], task: Task, cfg: TrainConfig, path: str | Path
         )
     for k, net in enumerate(nets):
         net.load_state_dict(model.nets[k % len(model.nets)].state_dict())
+
+
+def checkpoint_task(path: Path, checkpoint: dict) -> Task | None:
+    """The task a checkpoint's networks learn (``None`` in checkpoints written before
+    tasks were recorded)."""
+    if "task" not in checkpoint:
+        return None
+    try:
+        return Task.from_dict(json.loads(checkpoint["task"]))
+    except (AttributeError, TypeError, ValueError, OverflowError, RecursionError) as exc:  # ConfigError too
+        raise ModelFileError(f"{path}: damaged checkpoint ({reason(exc)})") from None
+
+
+def trained_intensity(cfg: TrainConfig, trained: tuple[str | Path, Task | None] | None) -> Intensity | None:
+    """The normalisation the networks were trained with, when a run resumes from a
+    checkpoint or continues a model (``trained``: that file and the task its networks
+    learn): the CT statistics are those it learned on, not those of the masks as they are
+    now.  ``None`` for fresh networks (the annotations decide).  A run that asks for
+    another scheme is refused."""
+    if trained is None or trained[1] is None:
+        return None
+    path, intensity = trained[0], trained[1].intensity
+    if cfg.intensity not in ("auto", intensity.scheme):
+        raise ConfigError(
+            f"{path}: its networks were trained on {intensity.scheme} intensities; the run asks for "
+            f"{cfg.intensity} (leave intensity on auto to continue them)"
+        )
+    return intensity

@@ -372,3 +372,20 @@ def test_a_ct_projects_masks_can_be_edited_while_it_trains():
     assert update.problem is None
     assert loop.task.intensity == loop.tset.task.intensity  # the run's normalisation, kept
     assert (loop.tset.strong[0].target == (edited["a"].strong[0] > 0)).all()
+
+
+def test_a_stop_before_the_first_step_saves_no_untrained_model(tiny_project, tmp_path):
+    """Start, then Stop at once: no model of networks that never trained becomes the
+    current one, and the end says that nothing was saved."""
+    inbox = queue.Queue()
+    inbox.put(P.Stop())
+    out = _run(TrainingLoop(Project.load(tiny_project), _cfg(steps=50), tmp_path / "run"), inbox)
+    assert out[-1] == P.FinishedEvent(0, None, True, out[-1].elapsed)
+    assert not {"model.pt", "checkpoint.pt"} & {p.name for p in (tmp_path / "run").iterdir()}
+    # a resumed run stopped before its first new step leaves the run as it was
+    _run(TrainingLoop(Project.load(tiny_project), _cfg(steps=2), tmp_path / "run"))
+    model = (tmp_path / "run" / "model.pt").read_bytes()
+    inbox.put(P.Stop())
+    out = _run(TrainingLoop(Project.load(tiny_project), _cfg(steps=9), tmp_path / "run", resume=True), inbox)
+    assert (out[-1].step, out[-1].run_dir) == (2, None)
+    assert (tmp_path / "run" / "model.pt").read_bytes() == model
