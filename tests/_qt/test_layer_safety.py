@@ -24,7 +24,9 @@ def errors(monkeypatch):
 
 
 def _annotations(root):
-    return {n: (i.boxes, None if i.strong is None else i.strong.tobytes()) for n, i in Project.load(root).images.items()}
+    return {
+        n: (i.boxes, None if i.strong is None else i.strong.tobytes()) for n, i in Project.load(root).images.items()
+    }
 
 
 def test_opening_another_project_over_one_in_view_is_refused_not_autosaved_into(make_napari_viewer, qtbot, tmp_path):
