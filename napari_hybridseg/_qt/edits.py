@@ -4,6 +4,7 @@ napari's undo and redo (which announce only a refresh)."""
 from __future__ import annotations
 
 from ..bridge import META_KEY, new_boxes_get_new_ids, record_painted_slices, role_of
+from ..bridge.layer_data import painted_slices
 
 
 def watch(layer, on_edit) -> None:
@@ -21,10 +22,13 @@ def watch(layer, on_edit) -> None:
     if hasattr(layer, "_undo_history"):  # undo and redo announce only a refresh: the history tells them apart
         history = lambda: (len(layer._undo_history), len(layer._redo_history))  # noqa: E731
         seen = [history()]
+        before = set((layer.metadata.get(META_KEY) or {}).get("annotated_slices") or ())
 
         def on_refresh(event) -> None:
             if history() != seen[0]:
                 seen[0] = history()
+                if role_of(layer)[0] == "strong":
+                    _recount_slices(layer, before)
                 on_edit(event)
 
         layer.events.set_data.connect(on_refresh)
@@ -34,3 +38,17 @@ def _whole_mask(layer) -> None:
     meta = dict(layer.metadata.get(META_KEY) or {})
     if meta.pop("annotated_slices", None) is not None:
         layer.metadata = {**layer.metadata, META_KEY: meta}
+
+
+def _recount_slices(layer, before: set[int]) -> None:
+    """After an undo or redo of a volume's masks: the slices of the edits now applied are
+    masked slices, and those touched only by edits now undone are not (unless they were
+    masked before the layer was watched, or hold a label)."""
+    meta = dict(layer.metadata.get(META_KEY) or {})
+    if meta.get("annotated_slices") is None or layer.ndim != 3:
+        return
+    depth = layer.data.shape[0]
+    applied = set().union(*(painted_slices(item, depth) for item in layer._undo_history))
+    undone = set().union(*(painted_slices(item, depth) for item in layer._redo_history))
+    meta["annotated_slices"] = sorted((set(meta["annotated_slices"]) | applied) - (undone - applied - before))
+    layer.metadata = {**layer.metadata, META_KEY: meta}

@@ -267,6 +267,18 @@ def annotated_slices(masks_layer) -> list[int] | None:
     return sorted(set(recorded) | set(labelled_slices(data)))
 
 
+def painted_slices(atoms, depth: int) -> set[int]:
+    """The slices napari's undo atoms of one edit touch (a bounding box of slices, or index arrays)."""
+    zs: set[int] = set()
+    for atom in atoms or ():
+        key = getattr(atom, "slice_key", None)
+        if key is not None:
+            zs.update(range(*key[0].indices(depth)))
+        else:
+            zs.update(int(z) for z in np.unique(np.asarray(atom[0][0])))
+    return zs
+
+
 def record_painted_slices(masks_layer, atoms) -> None:
     """Remember the slices a paint event of a volume's masks layer touched (napari's undo
     atoms: a bounding box of slices, or index arrays), so that a slice painted and then
@@ -274,15 +286,7 @@ def record_painted_slices(masks_layer, atoms) -> None:
     tag = dict((getattr(masks_layer, "metadata", {}) or {}).get(META_KEY) or {})
     if "annotated_slices" not in tag or np.ndim(masks_layer.data) != 3:
         return
-    depth = masks_layer.data.shape[0]
-    zs = set(tag["annotated_slices"])
-    for atom in atoms or ():
-        key = getattr(atom, "slice_key", None)
-        if key is not None:
-            zs.update(range(*key[0].indices(depth)))
-        else:
-            zs.update(int(z) for z in np.unique(np.asarray(atom[0][0])))
-    tag["annotated_slices"] = sorted(zs)
+    tag["annotated_slices"] = sorted(set(tag["annotated_slices"]) | painted_slices(atoms, masks_layer.data.shape[0]))
     masks_layer.metadata = {**masks_layer.metadata, META_KEY: tag}
 
 

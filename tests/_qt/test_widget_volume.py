@@ -167,3 +167,22 @@ def test_a_2d_model_exports_with_the_visible_volume_as_its_sample(make_napari_vi
         test_input = np.load(z.open("test_input.npy"))
     assert test_input.shape[:2] == (1, 1) and test_input.ndim == 4
     np.testing.assert_allclose(test_input[0, 0], vol[2][: test_input.shape[2], : test_input.shape[3]])
+
+
+def test_a_slice_painted_and_undone_is_no_longer_a_masked_slice(make_napari_viewer):
+    """A slip of the brush on a slice, undone, would otherwise leave that slice taught as
+    all background; redo brings it back."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((6, 32, 32), np.float32), name="vol")
+    widget = HybridSegWidget(viewer)
+    widget.create_layers()
+    masks = viewer.layers["vol masks"]
+    masks.paint((1, 16, 16), 1)
+    masks.paint((4, 5, 5), 1)
+    masks.undo()
+    assert L.collect_project(viewer)["vol"].strong_slices == [1]
+    masks.redo()
+    assert L.collect_project(viewer)["vol"].strong_slices == [1, 4]
+    masks.undo()
+    masks.undo()
+    assert L.collect_project(viewer)["vol"].role == "unlabelled"
