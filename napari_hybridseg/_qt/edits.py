@@ -7,13 +7,27 @@ from ..bridge import META_KEY, new_boxes_get_new_ids, record_painted_slices, rol
 from ..bridge.layer_data import painted_slices
 
 
-def watch(layer, on_edit) -> None:
+def watch(layer, on_edit, across=None, warn=None) -> None:
     """Call ``on_edit`` when an annotation layer is edited.  A volume's masks layer also
     records the slices painted on; its data replaced whole (by a script, say) is a mask
-    of every slice again."""
+    of every slice again.  ``across()``: whether the view shows the slice axis, where
+    painting a volume's masks or drawing its boxes makes every slice touched a masked
+    slice or a box one row high: ``warn`` is told so."""
     if role_of(layer)[0] == "strong":
         layer.events.data.connect(lambda event, layer=layer: _whole_mask(layer))
         layer.events.paint.connect(lambda event, layer=layer: record_painted_slices(layer, event.value))
+    if across is not None and warn is not None and layer.ndim == 3 and role_of(layer)[0] in ("strong", "boxes"):
+
+        def check_view(event) -> None:
+            if across() and getattr(event, "action", None) not in ("adding", "changing", "removing", "removed"):
+                what = (
+                    "every slice painted counts as masked"
+                    if role_of(layer)[0] == "strong"
+                    else "boxes lie on one slice"
+                )
+                warn(f"layer {layer.name!r}: edited in a view across slices, but {what}: undo, and edit slice by slice")
+
+        (layer.events.paint if role_of(layer)[0] == "strong" else layer.events.data).connect(check_view)
     if role_of(layer)[0] == "boxes":
         new_boxes_get_new_ids(layer)
     layer.events.data.connect(on_edit)

@@ -69,6 +69,12 @@ def check_project_layers(layers) -> None:
                 raise HybridSegError(
                     f"layer {layer.name!r}: shape {i + 1} is a {kind}; boxes are rectangles: delete it or redraw it"
                 )
+            zs = np.asarray(layer.data[i])[:, 0] if layer.ndim == 3 else np.zeros(1)
+            if np.ptp(zs) > 0.5:  # drawn in a view across slices: it would be read as a box one row high
+                raise HybridSegError(
+                    f"layer {layer.name!r}: box {i + 1} spans slices {zs.min():.0f}-{zs.max():.0f}; a box lies on one "
+                    "slice: delete it and draw it on a slice"
+                )
         if key[0] in PROJECT_ROLES:
             if key in seen:
                 raise HybridSegError(

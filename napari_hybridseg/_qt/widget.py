@@ -132,9 +132,14 @@ class HybridSegWidget(ProjectFolderMixin, QWidget):
                 layer.events.name.connect(lambda e: self._layers_changed())
             if role_of(layer)[0] in ("strong", "scribbles", "boxes") and id(layer) not in self._watched:
                 self._watched.add(id(layer))
-                watch(layer, self._edited)
+                watch(layer, self._edited, self._across_slices, notify_error)
         self.classes.refresh()
         self.refresh_status()
+
+    def _across_slices(self) -> bool:
+        """Whether the view shows the slice axis of the volumes (napari's transposed views)."""
+        dims = self.viewer.dims
+        return dims.ndisplay == 2 and dims.ndim >= 3 and (dims.ndim - 3) in dims.displayed
 
     def _edited(self, event=None) -> None:
         self._edit_timer.start()

@@ -186,3 +186,22 @@ def test_a_slice_painted_and_undone_is_no_longer_a_masked_slice(make_napari_view
     masks.undo()
     masks.undo()
     assert L.collect_project(viewer)["vol"].role == "unlabelled"
+
+
+def test_masks_and_boxes_edited_across_slices_are_flagged(make_napari_viewer, monkeypatch):
+    """In napari's transposed views a brush stroke crosses many slices (each would count as
+    masked) and a rectangle stands across slices (it would be read as a box one row high)."""
+    said = []
+    monkeypatch.setattr("napari_hybridseg._qt.widget.notify_error", said.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((12, 32, 32), np.float32), name="vol")
+    widget = HybridSegWidget(viewer)
+    widget.create_layers()
+    viewer.layers["vol masks"].paint((3, 16, 16), 1)  # axial: fine
+    assert not said
+    viewer.dims.order = (1, 0, 2)  # a view of z against x
+    viewer.layers["vol masks"].paint((3, 16, 16), 1)
+    viewer.layers["vol boxes"].add_rectangles(np.array([[4, 20, 5], [10, 20, 5], [10, 20, 15], [4, 20, 15]]))
+    assert len(said) == 2 and "'vol masks': edited in a view across slices" in said[0] and "'vol boxes'" in said[1]
+    with pytest.raises(Exception, match="'vol boxes': box 1 spans slices 4-10; a box lies on one slice"):
+        L.collect_project(viewer)
