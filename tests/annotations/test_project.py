@@ -327,3 +327,22 @@ def test_a_volumes_masked_slices_are_those_listed_and_those_holding_labels(tmp_p
         data, metadata = mask, kwargs["metadata"]
 
     assert loaded.strong_slices == annotated_slices(Layer) == [2, 5, 7]
+
+
+def test_a_nifti_mask_in_another_orientation_than_its_scan_is_refused(tmp_path):
+    from napari_hybridseg.images import ImageMeta, write_image
+
+    for folder in ("images", "strong"):
+        (tmp_path / folder).mkdir()
+    scan = np.array([[-0.8, 0, 0, 100], [0, -0.8, 0, -50], [0, 0, 3, 20], [0, 0, 0, 1]], float)
+    write_image(
+        tmp_path / "images" / "ct.nii.gz", np.zeros((4, 8, 8), np.float32), ImageMeta(affine=scan, format="nii.gz")
+    )
+    mask = np.zeros((4, 8, 8), np.uint8)
+    mask[1, 2:4, 2:4] = 1
+    write_image(tmp_path / "strong" / "ct.nii.gz", mask, ImageMeta(affine=scan, format="nii.gz"))
+    assert Project.load(tmp_path)["ct"].strong.sum() == 4
+    flipped = np.diag([0.8, 0.8, 3, 1])  # the same grid read mirrored in x and y
+    write_image(tmp_path / "strong" / "ct.nii.gz", mask, ImageMeta(affine=flipped, format="nii.gz"))
+    with pytest.raises(AnnotationError, match=r"strong/ct.nii.gz: its NIfTI affine differs from its image's"):
+        Project.load(tmp_path)
