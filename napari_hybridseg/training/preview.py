@@ -19,8 +19,9 @@ from ..networks import model_for
 from ..protocol import PreviewEvent, RequestPreview
 from ..task import Task
 
-# Previews predict an image of up to this many pixels per axis in one piece: no overlapping
-# tiles to compute twice (prediction for export keeps its smaller, blended tiles)
+# Previews predict a 2D image of up to this many pixels per axis in one piece: no overlapping
+# tiles to compute twice (prediction for export keeps its smaller, blended tiles); a volume
+# for a 3D network goes in prediction's own 3D tiles (a cube of 1024 would be the whole scan)
 PREVIEW_TILE = 1024
 
 # Previews asked for on demand (the user showed another image or slice) take at most this share of the training time;
@@ -121,7 +122,8 @@ class Previewer:
             outer = [(max(0, a - PREVIEW_MARGIN), min(n, b + PREVIEW_MARGIN)) for (a, b), n in zip(region, plane)]
             x = np.ascontiguousarray(x[(..., *(slice(a, b) for a, b in outer))])
             inner = (..., *(slice(a - o, b - o) for (a, b), (o, _) in zip(region, outer)))
-        pred = predict_array(self._snapshot(self.cfg.predictors(nets)), x, tile=PREVIEW_TILE, device=self.device)
+        tile = PREVIEW_TILE if x.ndim == 3 else None  # (C, Y, X); (C, Z, Y, X) takes the 3D default
+        pred = predict_array(self._snapshot(self.cfg.predictors(nets)), x, tile=tile, device=self.device)
         if self.task.spatial_dims == 3 and item.is_volume:
             pred = pred.take((z,))
         origin = None

@@ -96,3 +96,20 @@ def test_moving_the_view_waits_for_the_next_periodic_preview_another_image_does_
     assert previewer.due(5) and previewer.event(5, nets).origin == (20, 0)  # the new region
     previewer.set_request(RequestPreview("s", region=((20, 50), (0, 32)), every=5))  # another image
     assert previewer.pending and previewer.due(6)
+
+
+def test_a_volume_previewed_by_a_3d_network_goes_in_3d_tiles(monkeypatch):
+    """A preview of one slice predicts the volume in prediction's 3D tiles, not in one
+    cube of 1024 per axis (the whole scan in one pass)."""
+    from napari_hybridseg.annotations import ImageAnnotations, Project
+    from napari_hybridseg.inference import predict as P
+
+    sides, real = [], P.Tiling
+    monkeypatch.setattr(P, "Tiling", lambda shape, tile, *a: sides.append((len(shape), tile)) or real(shape, tile, *a))
+    vol = np.random.default_rng(0).random((4, 140, 8)).astype(np.float32)
+    task = Task(1, 1, 3)
+    project = Project([ImageAnnotations("v", vol, strong=(vol > 0.5).astype(np.uint8))])
+    previewer = Previewer(project, task, TrainConfig(depth=2, width=4), torch.device("cpu"))
+    previewer.set_request(RequestPreview("v", z=2))
+    event = previewer.event(1, [create_model(task, 2, 4, seed=s) for s in (0, 1)])
+    assert sides == [(3, 128)] and event.probability.shape == (140, 8)
