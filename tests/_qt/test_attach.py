@@ -121,3 +121,27 @@ def test_the_follower_starts_from_a_clean_control_state(tmp_path):
     write_control(tmp_path / "run", {**default_control(), "stop": True})
     follower.check()
     assert inbox.get_nowait() == P.Stop()
+
+
+def test_a_run_resuming_but_not_yet_started_is_not_taken_for_ended(tmp_path):
+    """Attached while a resumed trainer still loads: the last run's end is in the log and
+    the new trainer holds the lock without a word yet; the follower waits for it."""
+    import json
+    import os
+    import socket
+
+    from napari_hybridseg.training.follow import EventLog
+    from napari_hybridseg.training.runners import FollowRunner
+
+    log = EventLog(tmp_path)
+    log.write(P.StartedEvent("cpu", 4, 0, 0, {}))
+    log.write(P.FinishedEvent(4, str(tmp_path), False, 1.0))
+    (tmp_path / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    runner = FollowRunner(tmp_path)
+    runner.poll()
+    assert not runner.done
+    log.write(P.StartedEvent("cpu", 8, 4, 0, {}))
+    log.write(P.FinishedEvent(8, str(tmp_path), False, 2.0))
+    (tmp_path / ".lock").unlink()  # the trainer ends: its end is the run's
+    runner.poll()
+    assert runner.done and runner._final.step == 8

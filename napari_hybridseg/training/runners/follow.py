@@ -74,8 +74,8 @@ class FollowRunner(Runner):
             self._warned = True
             minutes = SILENCE_S // 60
             events.append(P.NoticeEvent(self.step, f"no news from the run for {minutes} minutes: is it still running?"))
-        if self._final is not None:
-            self._ended = True
+        if self._final is not None and not lock_holder_alive(self.run_dir):
+            self._ended = True  # (a trainer holding the lock after an end in the log is resuming the run)
         elif not was_alive and not events:
             # no lock and nothing new, twice in a row: the trainer is gone without a word
             self._quiet_polls += 1
