@@ -6,7 +6,9 @@
 4. sliding-window prediction vs a bare forward over the same pixels;
 5. peak memory (RSS) of training and of predicting a 4096 x 4096 image (subprocesses);
 6. one DII update with boxes read by their mean, their quantile pixel, or both (time, and
-   the peak memory of a process that loads ten 768 x 768 images and updates, in subprocesses).
+   the peak memory of a process that loads ten 768 x 768 images and updates, in subprocesses);
+7. predicting a volume with a 3D network in the default 3D tiles vs in one tile of 512 per
+   axis (the earlier default): peak memory and time, each in its own subprocess.
 
     python benchmarks/cost.py [--quick] [--only dii_update_vs_inference ...]
 """
@@ -196,6 +198,35 @@ print(peak(), before)
 """
 
 
+PEAK_VOLUME = """
+import time
+import numpy as np
+import torch
+torch.set_num_threads(1)
+from napari_hybridseg.networks import create_model
+from napari_hybridseg.inference import predict_image
+from napari_hybridseg.task import Task
+nets = [create_model(Task(1, 1, 3), 3, 16, seed=0)]
+vol = np.random.default_rng(0).random(SHAPE).astype(np.float32)
+start = time.perf_counter()
+predict_image(nets, vol, "zyx", tile=TILE)
+print(peak(), time.perf_counter() - start)
+"""
+
+
+def volume_tiles(shape=(96, 256, 256)) -> dict:
+    """A 3D network (width 16, depth 3) over one volume: default tiles against one tile of 512."""
+    out = {"volume": "x".join(map(str, shape))}
+    for name, tile in (("default_tiles", "None"), ("one_tile_512", "512")):
+        mib, seconds = child_peak(PEAK_VOLUME.replace("SHAPE", repr(shape)).replace("TILE", tile))
+        out[name] = {"peak_rss_mib": round(mib), "seconds": round(seconds, 1)}
+    out["peak_ratio_default_vs_one_tile"] = round(
+        out["default_tiles"]["peak_rss_mib"] / out["one_tile_512"]["peak_rss_mib"], 3
+    )
+    out["time_ratio_default_vs_one_tile"] = round(out["default_tiles"]["seconds"] / out["one_tile_512"]["seconds"], 3)
+    return out
+
+
 def box_evidence_cost(repeats: int) -> dict:
     """One DII update per way of reading boxes: the peak memory of a process that loads ten
     768 px images and updates (each way in its own), and the time of an update on 256 px
@@ -233,6 +264,7 @@ def main() -> None:
         "dii_dcr_vs_dcr": lambda: dii_dcr_vs_dcr(60 if args.quick else 240),
         "peak_memory": lambda: peak_memory(20 if args.quick else 40),
         "box_evidence": lambda: box_evidence_cost(max(3, reps // 2)),
+        "volume_tiles": lambda: volume_tiles((48, 128, 128) if args.quick else (96, 256, 256)),
     }
     chosen = args.only or list(parts)
     unknown = sorted(set(chosen) - set(parts))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import AnnotationError
-from ..images import ImageMeta, spatial_axes
+from ..images import ImageMeta, read_image, spatial_axes
 
 BACKGROUND_STROKE = 1
 FIRST_OBJECT_STROKE = 2
@@ -228,3 +228,19 @@ def image_name_problem(name: str) -> str | None:
     if bad:
         return "the character(s) " + " ".join(repr(c) for c in bad)
     return None
+
+
+def read_label_file(path, item: ImageAnnotations) -> np.ndarray:
+    """A mask or scribbles file on its image's grid: the same shape and, for NIfTI, the
+    same affine (a mask saved in another orientation would lie mirrored or shifted)."""
+    arr, meta = read_image(path)
+    shape = tuple(item.spatial_shape)
+    if arr.shape != shape:
+        raise AnnotationError(f"{path}: shape {arr.shape} differs from its image's {shape}")
+    mine, theirs = meta.affine, item.meta.affine
+    if mine is not None and theirs is not None and not np.allclose(mine, theirs, rtol=1e-4, atol=1e-3):
+        raise AnnotationError(
+            f"{path}: its NIfTI affine differs from its image's (another orientation or origin); "
+            "resample it onto the image's grid"
+        )
+    return label_array(arr, str(path))

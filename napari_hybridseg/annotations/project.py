@@ -36,8 +36,8 @@ from .model import (
     ImageAnnotations,
     check_slices,
     image_name_problem,
-    label_array,
     labelled_slices,
+    read_label_file,
     validate_annotations,
     validate_image,
 )
@@ -129,13 +129,13 @@ class Project:
             slices = flags.get(name, {}).get("annotated_slices")
             shape = item.spatial_shape
             if name in strong:
-                item.strong = _read_label(strong[name], item)
+                item.strong = read_label_file(strong[name], item)
             if slices is not None:  # the slices listed, and those holding labels (as napari reads the layer)
                 listed = check_slices(slices, item, f"{root / 'project.json'}: image {name!r}")
                 held = labelled_slices(item.strong) if item.strong is not None else []
                 item.strong_slices = sorted(set(listed) | set(held))
             if name in scribbles:
-                item.scribbles = _read_label(scribbles[name], item)
+                item.scribbles = read_label_file(scribbles[name], item)
             if name in boxes:
                 item.boxes = read_boxes_csv(boxes[name], shape, classes)
             files = {"mask": strong.get(name), "scribbles": scribbles.get(name), "boxes": boxes.get(name)}
@@ -191,22 +191,6 @@ def _find_files(root: Path, folder_name: str, suffixes: tuple[str, ...]) -> dict
                 raise AnnotationError(f"{path}: two files for image {name!r} in {folder}")
             found[name] = path
     return found
-
-
-def _read_label(path: Path, item: ImageAnnotations) -> np.ndarray:
-    """A mask or scribbles file on its image's grid: the same shape and, for NIfTI, the
-    same affine (a mask saved in another orientation would lie mirrored or shifted)."""
-    arr, meta = read_image(path)
-    shape = tuple(item.spatial_shape)
-    if arr.shape != shape:
-        raise AnnotationError(f"{path}: shape {arr.shape} differs from its image's {shape}")
-    mine, theirs = meta.affine, item.meta.affine
-    if mine is not None and theirs is not None and not np.allclose(mine, theirs, rtol=1e-4, atol=1e-3):
-        raise AnnotationError(
-            f"{path}: its NIfTI affine differs from its image's (another orientation or origin); "
-            "resample it onto the image's grid"
-        )
-    return label_array(arr, str(path))
 
 
 def intensity_setting(root: str | Path | None) -> str | None:
