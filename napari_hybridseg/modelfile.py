@@ -140,14 +140,14 @@ def _package_model_file(path: Path, folder: Path) -> Path:
     try:
         if path.is_dir():
             rdf = yaml.safe_load((path / "rdf.yaml").read_text(encoding="utf-8"))
-            _ours(path, rdf)
+            _refuse_foreign(path, rdf)
             inner = path / PACKAGE_ATTACHMENT
             if not inner.is_file():
                 raise FileNotFoundError(f"no {inner}")
             return inner
         with zipfile.ZipFile(path) as zf:
             rdf = yaml.safe_load(zf.read("rdf.yaml").decode("utf-8"))
-            _ours(path, rdf)
+            _refuse_foreign(path, rdf)
             info = zf.getinfo(PACKAGE_ATTACHMENT)
             if info.file_size > MAX_MODEL_BYTES:
                 raise ModelFileError(
@@ -165,10 +165,10 @@ def _package_model_file(path: Path, folder: Path) -> Path:
         raise ModelFileError(f"{path}: {what} ({reason(exc)})") from None
 
 
-def _ours(path: Path, rdf) -> bool:
-    """True for a package napari-hybridseg exported; a one-line refusal for any other."""
+def _refuse_foreign(path: Path, rdf) -> None:
+    """A one-line refusal for a package napari-hybridseg did not export."""
     if isinstance(rdf, dict) and isinstance(rdf.get("config"), dict) and "napari-hybridseg" in rdf["config"]:
-        return True
+        return
     raise ModelFileError(
         f"{path}: a bioimage.io model that napari-hybridseg did not export; run it with bioimageio.core "
         "or the tool it came from"

@@ -3,7 +3,7 @@ napari's undo and redo (which announce only a refresh)."""
 
 from __future__ import annotations
 
-from ..bridge import META_KEY, new_boxes_get_new_ids, record_painted_slices, role_of
+from ..bridge import META_KEY, layer_tag, new_boxes_get_new_ids, record_painted_slices, role_of
 from ..bridge.layer_data import painted_slices
 
 
@@ -13,22 +13,19 @@ def watch(layer, on_edit, across=None, warn=None) -> None:
     of every slice again.  ``across()``: whether the view shows the slice axis, where
     painting a volume's masks or drawing its boxes makes every slice touched a masked
     slice or a box one row high: ``warn`` is told so."""
-    if role_of(layer)[0] == "strong":
+    role = role_of(layer)[0]
+    if role == "strong":
         layer.events.data.connect(lambda event, layer=layer: _whole_mask(layer))
         layer.events.paint.connect(lambda event, layer=layer: record_painted_slices(layer, event.value))
-    if across is not None and warn is not None and layer.ndim == 3 and role_of(layer)[0] in ("strong", "boxes"):
+    if across is not None and warn is not None and layer.ndim == 3 and role in ("strong", "boxes"):
+        what = "every slice painted counts as masked" if role == "strong" else "boxes lie on one slice"
 
         def check_view(event) -> None:
             if across() and getattr(event, "action", None) not in ("adding", "changing", "removing", "removed"):
-                what = (
-                    "every slice painted counts as masked"
-                    if role_of(layer)[0] == "strong"
-                    else "boxes lie on one slice"
-                )
                 warn(f"layer {layer.name!r}: edited in a view across slices, but {what}: undo, and edit slice by slice")
 
-        (layer.events.paint if role_of(layer)[0] == "strong" else layer.events.data).connect(check_view)
-    if role_of(layer)[0] == "boxes":
+        (layer.events.paint if role == "strong" else layer.events.data).connect(check_view)
+    if role == "boxes":
         new_boxes_get_new_ids(layer)
     layer.events.data.connect(on_edit)
     if hasattr(layer.events, "paint"):
@@ -36,7 +33,7 @@ def watch(layer, on_edit, across=None, warn=None) -> None:
     if hasattr(layer, "_undo_history"):  # undo and redo announce only a refresh: the history tells them apart
         history = lambda: (len(layer._undo_history), len(layer._redo_history))  # noqa: E731
         seen = [history()]
-        before = set((layer.metadata.get(META_KEY) or {}).get("annotated_slices") or ())
+        before = set(layer_tag(layer).get("annotated_slices") or ())
 
         def on_refresh(event) -> None:
             if history() != seen[0]:
@@ -49,7 +46,7 @@ def watch(layer, on_edit, across=None, warn=None) -> None:
 
 
 def _whole_mask(layer) -> None:
-    meta = dict(layer.metadata.get(META_KEY) or {})
+    meta = dict(layer_tag(layer))
     if meta.pop("annotated_slices", None) is not None:
         layer.metadata = {**layer.metadata, META_KEY: meta}
 
@@ -58,7 +55,7 @@ def _recount_slices(layer, before: set[int]) -> None:
     """After an undo or redo of a volume's masks: the slices of the edits now applied are
     masked slices, and those touched only by edits now undone are not (unless they were
     masked before the layer was watched, or hold a label)."""
-    meta = dict(layer.metadata.get(META_KEY) or {})
+    meta = dict(layer_tag(layer))
     if meta.get("annotated_slices") is None or layer.ndim != 3:
         return
     depth = layer.data.shape[0]

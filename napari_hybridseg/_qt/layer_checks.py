@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..annotations import image_name_problem
-from ..bridge import META_KEY, role_of, spatial_shape
+from ..bridge import META_KEY, layer_tag, role_of, spatial_shape
 from ..errors import HybridSegError
 
 
@@ -90,6 +90,6 @@ def untag_copy(viewer, layer) -> str | None:
     key = role_of(layer)
     if key[0] not in PROJECT_ROLES or not any(o is not layer and role_of(o) == key for o in viewer.layers):
         return None
-    meta = {k: v for k, v in (layer.metadata.get(META_KEY) or {}).items() if k not in ("role", "image")}
+    meta = {k: v for k, v in layer_tag(layer).items() if k not in ("role", "image")}
     layer.metadata = {**layer.metadata, META_KEY: meta}
     return f"layer {layer.name!r} is a copy, not part of the project; assign it to an image to use it"

@@ -19,6 +19,7 @@ from ..bridge import (
     classes_of_layers,
     layer_meta,
     layer_name,
+    layer_tag,
     note_box_ids,
     role_of,
     scribble_label_weights,
@@ -82,7 +83,7 @@ def assign_role(viewer, image_layer, layer, shown_role: str) -> str | None:
 def geometry(image_layer) -> dict:
     """The image's format, spacing and affine from its tag, for the layers drawn over it:
     a mask or prediction saved as NIfTI then keeps the scan's orientation and origin."""
-    tagged = (image_layer.metadata or {}).get(META_KEY) or {}
+    tagged = layer_tag(image_layer)
     return {k: tagged[k] for k in ("format", "spacing", "affine") if k in tagged}
 
 

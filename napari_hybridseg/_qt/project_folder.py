@@ -11,7 +11,7 @@ from pathlib import Path
 
 from qtpy.QtWidgets import QFileDialog
 
-from ..bridge import META_KEY, role_of
+from ..bridge import layer_tag, role_of
 from ..errors import HybridSegError
 from . import layers as L
 from .live_view import notify_error
@@ -30,7 +30,7 @@ class ProjectFolderMixin:
         """Show a project folder's layers (opening them if needed) and autosave into it."""
         root = Path(root)
         shown = L.tagged_images(self.viewer)
-        home = lambda layer: (layer.metadata.get(META_KEY) or {}).get("project")  # noqa: E731
+        home = lambda layer: layer_tag(layer).get("project")  # noqa: E731
         others = [layer.name for layer in shown if not (_same(home(layer), root) or _same(self.project_root, root))]
         if others:
             raise HybridSegError(

@@ -148,11 +148,12 @@ class Project:
         root = Path(root) if root is not None else self.root
         if root is None:
             raise ValueError("no project folder given")
-        for name in names if names is not None else list(self.images):  # every name checked before any write
+        chosen = names if names is not None else list(self.images)
+        for name in chosen:  # every name checked before any write
             problem = image_name_problem(name)
             if problem:
                 raise AnnotationError(f"image {name!r}: its name names its files and cannot hold {problem}; rename it")
-        for name in names if names is not None else list(self.images):
+        for name in chosen:
             save_image_annotations(root, self.images[name], with_class=self.classes is not None)
         flags = {n: {"exhaustive": a.exhaustive, "annotated_slices": a.strong_slices} for n, a in self.images.items()}
         _write_project_json(root, flags, self.classes)

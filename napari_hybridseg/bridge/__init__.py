@@ -4,7 +4,7 @@ Works on plain layer-data tuples and duck-typed layers: imports neither napari n
 """
 
 from .box_ids import new_boxes_get_new_ids, note_box_ids
-from .image_layers import layer_image, layer_meta, spatial_shape
+from .image_layers import layer_image, layer_meta, layer_tag, spatial_shape
 from .layer_data import (
     BACKGROUND_STROKE_COLOUR,
     META_KEY,
@@ -42,6 +42,7 @@ __all__ = [
     "layer_image",
     "layer_meta",
     "layer_name",
+    "layer_tag",
     "new_boxes_get_new_ids",
     "note_box_ids",
     "project_layer_data",

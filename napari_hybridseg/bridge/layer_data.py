@@ -20,7 +20,7 @@ import numpy as np
 
 from ..annotations import Box, ImageAnnotations, LabelClasses, Project
 from ..annotations.model import labelled_slices, read_only_copy
-from .image_layers import CHANNELS_FIRST, META_KEY, layer_image, layer_meta, shows_channels_first
+from .image_layers import CHANNELS_FIRST, META_KEY, layer_image, layer_meta, layer_tag, shows_channels_first
 
 ROLE_SUFFIX = {"boxes": "boxes", "scribbles": "scribbles", "strong": "masks"}
 
@@ -180,8 +180,7 @@ def project_layer_data(project: Project) -> list:
 
 def role_of(layer) -> tuple[str | None, str | None]:
     """``(role, image_name)`` of a tagged layer, or ``(None, None)``."""
-    meta = getattr(layer, "metadata", {}) or {}
-    tag = meta.get(META_KEY) or {}
+    tag = layer_tag(layer)
     return tag.get("role"), tag.get("image")
 
 
